@@ -1,0 +1,146 @@
+//! One error type for everything a plugin can do wrong.
+//!
+//! A caller must be able to tell, without parsing strings:
+//!
+//! * [`Error::Load`]: the plugin was **refused at load** (unreadable file, not
+//!   a component, compile error, imports or exports that do not match the
+//!   world, an identity that does not parse). Nothing was instantiated.
+//! * [`Error::Init`]: the plugin loaded but its `init` said no or crashed;
+//!   the instance was discarded.
+//! * [`Error::Guest`]: **the plugin said no**: a WIT `result` error returned
+//!   by the guest. The instance is healthy and may be called again.
+//! * [`Error::Trap`]: **the plugin crashed** (a trap, a deadline, a memory
+//!   cap). The instance is discarded: later calls on it are refused.
+//! * [`Error::BadCall`]: the call itself was wrong (no such export, wrong
+//!   argument types on the dynamic path). Nothing ran; the instance is fine.
+//! * [`Error::Instantiate`]: the host could not create an instance (an
+//!   instance pool exhausted, a resource limit at start-up).
+//!
+//! Every variant names the plugin — `name@version` once its identity is known,
+//! otherwise the file stem — and where it came from.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Which plugin an [`Error`] is about: its name, its version when known, and
+/// its source (a file path, or a label for bytes loaded from memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginRef {
+    /// The plugin's name, or the file stem while its identity is not known.
+    pub name: Arc<str>,
+    /// The plugin's version, once its identity is known.
+    pub version: Option<semver::Version>,
+    /// Where the plugin came from.
+    pub source: Arc<str>,
+}
+
+impl fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.version {
+            Some(v) => write!(f, "plugin `{}@{v}` ({})", self.name, self.source),
+            None => write!(f, "plugin `{}` ({})", self.name, self.source),
+        }
+    }
+}
+
+/// The error of every fallible wasmplug operation. See the module docs for
+/// what each variant means to a caller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Refused at load; nothing was instantiated and nothing replaced.
+    #[error("{plugin} was refused at load: {cause:#}")]
+    Load {
+        /// The plugin refused.
+        plugin: PluginRef,
+        /// What was wrong, with the expected and the found item where a type
+        /// did not match.
+        cause: anyhow::Error,
+    },
+    /// `init` returned an error or trapped.
+    #[error("{plugin} failed to initialise: {cause:#}")]
+    Init {
+        /// The plugin whose instance failed.
+        plugin: PluginRef,
+        /// The guest's message, or the trap.
+        cause: anyhow::Error,
+    },
+    /// The guest returned an error value: "the plugin said no".
+    #[error("{plugin} returned an error: {message}")]
+    Guest {
+        /// The plugin that answered.
+        plugin: PluginRef,
+        /// The guest's own error, rendered as text.
+        message: String,
+    },
+    /// The guest trapped, ran past its deadline or hit a resource cap.
+    #[error("{plugin} trapped: {cause:#}")]
+    Trap {
+        /// The plugin whose instance crashed.
+        plugin: PluginRef,
+        /// The trap code, when wasmtime reported one.
+        trap: Option<wasmtime::Trap>,
+        /// The full error, with the guest's wasm backtrace.
+        cause: anyhow::Error,
+    },
+    /// The call was malformed: an unknown export or arguments of the wrong
+    /// type. The guest never ran.
+    #[error("{plugin}: {message}")]
+    BadCall {
+        /// The plugin that was called.
+        plugin: PluginRef,
+        /// What was wrong with the call.
+        message: String,
+    },
+    /// The host could not create an instance.
+    #[error("{plugin} could not be instantiated: {cause:#}")]
+    Instantiate {
+        /// The plugin.
+        plugin: PluginRef,
+        /// Why (pool exhausted, a start function trapped, a limit).
+        cause: anyhow::Error,
+    },
+}
+
+impl Error {
+    /// The plugin the error is about.
+    pub fn plugin(&self) -> &PluginRef {
+        match self {
+            Error::Load { plugin, .. }
+            | Error::Init { plugin, .. }
+            | Error::Guest { plugin, .. }
+            | Error::Trap { plugin, .. }
+            | Error::BadCall { plugin, .. }
+            | Error::Instantiate { plugin, .. } => plugin,
+        }
+    }
+
+    /// True when the guest trapped (including deadlines and resource caps).
+    pub fn is_trap(&self) -> bool {
+        matches!(self, Error::Trap { .. })
+    }
+
+    /// True when the call ran past its deadline.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Error::Trap {
+                trap: Some(wasmtime::Trap::Interrupt),
+                ..
+            }
+        )
+    }
+
+    /// Classify an error wasmtime returned from a call into the guest.
+    pub(crate) fn from_call(plugin: PluginRef, err: wasmtime::Error) -> Self {
+        let trap = err.downcast_ref::<wasmtime::Trap>().copied();
+        Error::Trap {
+            plugin,
+            trap,
+            cause: err.into(),
+        }
+    }
+}
+
+/// `Result` with wasmplug's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,55 @@
+//! # wasmplug
+//!
+//! WebAssembly component plugins for Rust services: each plugin instance in
+//! its own wasmtime `Store`, so repeated and versioned loads never collide;
+//! unloading is dropping, so nothing leaks; and typed calls generated from the
+//! service's own WIT world.
+//!
+//! The concepts, in lifecycle order:
+//!
+//! * [`Runtime`] — the engine and linker, configured once, for one
+//!   [`World`].
+//! * [`Plugin`] — one loaded version of a component: compiled, linked,
+//!   type-checked at load, identified (name@version). Cheap to clone.
+//! * [`Instance`] — one live, isolated copy of a plugin. Drop it to unload.
+//! * [`Policy`] — what a plugin may do and use (deny by default).
+//! * [`Error`] — refused at load, init failed, the guest said no, the guest
+//!   crashed: told apart without parsing strings.
+//!
+//! ```no_run
+//! use wasmplug::reference::{GreeterPlugin, User};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let runtime = wasmplug::Runtime::<GreeterPlugin>::new()?;
+//! let plugin = runtime.load("guest-plugins/dist/hello-v1.wasm")?;
+//! let mut instance = plugin.instantiate()?; // a fresh Store; `init` has run
+//! let who = User { name: "Gopher".into(), age: 13 };
+//! println!("{}", instance.hello(&who)?);
+//! drop(instance); // unloaded: store, memory and instance freed
+//! # Ok(()) }
+//! ```
+//!
+//! See `ARCHITECTURE.md` for the path of load → instantiate → call → unload.
+
+#![warn(missing_docs)]
+
+mod error;
+mod instance;
+mod log;
+mod plugin;
+mod policy;
+pub mod reference;
+mod runtime;
+pub mod signature;
+mod world;
+
+pub use error::{Error, PluginRef, Result};
+pub use instance::Instance;
+pub use log::{emit as emit_guest_log, Level};
+pub use plugin::{Identity, Plugin, Source};
+pub use policy::{Output, Policy};
+pub use runtime::{ContentHash, Runtime, RuntimeBuilder};
+pub use world::{check_export, State, World};
+
+/// Re-exported so embedders use the same wasmtime as wasmplug.
+pub use wasmtime;

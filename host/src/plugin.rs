@@ -1,0 +1,322 @@
+//! A plugin: one loaded version of a component.
+//!
+//! A [`Plugin`] holds the compiled, pre-linked and type-checked component
+//! (shared with any other plugin loaded from the same bytes), the plugin's
+//! identity (name and semver version), where it came from, when it was
+//! loaded, and the [`Policy`] its instances run under. It is cheap to clone
+//! (an `Arc`). Each [`Plugin::instantiate`] gives a new, isolated
+//! [`Instance`]. When the last clone and the last instance are dropped, the
+//! plugin is unloaded: if no other plugin shares its compiled code, that is
+//! freed too.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::{anyhow, Context as _};
+use wasmtime::component::{types::ComponentItem, ResourceTable};
+use wasmtime::Store;
+
+use crate::error::{Error, PluginRef, Result};
+use crate::instance::Instance;
+use crate::runtime::{Compiled, ContentHash, RuntimeInner};
+use crate::{Policy, State, World};
+
+/// Who a plugin says it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The plugin's name, e.g. `hello`.
+    pub name: String,
+    /// Its semver version, e.g. `1.0.0`.
+    pub version: semver::Version,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
+impl Identity {
+    /// Parse what a guest returned: a non-empty name and a semver version.
+    pub fn parse(name: &str, version: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(!name.trim().is_empty(), "the plugin's identity has an empty name");
+        let version = semver::Version::parse(version).map_err(|e| {
+            anyhow!("identity: expected a semver version like `1.2.3`, found `{version}` ({e})")
+        })?;
+        Ok(Identity {
+            name: name.to_string(),
+            version,
+        })
+    }
+}
+
+/// Where a plugin was loaded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A component file.
+    File(PathBuf),
+    /// Bytes handed over in memory, with the label they were given.
+    Bytes(String),
+}
+
+impl Source {
+    /// The file stem, or the label: the plugin's name until it says its own.
+    pub(crate) fn stem(&self) -> String {
+        match self {
+            Source::File(path) => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+            Source::Bytes(label) => label.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Bytes(label) => write!(f, "<bytes: {label}>"),
+        }
+    }
+}
+
+pub(crate) struct PluginInner<W: World> {
+    pub(crate) runtime: Arc<RuntimeInner<W>>,
+    pub(crate) compiled: Arc<Compiled<W>>,
+    identity: Identity,
+    source: Source,
+    pub(crate) label: Arc<str>,
+    pub(crate) policy: Policy,
+    loaded_at: SystemTime,
+    live_instances: AtomicUsize,
+}
+
+/// One loaded version of a plugin. See the module docs.
+pub struct Plugin<W: World> {
+    pub(crate) inner: Arc<PluginInner<W>>,
+}
+
+impl<W: World> Clone for Plugin<W> {
+    fn clone(&self) -> Self {
+        Plugin {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<W: World> fmt::Debug for Plugin<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("identity", &self.inner.identity.to_string())
+            .field("source", &self.inner.source.to_string())
+            .field("hash", &self.inner.compiled.hash)
+            .finish()
+    }
+}
+
+impl<W: World> Plugin<W> {
+    /// Finish loading: learn the identity from a probe instance, then check
+    /// that a real instance initialises. Either failing refuses the plugin.
+    pub(crate) fn new(
+        runtime: Arc<RuntimeInner<W>>,
+        compiled: Arc<Compiled<W>>,
+        source: Source,
+        policy: Policy,
+    ) -> Result<Self> {
+        let provisional = source.provisional_ref();
+        let identity = Self::probe_identity(&runtime, &compiled, &source, &policy)
+            .map_err(|cause| Error::Load {
+                plugin: provisional.clone(),
+                cause,
+            })?;
+        let plugin = Plugin {
+            inner: Arc::new(PluginInner {
+                label: identity.to_string().into(),
+                runtime,
+                compiled,
+                identity,
+                source,
+                policy,
+                loaded_at: SystemTime::now(),
+                live_instances: AtomicUsize::new(0),
+            }),
+        };
+        drop(plugin.instantiate()?);
+        tracing::debug!(plugin = %plugin.label(), source = %plugin.source(), hash = %plugin.content_hash().short(), "loaded");
+        Ok(plugin)
+    }
+
+    fn probe_identity(
+        runtime: &RuntimeInner<W>,
+        compiled: &Compiled<W>,
+        source: &Source,
+        policy: &Policy,
+    ) -> anyhow::Result<Identity> {
+        let label: Arc<str> = source.stem().into();
+        let mut store = new_store(runtime, policy, &label, W::Data::default());
+        store.set_epoch_deadline(runtime.deadline_ticks(policy.deadline_value()));
+        let instance = compiled
+            .pre
+            .instantiate(&mut store)
+            .map_err(anyhow::Error::from)
+            .context("instantiating it to read its identity")?;
+        let bindings = W::load(&compiled.indices, &mut store, &instance)
+            .map_err(anyhow::Error::from)
+            .context("its exports do not match the host's world")?;
+        match bindings.identity(&mut store).map_err(anyhow::Error::from)? {
+            Some(identity) => Ok(identity),
+            None => Ok(Identity {
+                name: source.stem(),
+                version: semver::Version::new(0, 0, 0),
+            }),
+        }
+    }
+
+    /// A new, isolated instance: a fresh `Store` (own memory, globals,
+    /// tables, WASI context), with `init` already run. Dropping the
+    /// instance unloads it.
+    pub fn instantiate(&self) -> Result<Instance<W>> {
+        self.instantiate_with(W::Data::default())
+    }
+
+    /// [`instantiate`](Self::instantiate) with the embedder's own
+    /// per-instance data, reachable from its host imports.
+    pub fn instantiate_with(&self, data: W::Data) -> Result<Instance<W>> {
+        let inner = &self.inner;
+        let mut store = new_store(&inner.runtime, &inner.policy, &inner.label, data);
+        let deadline = inner.runtime.deadline_ticks(inner.policy.deadline_value());
+        store.set_epoch_deadline(deadline);
+        let instance = inner
+            .compiled
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Error::Instantiate {
+                plugin: self.plugin_ref(),
+                cause: e.into(),
+            })?;
+        let bindings = W::load(&inner.compiled.indices, &mut store, &instance).map_err(|e| {
+            Error::Instantiate {
+                plugin: self.plugin_ref(),
+                cause: e.into(),
+            }
+        })?;
+        store.set_epoch_deadline(deadline);
+        match bindings.init(&mut store) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                return Err(Error::Init {
+                    plugin: self.plugin_ref(),
+                    cause: anyhow!("init returned an error: {message}"),
+                })
+            }
+            Err(trap) => {
+                return Err(Error::Init {
+                    plugin: self.plugin_ref(),
+                    cause: anyhow::Error::from(trap).context("init trapped"),
+                })
+            }
+        }
+        Ok(Instance::new(self.clone(), store, instance, bindings))
+    }
+
+    /// Who the plugin says it is.
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
+    /// `name@version`, the tag on the plugin's log lines.
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// Where it was loaded from.
+    pub fn source(&self) -> &Source {
+        &self.inner.source
+    }
+
+    /// The SHA-256 of its bytes.
+    pub fn content_hash(&self) -> ContentHash {
+        self.inner.compiled.hash
+    }
+
+    /// When it was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.inner.loaded_at
+    }
+
+    /// The policy its instances run under.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// How many of its instances are alive now.
+    pub fn live_instances(&self) -> usize {
+        self.inner.live_instances.load(Ordering::Relaxed)
+    }
+
+    /// True when `self` and `other` run the same compiled code (they were
+    /// loaded from identical bytes into the same runtime).
+    pub fn shares_code_with(&self, other: &Plugin<W>) -> bool {
+        Arc::ptr_eq(&self.inner.compiled, &other.inner.compiled)
+    }
+
+    /// The functions the component exports, as `interface#function` (or
+    /// just `function` at the top level), for the dynamic call path.
+    pub fn exports(&self) -> Vec<String> {
+        let engine = &self.inner.runtime.engine;
+        let ty = self.inner.compiled.component.component_type();
+        let mut names = Vec::new();
+        for (name, item) in ty.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => names.push(name.to_string()),
+                ComponentItem::ComponentInstance(inst) => {
+                    for (func, item) in inst.exports(engine) {
+                        if matches!(item.ty, ComponentItem::ComponentFunc(_)) {
+                            names.push(format!("{name}#{func}"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        names
+    }
+
+    pub(crate) fn plugin_ref(&self) -> PluginRef {
+        PluginRef {
+            name: self.inner.identity.name.as_str().into(),
+            version: Some(self.inner.identity.version.clone()),
+            source: self.inner.source.to_string().into(),
+        }
+    }
+
+    pub(crate) fn instance_started(&self) {
+        self.inner.live_instances.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn instance_ended(&self) {
+        self.inner.live_instances.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn new_store<W: World>(
+    runtime: &RuntimeInner<W>,
+    policy: &Policy,
+    label: &Arc<str>,
+    data: W::Data,
+) -> Store<State<W::Data>> {
+    let state = State {
+        wasi: policy.wasi_ctx(label),
+        table: ResourceTable::new(),
+        limits: policy.store_limits(),
+        label: label.clone(),
+        data,
+    };
+    let mut store = Store::new(&runtime.engine, state);
+    store.limiter(|state| &mut state.limits);
+    store
+}

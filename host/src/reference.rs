@@ -1,0 +1,116 @@
+//! The reference world, `wasmplug:plugin/greeter-plugin@1.0.0` (`wit/plugin.wit`).
+//!
+//! It is what the demo, the tests and the guest examples use, and it is
+//! implemented exactly as an embedder implements its own world: `bindgen!`,
+//! then [`World`] on the generated struct. Nothing else in the library knows
+//! about it.
+//!
+//! One bindings module per interface version: when `wasmplug:plugin@1.1.0`
+//! exists it gets its own module beside this one, so 1.0 plugins keep
+//! loading.
+
+use wasmtime::component::{HasSelf, Instance as RawInstance, InstancePre, Linker};
+use wasmtime::Store;
+
+use crate::error::Result;
+use crate::log::{emit, Level as HostLevel};
+use crate::{check_export, Identity, Instance, State, World};
+
+/// What `bindgen!` generates for `wit/plugin.wit` (documented in the WIT).
+#[allow(missing_docs)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "wasmplug:plugin/greeter-plugin@1.0.0",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+pub use bindings::exports;
+pub use bindings::wasmplug::plugin::types::{Identity as WitIdentity, Level, User};
+pub use bindings::{GreeterPlugin, GreeterPluginIndices};
+use bindings::wasmplug;
+
+impl wasmplug::plugin::types::Host for State<()> {}
+
+impl wasmplug::plugin::host::Host for State<()> {
+    fn log(&mut self, level: Level, message: String) {
+        let level = match level {
+            Level::Trace => HostLevel::Trace,
+            Level::Debug => HostLevel::Debug,
+            Level::Info => HostLevel::Info,
+            Level::Warn => HostLevel::Warn,
+            Level::Error => HostLevel::Error,
+        };
+        emit(self.plugin_label(), level, &message);
+    }
+}
+
+/// The exported interfaces of the reference world, by full name.
+pub const LIFECYCLE: &str = "wasmplug:plugin/lifecycle@1.0.0";
+/// See [`LIFECYCLE`].
+pub const GREETER: &str = "wasmplug:plugin/greeter@1.0.0";
+
+impl World for GreeterPlugin {
+    type Data = ();
+    type Indices = GreeterPluginIndices;
+
+    fn add_to_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
+        GreeterPlugin::add_to_linker::<_, HasSelf<State<()>>>(linker, |state| state)
+    }
+
+    fn indices(pre: &InstancePre<State<()>>) -> wasmtime::Result<Self::Indices> {
+        // Every export by name, so a mistyped plugin is refused before it
+        // runs, with the function named (see `check_export`).
+        check_export::<_, (), (WitIdentity,)>(pre, Some(LIFECYCLE), "identity")?;
+        check_export::<_, (), (Result<(), String>,)>(pre, Some(LIFECYCLE), "init")?;
+        check_export::<_, (&str,), (String,)>(pre, Some(GREETER), "welcome")?;
+        check_export::<_, (&User,), (String,)>(pre, Some(GREETER), "hello")?;
+        check_export::<_, (), (u32,)>(pre, Some(GREETER), "count")?;
+        check_export::<_, (&User,), (Result<User, String>,)>(pre, Some(GREETER), "birthday")?;
+        GreeterPluginIndices::new(pre)
+    }
+
+    fn load(
+        indices: &Self::Indices,
+        store: &mut Store<State<()>>,
+        instance: &RawInstance,
+    ) -> wasmtime::Result<Self> {
+        indices.load(store, instance)
+    }
+
+    fn identity(&self, store: &mut Store<State<()>>) -> wasmtime::Result<Option<Identity>> {
+        let id = self.wasmplug_plugin_lifecycle().call_identity(&mut *store)?;
+        Identity::parse(&id.name, &id.version)
+            .map(Some)
+            .map_err(wasmtime::Error::from_anyhow)
+    }
+
+    fn init(&self, store: &mut Store<State<()>>) -> wasmtime::Result<std::result::Result<(), String>> {
+        self.wasmplug_plugin_lifecycle().call_init(store)
+    }
+}
+
+/// Typed calls of the reference world's `greeter` interface.
+impl Instance<GreeterPlugin> {
+    /// `greeter.welcome(name)`.
+    pub fn welcome(&mut self, name: &str) -> Result<String> {
+        self.call(|g, store| g.wasmplug_plugin_greeter().call_welcome(store, name))
+    }
+
+    /// `greeter.hello(who)`: a WIT record passed host → plugin.
+    pub fn hello(&mut self, who: &User) -> Result<String> {
+        self.call(|g, store| g.wasmplug_plugin_greeter().call_hello(store, who))
+    }
+
+    /// `greeter.count()`: this instance's counter, plus one.
+    pub fn count(&mut self) -> Result<u32> {
+        self.call(|g, store| g.wasmplug_plugin_greeter().call_count(store))
+    }
+
+    /// `greeter.birthday(who)`: the guest may refuse, as
+    /// [`Error::Guest`](crate::Error::Guest).
+    pub fn birthday(&mut self, who: &User) -> Result<User> {
+        self.try_call(|g, store| g.wasmplug_plugin_greeter().call_birthday(store, who))
+    }
+}

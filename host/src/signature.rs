@@ -1,0 +1,80 @@
+//! Component types written the way WIT writes them, for error messages and
+//! listings: `func(who: record { name: string, age: u32 }) -> string`.
+//!
+//! Component types carry structure, not names (a `user` record is a record
+//! with fields `name` and `age`), so records, variants and enums are written
+//! out in full.
+
+use wasmtime::component::types::{ComponentFunc, Type};
+
+/// A function type as WIT text.
+pub fn func(ty: &ComponentFunc) -> String {
+    let params: Vec<String> = ty
+        .params()
+        .map(|(name, ty)| format!("{name}: {}", value(&ty)))
+        .collect();
+    let results: Vec<String> = ty.results().map(|ty| value(&ty)).collect();
+    match results.as_slice() {
+        [] => format!("func({})", params.join(", ")),
+        [one] => format!("func({}) -> {one}", params.join(", ")),
+        many => format!("func({}) -> ({})", params.join(", "), many.join(", ")),
+    }
+}
+
+/// A value type as WIT text.
+pub fn value(ty: &Type) -> String {
+    match ty {
+        Type::Bool => "bool".into(),
+        Type::S8 => "s8".into(),
+        Type::U8 => "u8".into(),
+        Type::S16 => "s16".into(),
+        Type::U16 => "u16".into(),
+        Type::S32 => "s32".into(),
+        Type::U32 => "u32".into(),
+        Type::S64 => "s64".into(),
+        Type::U64 => "u64".into(),
+        Type::Float32 => "f32".into(),
+        Type::Float64 => "f64".into(),
+        Type::Char => "char".into(),
+        Type::String => "string".into(),
+        Type::List(list) => format!("list<{}>", value(&list.ty())),
+        Type::FixedLengthList(list) => format!("list<{}, {}>", value(&list.ty()), list.len()),
+        Type::Map(map) => format!("map<{}, {}>", value(&map.key()), value(&map.value())),
+        Type::Record(record) => {
+            let fields: Vec<String> = record
+                .fields()
+                .map(|f| format!("{}: {}", f.name, value(&f.ty)))
+                .collect();
+            format!("record {{ {} }}", fields.join(", "))
+        }
+        Type::Tuple(tuple) => {
+            let types: Vec<String> = tuple.types().map(|t| value(&t)).collect();
+            format!("tuple<{}>", types.join(", "))
+        }
+        Type::Variant(variant) => {
+            let cases: Vec<String> = variant
+                .cases()
+                .map(|c| match &c.ty {
+                    Some(ty) => format!("{}({})", c.name, value(ty)),
+                    None => c.name.to_string(),
+                })
+                .collect();
+            format!("variant {{ {} }}", cases.join(", "))
+        }
+        Type::Enum(e) => format!("enum {{ {} }}", e.names().collect::<Vec<_>>().join(", ")),
+        Type::Flags(f) => format!("flags {{ {} }}", f.names().collect::<Vec<_>>().join(", ")),
+        Type::Option(opt) => format!("option<{}>", value(&opt.ty())),
+        Type::Result(result) => {
+            let part = |t: Option<Type>| t.map(|t| value(&t)).unwrap_or_else(|| "_".into());
+            match (result.ok(), result.err()) {
+                (None, None) => "result".into(),
+                (ok, err) => format!("result<{}, {}>", part(ok), part(err)),
+            }
+        }
+        Type::Own(_) => "own<resource>".into(),
+        Type::Borrow(_) => "borrow<resource>".into(),
+        Type::Future(_) => "future".into(),
+        Type::Stream(_) => "stream".into(),
+        Type::ErrorContext => "error-context".into(),
+    }
+}

@@ -1,0 +1,187 @@
+//! The embedder's world, and the state every plugin store carries.
+//!
+//! wasmplug is generic over the WIT world a service defines. The service runs
+//! `wasmtime::component::bindgen!` on its own WIT and implements [`World`] on
+//! the generated struct: four short functions that forward to what `bindgen!`
+//! generated. From then on `Runtime<MyWorld>` gives typed calls and every
+//! lifecycle feature. The reference world in `wit/` is implemented the same
+//! way in [`crate::reference`].
+//!
+//! Every instance lives in its own `Store<State<W::Data>>`. [`State`] holds the
+//! WASI context (empty unless the [`Policy`](crate::Policy) grants something),
+//! the store's resource limits, the plugin's label for logs, and the
+//! embedder's own per-instance data.
+
+use std::sync::Arc;
+
+use wasmtime::component::{Instance, InstancePre, Linker, ResourceTable};
+use wasmtime::{Store, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::Identity;
+
+/// A WIT world that plugins implement, as seen by the host.
+///
+/// Implement it on the struct `bindgen!` generates for the world. Only
+/// [`add_to_linker`](World::add_to_linker), [`indices`](World::indices) and
+/// [`load`](World::load) are required; worlds with an identity or an
+/// explicit `init` export override the two provided methods.
+///
+/// ```ignore
+/// wasmtime::component::bindgen!({ path: "wit/filter.wit", world: "filter" });
+///
+/// impl wasmplug::World for Filter {
+///     type Data = Settings; // the embedder's per-instance state
+///     type Indices = FilterIndices;
+///     fn add_to_linker(linker: &mut Linker<State<Settings>>) -> wasmtime::Result<()> {
+///         Filter::add_to_linker::<_, HasSelf<Settings>>(linker, State::data_mut)
+///     }
+///     fn indices(pre: &InstancePre<State<Settings>>) -> wasmtime::Result<FilterIndices> {
+///         FilterIndices::new(pre)
+///     }
+///     fn load(ix: &FilterIndices, store: &mut Store<State<Settings>>, instance: &Instance)
+///         -> wasmtime::Result<Self> {
+///         ix.load(store, instance)
+///     }
+/// }
+/// ```
+pub trait World: Sized + Send + Sync + 'static {
+    /// The embedder's own per-instance state, reachable from its host
+    /// imports through [`State::data_mut`]. `Default` gives the value used
+    /// when loading probes the plugin and by
+    /// [`Plugin::instantiate`](crate::Plugin::instantiate); pass your own with
+    /// [`Plugin::instantiate_with`](crate::Plugin::instantiate_with).
+    type Data: Default + Send + 'static;
+
+    /// `bindgen!`'s `XxxIndices`: export lookups resolved once per loaded
+    /// plugin, so instantiation does no string lookups.
+    type Indices: Clone + Send + Sync + 'static;
+
+    /// Add the world's host imports to `linker` (WASI is added by the
+    /// runtime). Forward to `bindgen!`'s `Xxx::add_to_linker`.
+    fn add_to_linker(linker: &mut Linker<State<Self::Data>>) -> wasmtime::Result<()>;
+
+    /// Resolve and **type-check** the world's exports against a pre-linked
+    /// component. This is where a mistyped plugin is refused at load.
+    /// Forward to `XxxIndices::new`.
+    fn indices(pre: &InstancePre<State<Self::Data>>) -> wasmtime::Result<Self::Indices>;
+
+    /// Build the typed bindings for a fresh instance. Forward to
+    /// `XxxIndices::load`.
+    fn load(
+        indices: &Self::Indices,
+        store: &mut Store<State<Self::Data>>,
+        instance: &Instance,
+    ) -> wasmtime::Result<Self>;
+
+    /// The plugin's own name and version, if the world exports them.
+    /// Called once at load, before `init`. The default is `None`: the plugin
+    /// is named after its file and versioned `0.0.0`.
+    fn identity(&self, store: &mut Store<State<Self::Data>>) -> wasmtime::Result<Option<Identity>> {
+        let _ = store;
+        Ok(None)
+    }
+
+    /// Run the world's explicit initialiser, once per instance, right after
+    /// instantiation. `Ok(Err(message))` is the guest refusing; `Err` a trap.
+    /// The default does nothing.
+    fn init(
+        &self,
+        store: &mut Store<State<Self::Data>>,
+    ) -> wasmtime::Result<std::result::Result<(), String>> {
+        let _ = store;
+        Ok(Ok(()))
+    }
+}
+
+/// What a plugin's `Store` holds. Dropping the store drops all of it.
+pub struct State<D> {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) label: Arc<str>,
+    pub(crate) data: D,
+}
+
+impl<D> State<D> {
+    /// The embedder's per-instance data.
+    pub fn data(&self) -> &D {
+        &self.data
+    }
+
+    /// The embedder's per-instance data, mutably: the getter to hand to
+    /// `bindgen!`'s `add_to_linker` for the embedder's own imports.
+    pub fn data_mut(&mut self) -> &mut D {
+        &mut self.data
+    }
+
+    /// The plugin this store belongs to, as `name@version`: the tag on every
+    /// log line the guest writes.
+    pub fn plugin_label(&self) -> &str {
+        &self.label
+    }
+
+    /// The store's resource table, for embedders whose worlds use resources.
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+}
+
+impl<D: Send> WasiView for State<D> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Check, by name, that a pre-linked component exports function `func` (in
+/// the exported `interface`, or at the top level for `None`) with the
+/// parameter and result types `P` and `R`, written as `bindgen!` writes them:
+/// `check_export::<(&User,), (String,)>(pre, Some("pkg:name/greeter@1.0.0"), "hello")`.
+///
+/// `bindgen!`'s indices check top-level functions when a plugin is loaded
+/// but functions inside exported interfaces only when an instance is built,
+/// and then without naming the function. A world's
+/// [`World::indices`] can call this for each function so a mistyped plugin
+/// is refused before anything runs, with an error that names the function,
+/// what the host expected and what the component has.
+pub fn check_export<T: 'static, P, R>(
+    pre: &InstancePre<T>,
+    interface: Option<&str>,
+    func: &str,
+) -> wasmtime::Result<()>
+where
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+    R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+{
+    use wasmtime::component::types::ComponentItem;
+    let component = pre.component();
+    let path = match interface {
+        Some(iface) => format!("{iface}#{func}"),
+        None => func.to_string(),
+    };
+    let parent = match interface {
+        Some(iface) => Some(
+            component
+                .get_export(None, iface)
+                .ok_or_else(|| wasmtime::format_err!("the component does not export interface `{iface}`"))?
+                .1,
+        ),
+        None => None,
+    };
+    let (item, _) = component
+        .get_export(parent.as_ref(), func)
+        .ok_or_else(|| wasmtime::format_err!("the component does not export function `{path}`"))?;
+    let ComponentItem::ComponentFunc(found) = item else {
+        wasmtime::bail!("export `{path}` is not a function");
+    };
+    // `typecheck` is what `bindgen!`'s own generated code uses.
+    found.typecheck::<P, R>(&pre.instance_type()).map_err(|e| {
+        wasmtime::format_err!(
+            "export `{path}` has the wrong type: {e:#}; the component has `{}`",
+            crate::signature::func(&found)
+        )
+    })
+}

@@ -1,0 +1,30 @@
+# wasmplug's entry points. `just --list` shows them.
+#
+# Everything builds in release mode: tests, the demo and the benches share
+# one build of wasmtime (a clean one takes minutes on two cores).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Walk through the six Go-plugin pitfalls with live plugins.
+demo: guests
+    cargo run --release --locked -p wasmplug --example demo
+
+# Build every guest plugin into guest-plugins/dist/.
+guests:
+    just --justfile guest-plugins/justfile --working-directory guest-plugins build
+
+# Build the guests, then run every test: unit, doc and integration.
+test: guests
+    cargo test --release --locked --workspace
+
+# Formatting and lints, for the host workspace and the guests.
+lint:
+    cargo fmt --all --check
+    cargo clippy --release --locked --workspace --all-targets -- -D warnings
+    cd guest-plugins && cargo fmt --all --check
+    cd guest-plugins && cargo clippy --release --locked --target wasm32-wasip2 --workspace -- -D warnings
+
+# Install what a fresh machine lacks: the wasm target and `just` itself.
+setup:
+    rustup target add wasm32-wasip2
+    command -v just >/dev/null || pip install rust-just

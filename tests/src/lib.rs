@@ -1,0 +1,110 @@
+//! Shared helpers for wasmplug's integration tests: where the guest
+//! components are, and how much memory this process holds.
+//!
+//! The guest components are real wasm components built from
+//! `guest-plugins/` by `just guests`. A test never skips when one is
+//! missing: it fails and says how to build it.
+
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository root")
+        .to_path_buf()
+}
+
+/// The directory `just guests` writes the guest components to.
+pub fn dist_dir() -> PathBuf {
+    repo_root().join("guest-plugins").join("dist")
+}
+
+/// The path of a built guest component, e.g. `guest("hello-v1")`.
+///
+/// # Panics
+/// When the component has not been built, with the command that builds it.
+pub fn guest(name: &str) -> PathBuf {
+    let path = dist_dir().join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "guest component {} is missing: build the guests first with `just guests` \
+         (needs `rustup target add wasm32-wasip2`)",
+        path.display()
+    );
+    path
+}
+
+/// The bytes of a built guest component.
+pub fn guest_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(guest(name)).expect("reading a guest component")
+}
+
+/// This process's resident set size in KiB, from `/proc/self/status`.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Create one under the system temp directory.
+    pub fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "wasmplug-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&path).expect("creating a temp dir");
+        TempDir(path)
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Append a custom section named `name` holding `payload` to a component.
+///
+/// A custom section changes the bytes (so the content hash, so the compiled
+/// code) without changing behaviour: the way to make many distinct versions
+/// of one plugin for the unload tests.
+pub fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    leb128(&mut body, name.len() as u64);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    leb128(&mut out, body.len() as u64);
+    out.extend_from_slice(&body);
+    out
+}
+
+fn leb128(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}

@@ -1,0 +1,62 @@
+//! Guest output reaches the host's log, tagged with the plugin.
+//!
+//! One test in its own binary: `tracing` caches per-callsite interest
+//! globally, so capturing with a thread-local subscriber is only reliable
+//! when no other test thread hits the same callsites at the same time.
+
+use std::sync::{Arc, Mutex};
+
+use wasmplug::reference::GreeterPlugin;
+use wasmplug::{Error, Runtime};
+use wasmplug_tests::guest;
+
+// Go's `init()` runs once per process. Here `init` runs once per instance,
+// and what a guest logs or prints is tagged with its name@version.
+#[test]
+fn init_runs_in_every_instance_and_guest_output_is_tagged_with_the_plugin() {
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let logs = logs.clone();
+        move || CaptureWriter(logs.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = Runtime::<GreeterPlugin>::new().unwrap();
+        let plugin = rt.load(guest("hello-v2")).unwrap(); // load checks init once
+        let _a = plugin.instantiate().unwrap();
+        let _b = plugin.instantiate().unwrap();
+        // A guest panic prints its message on stderr before it traps.
+        let err = rt.load(guest("broken-init-trap")).unwrap_err();
+        assert!(matches!(err, Error::Init { .. }), "{err:?}");
+    });
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+
+    let inits: Vec<&str> = logs.lines().filter(|l| l.contains("init hello@2.0.0")).collect();
+    assert_eq!(inits.len(), 3, "one init at load and one per instance:\n{logs}");
+    for line in inits {
+        assert!(line.contains("plugin=\"hello@2.0.0\""), "untagged log line: {line}");
+    }
+
+    let panic_line = logs
+        .lines()
+        .find(|l| l.contains("init exploded"))
+        .unwrap_or_else(|| panic!("the guest's stderr is not in the log:\n{logs}"));
+    assert!(panic_line.contains("plugin=\"broken-init@1.0.0\""), "{panic_line}");
+    assert!(panic_line.contains("stream=\"stderr\""), "{panic_line}");
+}
+
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
