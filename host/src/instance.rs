@@ -91,7 +91,8 @@ impl<W: World> Instance<W> {
     /// `interface#function`, where `interface` is the full name
     /// (`wasmplug:plugin/greeter@1.0.0`) or its short form (`greeter`). A
     /// bare `function` also finds a function in an exported interface when
-    /// exactly one interface has it.
+    /// exactly one interface has it. `greeter.count` is the same as
+    /// `greeter#count`.
     pub fn call_dynamic(&mut self, export: &str, args: &[Val]) -> Result<Vec<Val>> {
         let func = self.find_func(export)?;
         self.enter()?;
@@ -115,17 +116,25 @@ impl<W: World> Instance<W> {
     }
 
     fn find_func(&mut self, export: &str) -> Result<Func> {
-        let wanted = export.replace('.', "#");
-        let (iface, func) = match wanted.rsplit_once('#') {
+        // `iface#func`, or `iface.func` when the interface is a short name
+        // (a full name's version has dots of its own).
+        let split = match export.rsplit_once('#') {
+            Some(split) => Some(split),
+            None if !export.contains(['@', ':']) => export.rsplit_once('.'),
+            None => None,
+        };
+        let (iface, func) = match split {
             Some((iface, func)) => (Some(iface.to_string()), func.to_string()),
-            None => (None, wanted.clone()),
+            None => (None, export.to_string()),
         };
         let matches: Vec<String> = self
             .plugin
             .exports()
             .into_iter()
             .filter(|name| match name.rsplit_once('#') {
-                Some((i, f)) => f == func && iface.as_deref().is_none_or(|want| short_matches(i, want)),
+                Some((i, f)) => {
+                    f == func && iface.as_deref().is_none_or(|want| short_matches(i, want))
+                }
                 None => iface.is_none() && *name == func,
             })
             .collect();
@@ -176,11 +185,17 @@ impl<W: World> Instance<W> {
             return Err(Error::Trap {
                 plugin: self.plugin.plugin_ref(),
                 trap: None,
-                cause: anyhow!("this instance trapped earlier and was discarded; instantiate a new one"),
+                cause: anyhow!(
+                    "this instance trapped earlier and was discarded; instantiate a new one"
+                ),
             });
         }
         let policy = &self.plugin.inner.policy;
-        let ticks = self.plugin.inner.runtime.deadline_ticks(policy.deadline_value());
+        let ticks = self
+            .plugin
+            .inner
+            .runtime
+            .deadline_ticks(policy.deadline_value());
         self.store.set_epoch_deadline(ticks);
         Ok(())
     }

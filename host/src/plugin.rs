@@ -42,7 +42,10 @@ impl fmt::Display for Identity {
 impl Identity {
     /// Parse what a guest returned: a non-empty name and a semver version.
     pub fn parse(name: &str, version: &str) -> anyhow::Result<Self> {
-        anyhow::ensure!(!name.trim().is_empty(), "the plugin's identity has an empty name");
+        anyhow::ensure!(
+            !name.trim().is_empty(),
+            "the plugin's identity has an empty name"
+        );
         let version = semver::Version::parse(version).map_err(|e| {
             anyhow!("identity: expected a semver version like `1.2.3`, found `{version}` ({e})")
         })?;
@@ -128,10 +131,12 @@ impl<W: World> Plugin<W> {
         policy: Policy,
     ) -> Result<Self> {
         let provisional = source.provisional_ref();
-        let identity = Self::probe_identity(&runtime, &compiled, &source, &policy)
-            .map_err(|cause| Error::Load {
-                plugin: provisional.clone(),
-                cause,
+        let identity =
+            Self::probe_identity(&runtime, &compiled, &source, &policy).map_err(|cause| {
+                Error::Load {
+                    plugin: provisional.clone(),
+                    cause,
+                }
             })?;
         let plugin = Plugin {
             inner: Arc::new(PluginInner {
@@ -190,14 +195,15 @@ impl<W: World> Plugin<W> {
         let mut store = new_store(&inner.runtime, &inner.policy, &inner.label, data);
         let deadline = inner.runtime.deadline_ticks(inner.policy.deadline_value());
         store.set_epoch_deadline(deadline);
-        let instance = inner
-            .compiled
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| Error::Instantiate {
-                plugin: self.plugin_ref(),
-                cause: e.into(),
-            })?;
+        let instance =
+            inner
+                .compiled
+                .pre
+                .instantiate(&mut store)
+                .map_err(|e| Error::Instantiate {
+                    plugin: self.plugin_ref(),
+                    cause: e.into(),
+                })?;
         let bindings = W::load(&inner.compiled.indices, &mut store, &instance).map_err(|e| {
             Error::Instantiate {
                 plugin: self.plugin_ref(),

@@ -27,9 +27,9 @@ mod bindings {
 }
 
 pub use bindings::exports;
+use bindings::wasmplug;
 pub use bindings::wasmplug::plugin::types::{Identity as WitIdentity, Level, User};
 pub use bindings::{GreeterPlugin, GreeterPluginIndices};
-use bindings::wasmplug;
 
 impl wasmplug::plugin::types::Host for State<()> {}
 
@@ -80,13 +80,18 @@ impl World for GreeterPlugin {
     }
 
     fn identity(&self, store: &mut Store<State<()>>) -> wasmtime::Result<Option<Identity>> {
-        let id = self.wasmplug_plugin_lifecycle().call_identity(&mut *store)?;
+        let id = self
+            .wasmplug_plugin_lifecycle()
+            .call_identity(&mut *store)?;
         Identity::parse(&id.name, &id.version)
             .map(Some)
             .map_err(wasmtime::Error::from_anyhow)
     }
 
-    fn init(&self, store: &mut Store<State<()>>) -> wasmtime::Result<std::result::Result<(), String>> {
+    fn init(
+        &self,
+        store: &mut Store<State<()>>,
+    ) -> wasmtime::Result<std::result::Result<(), String>> {
         self.wasmplug_plugin_lifecycle().call_init(store)
     }
 }

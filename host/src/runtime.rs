@@ -196,7 +196,10 @@ impl<W: World> Runtime<W> {
     fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Weak<Compiled<W>>>> {
         // The table is a cache of weak pointers: a panic elsewhere cannot
         // leave it inconsistent, so a poisoned lock is safe to reuse.
-        self.inner.compiled.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// How many distinct compiled components are alive (in use by at least
@@ -332,7 +335,9 @@ impl<W: World> RuntimeInner<W> {
             Some(d) => {
                 let tick = self.tick.as_nanos().max(1);
                 let ticks = d.as_nanos().div_ceil(tick);
-                u64::try_from(ticks).unwrap_or(u64::MAX - 1).saturating_add(1)
+                u64::try_from(ticks)
+                    .unwrap_or(u64::MAX - 1)
+                    .saturating_add(1)
             }
         }
     }

@@ -166,7 +166,9 @@ where
         Some(iface) => Some(
             component
                 .get_export(None, iface)
-                .ok_or_else(|| wasmtime::format_err!("the component does not export interface `{iface}`"))?
+                .ok_or_else(|| {
+                    wasmtime::format_err!("the component does not export interface `{iface}`")
+                })?
                 .1,
         ),
         None => None,

@@ -35,17 +35,30 @@ fn init_runs_in_every_instance_and_guest_output_is_tagged_with_the_plugin() {
     });
     let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
 
-    let inits: Vec<&str> = logs.lines().filter(|l| l.contains("init hello@2.0.0")).collect();
-    assert_eq!(inits.len(), 3, "one init at load and one per instance:\n{logs}");
+    let inits: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("init hello@2.0.0"))
+        .collect();
+    assert_eq!(
+        inits.len(),
+        3,
+        "one init at load and one per instance:\n{logs}"
+    );
     for line in inits {
-        assert!(line.contains("plugin=\"hello@2.0.0\""), "untagged log line: {line}");
+        assert!(
+            line.contains("plugin=\"hello@2.0.0\""),
+            "untagged log line: {line}"
+        );
     }
 
     let panic_line = logs
         .lines()
         .find(|l| l.contains("init exploded"))
         .unwrap_or_else(|| panic!("the guest's stderr is not in the log:\n{logs}"));
-    assert!(panic_line.contains("plugin=\"broken-init@1.0.0\""), "{panic_line}");
+    assert!(
+        panic_line.contains("plugin=\"broken-init@1.0.0\""),
+        "{panic_line}"
+    );
     assert!(panic_line.contains("stream=\"stderr\""), "{panic_line}");
 }
 

@@ -39,7 +39,10 @@ fn same_file_loaded_twice_gives_two_isolated_instances() {
     assert_eq!(c.welcome("Gopher").unwrap(), "Welcome, Gopher!");
 
     // Counters are per instance: a counts to 3, b and c start from 1.
-    assert_eq!([a.count(), a.count(), a.count()].map(Result::unwrap), [1, 2, 3]);
+    assert_eq!(
+        [a.count(), a.count(), a.count()].map(Result::unwrap),
+        [1, 2, 3]
+    );
     assert_eq!(b.count().unwrap(), 1);
     assert_eq!(c.count().unwrap(), 1);
     assert_eq!(a.count().unwrap(), 4);
@@ -82,7 +85,10 @@ fn byte_identical_copy_under_another_name_loads_beside_the_original() {
     let twin = rt.load(&copy).unwrap();
 
     assert_eq!(original.content_hash(), twin.content_hash());
-    assert!(original.shares_code_with(&twin), "identical bytes compile once");
+    assert!(
+        original.shares_code_with(&twin),
+        "identical bytes compile once"
+    );
     assert_ne!(original.source(), twin.source());
     assert!(twin.source().to_string().ends_with("hello-copy.wasm"));
 
@@ -105,12 +111,21 @@ fn plugins_built_against_two_versions_of_a_crate_load_and_share_no_global() {
 
     let mut a = with_v1.instantiate().unwrap();
     let mut b = with_v2.instantiate().unwrap();
-    assert_eq!(a.welcome("Gopher").unwrap(), "Welcome, Gopher! (shared-dep 1.0.0)");
-    assert_eq!(b.welcome("Gopher").unwrap(), "Welcome, Gopher! (shared-dep 2.0.0)");
+    assert_eq!(
+        a.welcome("Gopher").unwrap(),
+        "Welcome, Gopher! (shared-dep 1.0.0)"
+    );
+    assert_eq!(
+        b.welcome("Gopher").unwrap(),
+        "Welcome, Gopher! (shared-dep 2.0.0)"
+    );
 
     // `count` is the shared crate's global counter. Were the global shared,
     // b would continue from a's 3.
-    assert_eq!([a.count(), a.count(), a.count()].map(Result::unwrap), [1, 2, 3]);
+    assert_eq!(
+        [a.count(), a.count(), a.count()].map(Result::unwrap),
+        [1, 2, 3]
+    );
     assert_eq!(b.count().unwrap(), 1);
     // Nor is it shared between two instances of the same plugin.
     assert_eq!(with_v1.instantiate().unwrap().count().unwrap(), 1);
@@ -125,12 +140,24 @@ fn user_record_passes_from_host_to_plugin_and_back() {
     let mut v1 = rt.load(guest("hello-v1")).unwrap().instantiate().unwrap();
     let mut v2 = rt.load(guest("hello-v2")).unwrap().instantiate().unwrap();
     assert_eq!(v1.hello(&gopher()).unwrap(), "Hello, Gopher!");
-    assert_eq!(v2.hello(&gopher()).unwrap(), "Hello, Gopher, age 13! Next year 14.");
+    assert_eq!(
+        v2.hello(&gopher()).unwrap(),
+        "Hello, Gopher, age 13! Next year 14."
+    );
 
     let older = v1.birthday(&gopher()).unwrap();
-    assert_eq!(older, User { name: "Gopher".into(), age: 14 });
+    assert_eq!(
+        older,
+        User {
+            name: "Gopher".into(),
+            age: 14
+        }
+    );
 
-    let zoe = User { name: "Zoë 🌍 Ωmega".into(), age: 30 };
+    let zoe = User {
+        name: "Zoë 🌍 Ωmega".into(),
+        age: 30,
+    };
     assert_eq!(v1.hello(&zoe).unwrap(), "Hello, Zoë 🌍 Ωmega!");
 }
 
@@ -146,8 +173,17 @@ fn mistyped_plugin_is_refused_at_load_naming_expected_and_found_types() {
     };
     assert!(plugin.source.ends_with("hello-mistyped.wasm"), "{plugin}");
     let message = err.to_string();
-    for needle in ["hello-mistyped.wasm", "greeter@1.0.0#hello`", "expected `record`", "found `string`"] {
+    for needle in [
+        "hello-mistyped.wasm",
+        "greeter@1.0.0#hello`",
+        "expected `record`",
+        "found `string`",
+    ] {
         assert!(message.contains(needle), "missing {needle:?} in: {message}");
     }
-    assert_eq!(rt.compiled_count(), 0, "nothing of a refused plugin stays loaded");
+    assert_eq!(
+        rt.compiled_count(),
+        0,
+        "nothing of a refused plugin stays loaded"
+    );
 }
