@@ -7,7 +7,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Walk through the six Go-plugin pitfalls with live plugins.
 demo: guests
-    cargo run --release --locked -p wasmplug --example demo
+    cargo run --release --locked -q -p wasmplug-tests --bin demo
 
 # Build every guest plugin into guest-plugins/dist/.
 guests:
@@ -24,7 +24,8 @@ lint:
     cd guest-plugins && cargo fmt --all --check
     cd guest-plugins && cargo clippy --release --locked --target wasm32-wasip2 --workspace -- -D warnings
 
-# Install what a fresh machine lacks: the wasm target and `just` itself.
+# Install what a fresh machine lacks: the wasm target, lints, and `just`.
 setup:
     rustup target add wasm32-wasip2
+    rustup component add clippy rustfmt
     command -v just >/dev/null || pip install rust-just

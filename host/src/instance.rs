@@ -16,6 +16,7 @@
 use std::fmt::Display;
 
 use anyhow::anyhow;
+use wasmtime::component::types::{ComponentFunc, Type};
 use wasmtime::component::{Func, Val};
 use wasmtime::Store;
 
@@ -54,8 +55,15 @@ impl<W: World> Instance<W> {
     /// the call's result. A trap, deadline or memory cap inside becomes
     /// [`Error::Trap`] and poisons this instance.
     ///
-    /// ```ignore
-    /// let out = instance.call(|filter, store| filter.call_apply(store, "hi"))?;
+    /// ```no_run
+    /// # use wasmplug::reference::GreeterPlugin;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = wasmplug::Runtime::<GreeterPlugin>::new()?;
+    /// let mut instance = runtime.load("hello.wasm")?.instantiate()?;
+    /// let greeting = instance.call(|plugin, store| {
+    ///     plugin.wasmplug_plugin_greeter().call_welcome(store, "Zoë")
+    /// })?;
+    /// # Ok(()) }
     /// ```
     pub fn call<R>(
         &mut self,
@@ -95,6 +103,41 @@ impl<W: World> Instance<W> {
     /// `greeter#count`.
     pub fn call_dynamic(&mut self, export: &str, args: &[Val]) -> Result<Vec<Val>> {
         let func = self.find_func(export)?;
+        self.invoke(export, func, args)
+    }
+
+    /// Call an export written as a WAVE function call, e.g.
+    /// `hello({name: "Zoë", age: 30})` or `greeter.count()`, and get its
+    /// results as WAVE text. Arguments are checked against the export's
+    /// parameter types; a syntax error points at its column.
+    pub fn call_wave(&mut self, call: &str) -> Result<Vec<String>> {
+        let parsed = wasm_wave::untyped::UntypedFuncCall::parse(call)
+            .map_err(|e| self.bad_call(wave_error(call, &e)))?;
+        let export = parsed.name().to_string();
+        let func = self.find_func(&export)?;
+        let params: Vec<Type> = func.ty(&self.store).params().map(|(_, ty)| ty).collect();
+        let args: Vec<Val> = parsed.to_wasm_params::<Val>(params.iter()).map_err(|e| {
+            self.bad_call(format!("arguments of `{export}`: {}", wave_error(call, &e)))
+        })?;
+        let results = self.invoke(&export, func, &args)?;
+        results
+            .iter()
+            .map(|val| {
+                wasm_wave::to_string(val).map_err(|e| {
+                    self.bad_call(format!("writing a result of `{export}` as WAVE: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// The type of an export, found as [`call_dynamic`](Self::call_dynamic)
+    /// finds it.
+    pub fn export_type(&mut self, export: &str) -> Result<ComponentFunc> {
+        let func = self.find_func(export)?;
+        Ok(func.ty(&self.store))
+    }
+
+    fn invoke(&mut self, export: &str, func: Func, args: &[Val]) -> Result<Vec<Val>> {
         self.enter()?;
         let results = func.ty(&self.store).results().len();
         let mut out = vec![Val::Bool(false); results];
@@ -103,15 +146,19 @@ impl<W: World> Instance<W> {
             Err(err) => {
                 // A type error in the arguments is caught before the guest
                 // runs, and leaves the instance healthy.
-                if err.downcast_ref::<wasmtime::Trap>().is_none() && !self.entered_guest(&err) {
-                    return Err(Error::BadCall {
-                        plugin: self.plugin.plugin_ref(),
-                        message: format!("calling `{export}`: {err:#}"),
-                    });
+                if err.downcast_ref::<wasmtime::Trap>().is_none() && !entered_guest(&err) {
+                    return Err(self.bad_call(format!("calling `{export}`: {err:#}")));
                 }
                 self.poisoned = true;
                 Err(Error::from_call(self.plugin.plugin_ref(), err))
             }
+        }
+    }
+
+    fn bad_call(&self, message: String) -> Error {
+        Error::BadCall {
+            plugin: self.plugin.plugin_ref(),
+            message,
         }
     }
 
@@ -163,20 +210,10 @@ impl<W: World> Instance<W> {
     }
 
     fn no_such_export(&self, export: &str, why: &str) -> Error {
-        Error::BadCall {
-            plugin: self.plugin.plugin_ref(),
-            message: format!(
-                "cannot call `{export}`: {why}; it exports: {}",
-                self.plugin.exports().join(", ")
-            ),
-        }
-    }
-
-    /// Whether a dynamic call's error came from inside the guest. wasmtime
-    /// checks argument types before entering; those errors carry no wasm
-    /// backtrace.
-    fn entered_guest(&self, err: &wasmtime::Error) -> bool {
-        err.downcast_ref::<wasmtime::WasmBacktrace>().is_some()
+        self.bad_call(format!(
+            "cannot call `{export}`: {why}; it exports: {}",
+            self.plugin.exports().join(", ")
+        ))
     }
 
     /// Refuse a poisoned instance; arm the per-call deadline.
@@ -225,6 +262,24 @@ impl<W: World> Drop for Instance<W> {
     fn drop(&mut self) {
         self.plugin.instance_ended();
     }
+}
+
+/// Whether a dynamic call's error came from inside the guest. wasmtime checks
+/// argument types before entering; those errors carry no wasm backtrace.
+fn entered_guest(err: &wasmtime::Error) -> bool {
+    err.downcast_ref::<wasmtime::WasmBacktrace>().is_some()
+}
+
+/// A WAVE parse error, pointing at its column under the text.
+fn wave_error(text: &str, err: &wasm_wave::parser::ParserError) -> String {
+    let start = err.span().start.min(text.len());
+    let column = text[..start].chars().count() + 1;
+    let detail = err.detail().map(|d| format!(": {d}")).unwrap_or_default();
+    format!(
+        "bad WAVE at column {column}: {}{detail}\n    {text}\n    {}^",
+        err.kind(),
+        " ".repeat(column - 1)
+    )
 }
 
 /// Does an exported interface name match what a caller wrote? Either the

@@ -12,6 +12,8 @@
 //! * [`Plugin`] — one loaded version of a component: compiled, linked,
 //!   type-checked at load, identified (name@version). Cheap to clone.
 //! * [`Instance`] — one live, isolated copy of a plugin. Drop it to unload.
+//! * [`Dynamic`] — a world for hosts that learn a plugin's interface at run
+//!   time: calls by export name with values, or in WAVE text.
 //! * [`Policy`] — what a plugin may do and use (deny by default).
 //! * [`Error`] — refused at load, init failed, the guest said no, the guest
 //!   crashed: told apart without parsing strings.
@@ -33,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+mod dynamic;
 mod error;
 mod instance;
 mod log;
@@ -43,6 +46,7 @@ mod runtime;
 pub mod signature;
 mod world;
 
+pub use dynamic::Dynamic;
 pub use error::{Error, PluginRef, Result};
 pub use instance::Instance;
 pub use log::{emit as emit_guest_log, Level};
@@ -53,3 +57,8 @@ pub use world::{check_export, State, World};
 
 /// Re-exported so embedders use the same wasmtime as wasmplug.
 pub use wasmtime;
+
+/// The README's code blocks, compiled as doctests so its example stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

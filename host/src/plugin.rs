@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context as _};
-use wasmtime::component::{types::ComponentItem, ResourceTable};
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 
 use crate::error::{Error, PluginRef, Result};
@@ -273,23 +274,48 @@ impl<W: World> Plugin<W> {
     /// The functions the component exports, as `interface#function` (or
     /// just `function` at the top level), for the dynamic call path.
     pub fn exports(&self) -> Vec<String> {
+        self.export_funcs()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// The exported functions with their types written as WIT, e.g.
+    /// (`wasmplug:plugin/greeter@1.0.0#welcome`, `func(name: string) -> string`).
+    pub fn export_signatures(&self) -> Vec<(String, String)> {
+        self.export_funcs()
+            .into_iter()
+            .map(|(name, func)| (name, crate::signature::func(&func)))
+            .collect()
+    }
+
+    /// What the component imports, by name (interfaces and functions).
+    pub fn imports(&self) -> Vec<String> {
         let engine = &self.inner.runtime.engine;
         let ty = self.inner.compiled.component.component_type();
-        let mut names = Vec::new();
+        ty.imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    fn export_funcs(&self) -> Vec<(String, ComponentFunc)> {
+        let engine = &self.inner.runtime.engine;
+        let ty = self.inner.compiled.component.component_type();
+        let mut funcs = Vec::new();
         for (name, item) in ty.exports(engine) {
             match item.ty {
-                ComponentItem::ComponentFunc(_) => names.push(name.to_string()),
+                ComponentItem::ComponentFunc(func) => funcs.push((name.to_string(), func)),
                 ComponentItem::ComponentInstance(inst) => {
-                    for (func, item) in inst.exports(engine) {
-                        if matches!(item.ty, ComponentItem::ComponentFunc(_)) {
-                            names.push(format!("{name}#{func}"));
+                    for (func_name, item) in inst.exports(engine) {
+                        if let ComponentItem::ComponentFunc(func) = item.ty {
+                            funcs.push((format!("{name}#{func_name}"), func));
                         }
                     }
                 }
                 _ => {}
             }
         }
-        names
+        funcs
     }
 
     pub(crate) fn plugin_ref(&self) -> PluginRef {

@@ -96,6 +96,14 @@ impl World for GreeterPlugin {
     }
 }
 
+/// Add the reference world's host imports (`types`, `host.log`) to a
+/// linker: for worlds, like [`Dynamic`](crate::Dynamic), that want to run
+/// reference plugins without binding their exports.
+pub(crate) fn add_host_to_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
+    wasmplug::plugin::types::add_to_linker::<_, HasSelf<State<()>>>(linker, |state| state)?;
+    wasmplug::plugin::host::add_to_linker::<_, HasSelf<State<()>>>(linker, |state| state)
+}
+
 /// Typed calls of the reference world's `greeter` interface.
 impl Instance<GreeterPlugin> {
     /// `greeter.welcome(name)`.

@@ -27,11 +27,30 @@ use crate::Identity;
 /// [`load`](World::load) are required; worlds with an identity or an
 /// explicit `init` export override the two provided methods.
 ///
-/// ```ignore
-/// wasmtime::component::bindgen!({ path: "wit/filter.wit", world: "filter" });
+/// The README's embedding example (doc-tested) implements it for a world
+/// with no imports; `tests/tests/embedding.rs` for a world whose import is
+/// backed by the embedder's per-instance [`World::Data`]:
 ///
-/// impl wasmplug::World for Filter {
-///     type Data = Settings; // the embedder's per-instance state
+/// ```no_run
+/// use wasmplug::wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
+/// use wasmplug::wasmtime::{self, Store};
+/// use wasmplug::{State, World};
+///
+/// wasmtime::component::bindgen!({ wasmtime_crate: wasmplug::wasmtime, inline: "
+///     package acme:text@0.1.0;
+///     interface settings { get: func(key: string) -> option<string>; }
+///     world filter { import settings; export apply: func(input: string) -> string; }
+/// " });
+///
+/// #[derive(Default)]
+/// pub struct Settings(Option<String>);
+///
+/// impl acme::text::settings::Host for Settings {
+///     fn get(&mut self, _key: String) -> Option<String> { self.0.clone() }
+/// }
+///
+/// impl World for Filter {
+///     type Data = Settings;
 ///     type Indices = FilterIndices;
 ///     fn add_to_linker(linker: &mut Linker<State<Settings>>) -> wasmtime::Result<()> {
 ///         Filter::add_to_linker::<_, HasSelf<Settings>>(linker, State::data_mut)
@@ -39,9 +58,9 @@ use crate::Identity;
 ///     fn indices(pre: &InstancePre<State<Settings>>) -> wasmtime::Result<FilterIndices> {
 ///         FilterIndices::new(pre)
 ///     }
-///     fn load(ix: &FilterIndices, store: &mut Store<State<Settings>>, instance: &Instance)
+///     fn load(ix: &FilterIndices, store: &mut Store<State<Settings>>, i: &Instance)
 ///         -> wasmtime::Result<Self> {
-///         ix.load(store, instance)
+///         ix.load(store, i)
 ///     }
 /// }
 /// ```
