@@ -13,6 +13,8 @@
 //!   cap). The instance is discarded: later calls on it are refused.
 //! * [`Error::BadCall`]: the call itself was wrong (no such export, wrong
 //!   argument types on the dynamic path). Nothing ran; the instance is fine.
+//! * [`Error::NotLoaded`]: a registry has no version of that name (or none
+//!   matching the requirement).
 //! * [`Error::Instantiate`]: the host could not create an instance (an
 //!   instance pool exhausted, a resource limit at start-up).
 //!
@@ -92,6 +94,23 @@ pub enum Error {
         /// What was wrong with the call.
         message: String,
     },
+    /// The registry has no loaded version that matches.
+    #[error("no plugin `{name}`{} is loaded", requirement.as_ref().map(|r| format!(" matching `{r}`")).unwrap_or_default())]
+    NotLoaded {
+        /// The name asked for.
+        name: String,
+        /// The semver requirement asked for, if any.
+        requirement: Option<String>,
+    },
+    /// A new version was loaded but not swapped in: the serving version's
+    /// state could not be handed over. The old version keeps serving.
+    #[error("{plugin} was not swapped in: {cause:#}")]
+    Handoff {
+        /// The version that was refused.
+        plugin: PluginRef,
+        /// The guest's refusal, or the trap.
+        cause: anyhow::Error,
+    },
     /// The host could not create an instance.
     #[error("{plugin} could not be instantiated: {cause:#}")]
     Instantiate {
@@ -103,15 +122,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// The plugin the error is about.
-    pub fn plugin(&self) -> &PluginRef {
+    /// The plugin the error is about; `None` for [`Error::NotLoaded`].
+    pub fn plugin(&self) -> Option<&PluginRef> {
         match self {
             Error::Load { plugin, .. }
             | Error::Init { plugin, .. }
             | Error::Guest { plugin, .. }
             | Error::Trap { plugin, .. }
             | Error::BadCall { plugin, .. }
-            | Error::Instantiate { plugin, .. } => plugin,
+            | Error::Handoff { plugin, .. }
+            | Error::Instantiate { plugin, .. } => Some(plugin),
+            Error::NotLoaded { .. } => None,
         }
     }
 

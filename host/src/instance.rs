@@ -155,7 +155,14 @@ impl<W: World> Instance<W> {
         }
     }
 
-    fn bad_call(&self, message: String) -> Error {
+    /// The raw component instance and its store, for lookups by name.
+    pub(crate) fn raw_parts(
+        &mut self,
+    ) -> (&wasmtime::component::Instance, &mut Store<State<W::Data>>) {
+        (&self.instance, &mut self.store)
+    }
+
+    pub(crate) fn bad_call(&self, message: String) -> Error {
         Error::BadCall {
             plugin: self.plugin.plugin_ref(),
             message,

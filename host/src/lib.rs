@@ -14,6 +14,10 @@
 //! * [`Instance`] — one live, isolated copy of a plugin. Drop it to unload.
 //! * [`Dynamic`] — a world for hosts that learn a plugin's interface at run
 //!   time: calls by export name with values, or in WAVE text.
+//! * [`Registry`] — plugins by name, versions side by side, an atomic
+//!   current-version pointer per name, state handoff across swaps.
+//! * [`Watcher`] — a directory of component files kept in sync with a
+//!   registry: hot swap for operators.
 //! * [`Policy`] — what a plugin may do and use (deny by default).
 //! * [`Error`] — refused at load, init failed, the guest said no, the guest
 //!   crashed: told apart without parsing strings.
@@ -37,22 +41,28 @@
 
 mod dynamic;
 mod error;
+mod handoff;
 mod instance;
 mod log;
 mod plugin;
 mod policy;
 pub mod reference;
+mod registry;
 mod runtime;
 pub mod signature;
+mod watcher;
 mod world;
 
 pub use dynamic::Dynamic;
 pub use error::{Error, PluginRef, Result};
+pub use handoff::HANDOFF;
 pub use instance::Instance;
 pub use log::{emit as emit_guest_log, Level};
 pub use plugin::{Identity, Plugin, Source};
 pub use policy::{Output, Policy};
+pub use registry::{Activation, Event, Handle, Registry, VersionInfo};
 pub use runtime::{ContentHash, Runtime, RuntimeBuilder};
+pub use watcher::{Watcher, DEFAULT_DEBOUNCE};
 pub use world::{check_export, State, World};
 
 /// Re-exported so embedders use the same wasmtime as wasmplug.

@@ -108,3 +108,31 @@ fn leb128(out: &mut Vec<u8>, mut value: u64) {
         out.push(byte | 0x80);
     }
 }
+
+/// Replace `path` the way deploy tools do: write a temporary file beside it,
+/// then rename it over the original (one atomic change of `path`).
+pub fn replace_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("wasm.tmp");
+    std::fs::write(&tmp, bytes).expect("writing the temporary file");
+    std::fs::rename(&tmp, path).expect("renaming over the original");
+}
+
+/// Wait up to `timeout` for an event matching `pred`; panic with every event
+/// seen if none comes.
+pub fn wait_for_event(
+    events: &std::sync::mpsc::Receiver<wasmplug::Event>,
+    timeout: std::time::Duration,
+    what: &str,
+    mut pred: impl FnMut(&wasmplug::Event) -> bool,
+) -> wasmplug::Event {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match events.recv_timeout(left) {
+            Ok(event) if pred(&event) => return event,
+            Ok(event) => seen.push(event.to_string()),
+            Err(_) => panic!("no {what} event within {timeout:?}; saw: {seen:#?}"),
+        }
+    }
+}

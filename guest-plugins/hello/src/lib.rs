@@ -6,6 +6,9 @@
 //! `user` record (pitfall 5), and prove each instance has its own counter and
 //! ran its own `init`.
 //!
+//! It exports `handoff`, so a hot swap carries its counter over. Version
+//! 3.0.0 (feature `v3`) refuses the state of earlier versions.
+//!
 //! Version 2.0.0 has one deliberate bug: `hello` traps for a user aged
 //! `u32::MAX` (an overflow). The tests use it to prove a trap poisons only the
 //! instance it happened in.
@@ -13,18 +16,24 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 wit_bindgen::generate!({
-    world: "greeter-plugin",
+    world: "greeter-plugin-stateful",
     path: "../../wit",
 });
 
-use exports::wasmplug::plugin::{greeter, lifecycle};
+use exports::wasmplug::plugin::{greeter, handoff, lifecycle};
 use wasmplug::plugin::host::log;
 use wasmplug::plugin::types::{Identity, Level, User};
 
-#[cfg(not(feature = "v2"))]
+#[cfg(not(any(feature = "v2", feature = "v3")))]
 const VERSION: &str = "1.0.0";
-#[cfg(feature = "v2")]
+#[cfg(all(feature = "v2", not(feature = "v3")))]
 const VERSION: &str = "2.0.0";
+#[cfg(feature = "v3")]
+const VERSION: &str = "3.0.0";
+
+/// The format of this plugin's handoff state: a tag, then the counter as
+/// little-endian u32. Versions 1 and 2 read it; version 3 refuses it.
+const STATE_TAG: &[u8] = b"hello-state/1:";
 
 /// Set by `init`. Every instance has its own linear memory, so its own flag.
 static INITIALISED: AtomicBool = AtomicBool::new(false);
@@ -58,7 +67,9 @@ impl lifecycle::Guest for Hello {
 impl greeter::Guest for Hello {
     fn welcome(name: String) -> String {
         require_init();
-        if cfg!(feature = "v2") {
+        if cfg!(feature = "v3") {
+            format!("Greetings, {name}!")
+        } else if cfg!(feature = "v2") {
             format!("Welcome back, {name}!")
         } else {
             format!("Welcome, {name}!")
@@ -91,6 +102,29 @@ impl greeter::Guest for Hello {
             name: who.name,
             age: who.age.saturating_add(1),
         })
+    }
+}
+
+impl handoff::Guest for Hello {
+    fn snapshot() -> Vec<u8> {
+        let mut state = STATE_TAG.to_vec();
+        state.extend_from_slice(&COUNTER.load(Ordering::Relaxed).to_le_bytes());
+        state
+    }
+
+    fn restore(state: Vec<u8>) -> Result<(), String> {
+        if cfg!(feature = "v3") {
+            return Err(format!(
+                "hello@{VERSION} cannot read state of earlier versions"
+            ));
+        }
+        let count = state
+            .strip_prefix(STATE_TAG)
+            .and_then(|rest| <[u8; 4]>::try_from(rest).ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| "unrecognised hello state".to_string())?;
+        COUNTER.store(count, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -1,0 +1,651 @@
+//! The registry: plugins by name, several versions side by side, and an
+//! atomic current-version pointer per name.
+//!
+//! Each name has a slot. A slot holds every loaded version of that name
+//! (side by side, resolvable by semver requirement) and a pointer to the
+//! *current* one (`ArcSwapOption`): making a version current is one pointer
+//! store. Every version in the registry serves calls through one instance of
+//! its own, created before the version becomes reachable, so a plugin's state
+//! (its counter, its caches) lives across calls.
+//!
+//! **A call runs wholly on one version.** [`Handle::call`] resolves the
+//! version, takes its serving instance and runs to completion on it. A swap
+//! waits for the call in flight on the old version to finish, takes the old
+//! instance's state (if both versions export the handoff interface), gives it
+//! to the new instance, stores the new pointer, and only then lets the next
+//! caller in. A caller that was queued on the old version sees the pointer
+//! has moved and goes to the new one. The old version's memory is freed when
+//! the last `Arc` to it (a call in flight, a held [`Instance`]) is dropped.
+//!
+//! **Held instances keep their version.** An [`Instance`] an embedder got
+//! from [`Handle::instantiate`] (or from a [`Plugin`]) belongs to that
+//! version until it is dropped; a swap never touches it. A [`Handle`]
+//! resolves afresh on every call, so it always reaches the current version
+//! (or the highest version matching its requirement).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+
+use crate::error::{Error, Result};
+use crate::{ContentHash, Identity, Instance, Plugin, Source, World};
+
+/// Something that happened to a plugin, as the registry and the watcher
+/// report it (to [`Registry::subscribe`]rs and to `tracing`).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A version was loaded and became reachable.
+    Loaded {
+        /// Who.
+        identity: Identity,
+        /// From where.
+        source: Source,
+    },
+    /// The current version of a name changed.
+    Swapped {
+        /// The version that served until now.
+        from: Identity,
+        /// The version that serves from now on.
+        to: Identity,
+        /// Whether the serving instance's state was handed over.
+        state_carried: bool,
+    },
+    /// A file could not be loaded or swapped in; whatever served before
+    /// keeps serving.
+    Failed {
+        /// The file.
+        path: PathBuf,
+        /// Why, as the error the load or the swap returned.
+        error: Arc<Error>,
+    },
+    /// A version was removed. Its memory is freed once its in-flight calls
+    /// and held instances are gone.
+    Unloaded {
+        /// Who.
+        identity: Identity,
+        /// From where.
+        source: Source,
+    },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Loaded { identity, source } => write!(f, "loaded {identity} from {source}"),
+            Event::Swapped {
+                from,
+                to,
+                state_carried,
+            } => {
+                let state = if *state_carried {
+                    " (state carried over)"
+                } else {
+                    ""
+                };
+                write!(f, "swapped {from} -> {to}{state}")
+            }
+            Event::Failed { path, error } => write!(f, "failed {}: {error}", path.display()),
+            Event::Unloaded { identity, source } => write!(f, "unloaded {identity} ({source})"),
+        }
+    }
+}
+
+/// One version in the registry, with the instance that serves its calls.
+struct Live<W: World> {
+    plugin: Plugin<W>,
+    serving: Mutex<Option<Instance<W>>>,
+    /// Set when the version leaves the registry: queued callers go elsewhere.
+    retired: AtomicBool,
+}
+
+impl<W: World> Live<W> {
+    fn new(plugin: Plugin<W>, instance: Instance<W>) -> Arc<Self> {
+        Arc::new(Live {
+            plugin,
+            serving: Mutex::new(Some(instance)),
+            retired: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Instance<W>>> {
+        // A panic in an embedder's closure poisons the lock; the instance
+        // inside is still whole (a trap would have poisoned it instead).
+        self.serving.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Slot<W: World> {
+    name: String,
+    current: ArcSwapOption<Live<W>>,
+    /// The versions side by side, and the pin. Also serialises swaps.
+    state: Mutex<SlotState<W>>,
+}
+
+struct SlotState<W: World> {
+    versions: Vec<Arc<Live<W>>>,
+    pinned: Option<semver::Version>,
+}
+
+impl<W: World> Slot<W> {
+    fn lock(&self) -> MutexGuard<'_, SlotState<W>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Subscribers {
+    senders: Mutex<Vec<SyncSender<Event>>>,
+}
+
+impl Subscribers {
+    fn emit(&self, event: Event) {
+        match &event {
+            Event::Failed { .. } => tracing::warn!(target: "wasmplug::registry", "{event}"),
+            _ => tracing::info!(target: "wasmplug::registry", "{event}"),
+        }
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.retain(|tx| match tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(target: "wasmplug::registry", "a subscriber is not reading: event dropped");
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+}
+
+/// Plugins by name. See the module docs. Cheap to clone (an `Arc`).
+pub struct Registry<W: World> {
+    slots: Arc<RwLock<HashMap<String, Arc<Slot<W>>>>>,
+    subscribers: Arc<Subscribers>,
+}
+
+impl<W: World> Clone for Registry<W> {
+    fn clone(&self) -> Self {
+        Registry {
+            slots: self.slots.clone(),
+            subscribers: self.subscribers.clone(),
+        }
+    }
+}
+
+impl<W: World> Default for Registry<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How [`Registry::activate`] placed a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    /// It is the first version of its name, now current.
+    Installed,
+    /// It replaced the current version.
+    Swapped {
+        /// The version it replaced.
+        from: Identity,
+        /// Whether the serving state was handed over.
+        state_carried: bool,
+    },
+    /// The name is pinned to another version: added side by side only.
+    Added,
+}
+
+/// One line of [`Registry::list`].
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    /// Name and version.
+    pub identity: Identity,
+    /// The file (or bytes label) it came from.
+    pub source: Source,
+    /// The SHA-256 of its bytes.
+    pub content_hash: ContentHash,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Its live instances, counting the one serving registry calls.
+    pub live_instances: usize,
+    /// Whether it is the current version of its name.
+    pub current: bool,
+    /// Whether its name is pinned to it.
+    pub pinned: bool,
+}
+
+impl<W: World> Registry<W> {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry {
+            slots: Arc::default(),
+            subscribers: Arc::new(Subscribers {
+                senders: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Lifecycle events from now on. The channel holds up to 1,024 unread
+    /// events; past that, new events are dropped for this subscriber (and
+    /// still logged).
+    pub fn subscribe(&self) -> Receiver<Event> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+        self.subscribers
+            .senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        self.subscribers.emit(event);
+    }
+
+    fn slot(&self, name: &str) -> Option<Arc<Slot<W>>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn slot_or_create(&self, name: &str) -> Arc<Slot<W>> {
+        if let Some(slot) = self.slot(name) {
+            return slot;
+        }
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    name: name.to_string(),
+                    current: ArcSwapOption::empty(),
+                    state: Mutex::new(SlotState {
+                        versions: Vec::new(),
+                        pinned: None,
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    /// Add `plugin` and make it the current version of its name (unless the
+    /// name is pinned to another version). An earlier version loaded from the
+    /// same source is replaced. The serving instance is created and `init`
+    /// run before anything can reach the new version; if the current version
+    /// and the new one both export the handoff interface, the state is
+    /// carried over, and a refused `restore` refuses the swap
+    /// ([`Error::Handoff`]) with the old version still serving.
+    pub fn activate(&self, plugin: Plugin<W>) -> Result<Activation> {
+        let slot = self.slot_or_create(&plugin.identity().name);
+        let new = Live::new(plugin.clone(), plugin.instantiate()?);
+        let mut state = slot.lock();
+
+        let pinned_elsewhere = state
+            .pinned
+            .as_ref()
+            .is_some_and(|pin| *pin != plugin.identity().version);
+        let old = slot.current.load_full();
+        let activation = match &old {
+            _ if pinned_elsewhere => Activation::Added,
+            None => {
+                slot.current.store(Some(new.clone()));
+                Activation::Installed
+            }
+            Some(old) => {
+                let state_carried = Self::swap(&slot, old, &new)?;
+                Activation::Swapped {
+                    from: old.plugin.identity().clone(),
+                    state_carried,
+                }
+            }
+        };
+
+        // The new version replaces whatever came from the same source, and
+        // any other copy of the same name@version.
+        let replaced = Self::take_versions(&mut state, |live| {
+            live.plugin.source() == plugin.source() || live.plugin.identity() == plugin.identity()
+        });
+        state.versions.push(new);
+        drop(state);
+
+        self.emit(Event::Loaded {
+            identity: plugin.identity().clone(),
+            source: plugin.source().clone(),
+        });
+        if let Activation::Swapped {
+            from,
+            state_carried,
+        } = &activation
+        {
+            self.emit(Event::Swapped {
+                from: from.clone(),
+                to: plugin.identity().clone(),
+                state_carried: *state_carried,
+            });
+        }
+        self.retire(replaced);
+        Ok(activation)
+    }
+
+    /// Make `new` current in place of `old`, carrying state when both can.
+    /// Holds `old`'s serving lock throughout, so no call runs on `old`
+    /// between the snapshot and the pointer store.
+    fn swap(slot: &Slot<W>, old: &Arc<Live<W>>, new: &Arc<Live<W>>) -> Result<bool> {
+        let mut old_serving = old.lock();
+        let mut new_serving = new.lock();
+        let new_instance = new_serving
+            .as_mut()
+            .expect("a new version has its instance");
+        let mut state_carried = false;
+        if let Some(old_instance) = old_serving.as_mut().filter(|i| !i.is_poisoned()) {
+            if old_instance.supports_handoff() && new_instance.supports_handoff() {
+                let snapshot = old_instance.snapshot().map_err(|e| Error::Handoff {
+                    plugin: new.plugin.plugin_ref(),
+                    cause: anyhow::Error::new(e).context("taking the serving version's state"),
+                })?;
+                new_instance
+                    .restore(&snapshot.unwrap_or_default())
+                    .map_err(|e| Error::Handoff {
+                        plugin: new.plugin.plugin_ref(),
+                        cause: anyhow::Error::new(e).context("the new version refused the state"),
+                    })?;
+                state_carried = true;
+            }
+        }
+        drop(new_serving);
+        slot.current.store(Some(new.clone()));
+        drop(old_serving);
+        Ok(state_carried)
+    }
+
+    fn take_versions(
+        state: &mut SlotState<W>,
+        mut matches: impl FnMut(&Live<W>) -> bool,
+    ) -> Vec<Arc<Live<W>>> {
+        let (taken, kept) = state.versions.drain(..).partition(|live| matches(live));
+        state.versions = kept;
+        taken
+    }
+
+    fn retire(&self, lives: Vec<Arc<Live<W>>>) {
+        for live in lives {
+            live.retired.store(true, Ordering::Release);
+            self.emit(Event::Unloaded {
+                identity: live.plugin.identity().clone(),
+                source: live.plugin.source().clone(),
+            });
+        }
+    }
+
+    /// Remove every version loaded from `source` (a deleted file). A removed
+    /// current version is replaced by the pinned version if it remains, else
+    /// the highest remaining one, else the name has no current version. Calls
+    /// in flight finish first; returns who was removed.
+    pub fn remove_source(&self, source: &Source) -> Vec<Identity> {
+        self.remove_where(|live| live.plugin.source() == source)
+    }
+
+    /// Remove versions loaded from `source` other than `keep` (a file whose
+    /// content now has another name).
+    pub(crate) fn remove_source_except(&self, source: &Source, keep: &Identity) -> Vec<Identity> {
+        self.remove_where(|live| live.plugin.source() == source && live.plugin.identity() != keep)
+    }
+
+    /// Remove one version by name and version.
+    pub fn remove(&self, name: &str, version: &semver::Version) -> bool {
+        !self
+            .remove_where(|live| {
+                live.plugin.identity().name == name && live.plugin.identity().version == *version
+            })
+            .is_empty()
+    }
+
+    fn remove_where(&self, matches: impl Fn(&Live<W>) -> bool) -> Vec<Identity> {
+        let slots: Vec<Arc<Slot<W>>> = self
+            .slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut removed = Vec::new();
+        for slot in slots {
+            let mut state = slot.lock();
+            let taken = Self::take_versions(&mut state, &matches);
+            if taken.is_empty() {
+                continue;
+            }
+            let current = slot.current.load_full();
+            if current
+                .as_ref()
+                .is_some_and(|c| taken.iter().any(|t| Arc::ptr_eq(t, c)))
+            {
+                let next = Self::pick(&state.versions, state.pinned.as_ref(), None);
+                // Wait for the call in flight on the removed version.
+                let _in_flight = current.as_ref().map(|c| c.lock());
+                slot.current.store(next);
+            }
+            drop(state);
+            removed.extend(taken.iter().map(|l| l.plugin.identity().clone()));
+            self.retire(taken);
+        }
+        removed
+    }
+
+    /// The pinned version if present, else the highest matching `req`.
+    fn pick(
+        versions: &[Arc<Live<W>>],
+        pinned: Option<&semver::Version>,
+        req: Option<&semver::VersionReq>,
+    ) -> Option<Arc<Live<W>>> {
+        if let Some(pin) = pinned.filter(|_| req.is_none()) {
+            if let Some(live) = versions
+                .iter()
+                .find(|l| l.plugin.identity().version == *pin)
+            {
+                return Some(live.clone());
+            }
+        }
+        versions
+            .iter()
+            .filter(|l| req.is_none_or(|r| r.matches(&l.plugin.identity().version)))
+            .max_by(|a, b| {
+                a.plugin
+                    .identity()
+                    .version
+                    .cmp(&b.plugin.identity().version)
+            })
+            .cloned()
+    }
+
+    /// A handle on the current version of `name`: every call resolves
+    /// afresh, so it follows swaps.
+    pub fn get(&self, name: &str) -> Result<Handle<W>> {
+        let slot = self.slot(name).ok_or_else(|| Error::NotLoaded {
+            name: name.to_string(),
+            requirement: None,
+        })?;
+        Ok(Handle {
+            slot,
+            requirement: None,
+        })
+    }
+
+    /// A handle on the highest loaded version of `name` matching the semver
+    /// requirement (`"^1.2"`, `"=2.0.0"`, `">=1, <3"`).
+    pub fn get_matching(&self, name: &str, requirement: &str) -> Result<Handle<W>> {
+        let req = semver::VersionReq::parse(requirement).map_err(|e| Error::NotLoaded {
+            name: name.to_string(),
+            requirement: Some(format!("{requirement} (not a semver requirement: {e})")),
+        })?;
+        let handle = Handle {
+            slot: self.get(name)?.slot,
+            requirement: Some(req),
+        };
+        handle.resolve()?;
+        Ok(handle)
+    }
+
+    /// Pin `name` to `version`: it becomes current (with state handoff) and
+    /// stays current while other versions are activated beside it.
+    pub fn pin(&self, name: &str, version: &semver::Version) -> Result<()> {
+        let not_loaded = || Error::NotLoaded {
+            name: name.to_string(),
+            requirement: Some(format!("={version}")),
+        };
+        let slot = self.slot(name).ok_or_else(not_loaded)?;
+        let mut state = slot.lock();
+        let target = state
+            .versions
+            .iter()
+            .find(|l| l.plugin.identity().version == *version)
+            .cloned()
+            .ok_or_else(not_loaded)?;
+        match slot.current.load_full() {
+            Some(old) if !Arc::ptr_eq(&old, &target) => {
+                let state_carried = Self::swap(&slot, &old, &target)?;
+                self.emit(Event::Swapped {
+                    from: old.plugin.identity().clone(),
+                    to: target.plugin.identity().clone(),
+                    state_carried,
+                });
+            }
+            Some(_) => {}
+            None => slot.current.store(Some(target)),
+        }
+        state.pinned = Some(version.clone());
+        Ok(())
+    }
+
+    /// Remove the pin on `name`; the current version stays current until the
+    /// next activation.
+    pub fn unpin(&self, name: &str) {
+        if let Some(slot) = self.slot(name) {
+            slot.lock().pinned = None;
+        }
+    }
+
+    /// Every loaded version, by name then version.
+    pub fn list(&self) -> Vec<VersionInfo> {
+        let slots: Vec<Arc<Slot<W>>> = self
+            .slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for slot in slots {
+            let state = slot.lock();
+            let current = slot.current.load_full();
+            for live in &state.versions {
+                let plugin = &live.plugin;
+                out.push(VersionInfo {
+                    identity: plugin.identity().clone(),
+                    source: plugin.source().clone(),
+                    content_hash: plugin.content_hash(),
+                    loaded_at: plugin.loaded_at(),
+                    live_instances: plugin.live_instances(),
+                    current: current.as_ref().is_some_and(|c| Arc::ptr_eq(c, live)),
+                    pinned: state.pinned.as_ref() == Some(&plugin.identity().version),
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.identity.name, &a.identity.version).cmp(&(&b.identity.name, &b.identity.version))
+        });
+        out
+    }
+
+    /// The version loaded from `source`, if any: the watcher's way to skip a
+    /// file whose bytes did not change.
+    pub(crate) fn hash_of_source(&self, source: &Source) -> Option<ContentHash> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots.values().find_map(|slot| {
+            slot.lock()
+                .versions
+                .iter()
+                .find(|l| l.plugin.source() == source)
+                .map(|l| l.plugin.content_hash())
+        })
+    }
+}
+
+/// A way to call a plugin by name through a [`Registry`]. Resolves on every
+/// call: the current version, or the highest matching its requirement.
+pub struct Handle<W: World> {
+    slot: Arc<Slot<W>>,
+    requirement: Option<semver::VersionReq>,
+}
+
+impl<W: World> Clone for Handle<W> {
+    fn clone(&self) -> Self {
+        Handle {
+            slot: self.slot.clone(),
+            requirement: self.requirement.clone(),
+        }
+    }
+}
+
+impl<W: World> Handle<W> {
+    fn not_loaded(&self) -> Error {
+        Error::NotLoaded {
+            name: self.slot.name.clone(),
+            requirement: self.requirement.as_ref().map(ToString::to_string),
+        }
+    }
+
+    fn resolve(&self) -> Result<Arc<Live<W>>> {
+        let live = match &self.requirement {
+            None => self.slot.current.load_full(),
+            Some(req) => {
+                let state = self.slot.lock();
+                Registry::<W>::pick(&state.versions, None, Some(req))
+            }
+        };
+        live.ok_or_else(|| self.not_loaded())
+    }
+
+    /// Run `f` on the serving instance of the resolved version. The call
+    /// runs wholly on that version; calls on one version are serialised.
+    /// After a trap, the next call gets a fresh instance (with `init`).
+    pub fn call<R>(&self, f: impl FnOnce(&mut Instance<W>) -> Result<R>) -> Result<R> {
+        loop {
+            let live = self.resolve()?;
+            let mut serving = live.lock();
+            // Swapped out or removed while we waited: follow the pointer.
+            let moved = match &self.requirement {
+                None => !self
+                    .slot
+                    .current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(c, &live)),
+                Some(_) => live.retired.load(Ordering::Acquire),
+            };
+            if moved {
+                continue;
+            }
+            if serving.as_ref().is_none_or(Instance::is_poisoned) {
+                *serving = None; // drop the crashed instance first
+                *serving = Some(live.plugin.instantiate()?);
+            }
+            let instance = serving.as_mut().expect("just ensured");
+            return f(instance);
+        }
+    }
+
+    /// The version the next call would go to.
+    pub fn plugin(&self) -> Result<Plugin<W>> {
+        Ok(self.resolve()?.plugin.clone())
+    }
+
+    /// A new instance of the resolved version, for the embedder to hold. It
+    /// keeps that version until dropped, whatever swaps happen meanwhile.
+    pub fn instantiate(&self) -> Result<Instance<W>> {
+        self.resolve()?.plugin.instantiate()
+    }
+}

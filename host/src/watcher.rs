@@ -1,0 +1,202 @@
+//! The watcher: a directory of component files, kept in sync with a
+//! [`Registry`].
+//!
+//! Strategy:
+//! * **notify + a debouncer** (`notify-debouncer-mini`) report that *some*
+//!   change happened to a path, once the path has been quiet for the
+//!   debounce window (50 ms by default). We never trust an event's kind:
+//!   every reported path is *reconciled* against the disk as it is now.
+//! * **Reconcile** runs on the watcher's own thread, off every call path:
+//!   - the path is a `*.wasm` file → read it; if its bytes are those of the
+//!     version already loaded from it, nothing happens; otherwise load it
+//!     (compile, link, type-check, identity, `init`) and
+//!     [`Registry::activate`] it, which swaps it in atomically, with state
+//!     handoff. A file now holding another plugin name unloads the old name's
+//!     version from that file.
+//!   - the path no longer exists → [`Registry::remove_source`]: unloaded once
+//!     its in-flight calls end.
+//!   - anything else (temporary files, editors' swap files, directories) is
+//!     ignored. Writing `x.wasm.tmp` then renaming it to `x.wasm` is
+//!     therefore one clean change of `x.wasm`.
+//! * **Failure keeps the old version.** A file that does not load (partly
+//!   written, garbage, mistyped, `init` failing or trapping, state refused)
+//!   gives an [`Event::Failed`] naming the file and the cause; whatever
+//!   served keeps serving. A partly written file is picked up by the change
+//!   event of its final write.
+//! * **What it does not do:** watch subdirectories, or order loads of
+//!   different files (each is independent).
+//!
+//! Events go to the registry's subscribers and to `tracing`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
+
+use crate::registry::Event;
+use crate::{ContentHash, Registry, Runtime, Source, World};
+
+/// The default debounce window.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Watches a directory and keeps a registry in sync with it. Dropping the
+/// watcher stops watching; loaded plugins stay in the registry.
+pub struct Watcher {
+    dir: PathBuf,
+    debouncer: Option<Debouncer<RecommendedWatcher>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Load every `*.wasm` in `dir` into `registry`, then watch `dir` with
+    /// the default debounce window.
+    pub fn start<W: World>(
+        dir: impl AsRef<Path>,
+        runtime: Runtime<W>,
+        registry: Registry<W>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_debounce(dir, runtime, registry, DEFAULT_DEBOUNCE)
+    }
+
+    /// [`start`](Self::start) with a debounce window of your choice.
+    pub fn start_with_debounce<W: World>(
+        dir: impl AsRef<Path>,
+        runtime: Runtime<W>,
+        registry: Registry<W>,
+        debounce: Duration,
+    ) -> anyhow::Result<Self> {
+        let dir = dir
+            .as_ref()
+            .canonicalize()
+            .with_context(|| format!("watching {}", dir.as_ref().display()))?;
+        let reconciler = Reconciler {
+            runtime,
+            registry,
+            failed: Mutex::new(HashMap::new()),
+        };
+
+        // Watch first, then scan: a file written between the two is seen by
+        // both, and reconciling twice is harmless.
+        let (tx, rx) = mpsc::channel::<DebounceEventResult>();
+        let mut debouncer = new_debouncer(debounce, tx).context("starting the file watcher")?;
+        debouncer
+            .watcher()
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("watching {}", dir.display()))?;
+
+        let mut initial: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .collect();
+        initial.sort();
+        for path in initial {
+            reconciler.reconcile(&path);
+        }
+
+        let worker = std::thread::Builder::new()
+            .name("wasmplug-watcher".into())
+            .spawn(move || {
+                for result in rx {
+                    match result {
+                        Ok(events) => {
+                            let mut paths: Vec<PathBuf> =
+                                events.into_iter().map(|e| e.path).collect();
+                            paths.sort();
+                            paths.dedup();
+                            for path in paths {
+                                reconciler.reconcile(&path);
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(target: "wasmplug::watcher", "watch error: {err}")
+                        }
+                    }
+                }
+            })
+            .context("starting the watcher thread")?;
+        Ok(Watcher {
+            dir,
+            debouncer: Some(debouncer),
+            worker: Some(worker),
+        })
+    }
+
+    /// The directory being watched (canonical path).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        // Dropping the debouncer closes the channel; the worker then ends.
+        drop(self.debouncer.take());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+struct Reconciler<W: World> {
+    runtime: Runtime<W>,
+    registry: Registry<W>,
+    /// The bytes that last failed to load, per path: reported once, not
+    /// recompiled on every event for the same content.
+    failed: Mutex<HashMap<PathBuf, ContentHash>>,
+}
+
+impl<W: World> Reconciler<W> {
+    fn reconcile(&self, path: &Path) {
+        if path.extension().is_none_or(|ext| ext != "wasm") {
+            return;
+        }
+        let source = Source::File(path.to_path_buf());
+        if !path.exists() {
+            self.failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(path);
+            self.registry.remove_source(&source);
+            return;
+        }
+        if !path.is_file() {
+            return;
+        }
+        // Unchanged bytes (a touch, a second event for one write): no-op.
+        let hash = std::fs::read(path)
+            .ok()
+            .map(|bytes| ContentHash::of(&bytes));
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if hash.is_some()
+            && (hash == self.registry.hash_of_source(&source) || hash == failed.get(path).copied())
+        {
+            return;
+        }
+        let outcome = self
+            .runtime
+            .load(path)
+            .and_then(|plugin| self.registry.activate(plugin.clone()).map(|_| plugin));
+        match outcome {
+            Ok(plugin) => {
+                failed.remove(path);
+                self.registry
+                    .remove_source_except(&source, plugin.identity());
+            }
+            Err(error) => {
+                if let Some(hash) = hash {
+                    failed.insert(path.to_path_buf(), hash);
+                }
+                self.registry.emit(Event::Failed {
+                    path: path.to_path_buf(),
+                    error: Arc::new(error),
+                });
+            }
+        }
+    }
+}
