@@ -136,3 +136,58 @@ pub fn wait_for_event(
         }
     }
 }
+
+/// A watched directory with `hello.wasm` = hello v1 in it, loaded and
+/// serving through a registry, and the registry's event stream.
+pub struct Deployment {
+    /// The runtime the watcher loads with.
+    pub runtime: wasmplug::Runtime<wasmplug::reference::GreeterPlugin>,
+    /// The registry the watcher keeps in sync.
+    pub registry: wasmplug::Registry<wasmplug::reference::GreeterPlugin>,
+    /// Lifecycle events, subscribed before the watcher started.
+    pub events: std::sync::mpsc::Receiver<wasmplug::Event>,
+    /// The watched `hello.wasm` (canonical path).
+    pub file: PathBuf,
+    /// How long the tests wait for an event.
+    pub wait: std::time::Duration,
+    _watcher: wasmplug::Watcher,
+    _dir: TempDir,
+}
+
+impl Deployment {
+    /// Deploy hello v1 into a fresh watched directory and wait until it is
+    /// loaded.
+    pub fn hello_v1(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let file = dir.path().join("hello.wasm");
+        std::fs::copy(guest("hello-v1"), &file).unwrap();
+        let runtime = wasmplug::Runtime::new().unwrap();
+        let registry = wasmplug::Registry::new();
+        let events = registry.subscribe();
+        let watcher =
+            wasmplug::Watcher::start(dir.path(), runtime.clone(), registry.clone()).unwrap();
+        let wait = std::time::Duration::from_secs(10);
+        wait_for_event(&events, wait, "initial load", |e| {
+            matches!(e, wasmplug::Event::Loaded { .. })
+        });
+        Deployment {
+            runtime,
+            registry,
+            events,
+            file: file.canonicalize().unwrap(),
+            wait,
+            _watcher: watcher,
+            _dir: dir,
+        }
+    }
+
+    /// Wait until the current version of `hello` is `version`.
+    pub fn wait_swapped_to(&self, version: &str) {
+        wait_for_event(
+            &self.events,
+            self.wait,
+            &format!("swap to {version}"),
+            |e| matches!(e, wasmplug::Event::Swapped { to, .. } if to.version.to_string() == version),
+        );
+    }
+}

@@ -3,43 +3,13 @@
 //! up, never replaces a working version with a broken one, and unloads what
 //! is removed.
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver};
+use std::path::Path;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use wasmplug::reference::GreeterPlugin;
-use wasmplug::{Error, Event, Registry, Runtime, Watcher};
-use wasmplug_tests::{guest, guest_bytes, replace_atomically, wait_for_event, TempDir};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Deployment {
-    _watcher: Watcher,
-    registry: Registry<GreeterPlugin>,
-    events: Receiver<Event>,
-    file: PathBuf,
-    _dir: TempDir,
-}
-
-/// A watched directory holding `hello.wasm` = hello v1, loaded and serving.
-fn deploy_hello_v1(tag: &str) -> Deployment {
-    let dir = TempDir::new(tag);
-    let file = dir.path().join("hello.wasm");
-    std::fs::copy(guest("hello-v1"), &file).unwrap();
-    let registry = Registry::new();
-    let events = registry.subscribe();
-    let watcher = Watcher::start(dir.path(), Runtime::new().unwrap(), registry.clone()).unwrap();
-    wait_for_event(&events, WAIT, "initial load", |e| {
-        matches!(e, Event::Loaded { .. })
-    });
-    Deployment {
-        _watcher: watcher,
-        registry,
-        events,
-        file: file.canonicalize().unwrap(),
-        _dir: dir,
-    }
-}
+use wasmplug::{Error, Event, Registry};
+use wasmplug_tests::{guest, guest_bytes, replace_atomically, wait_for_event, Deployment};
 
 fn welcome(registry: &Registry<GreeterPlugin>) -> String {
     registry
@@ -49,17 +19,10 @@ fn welcome(registry: &Registry<GreeterPlugin>) -> String {
         .unwrap()
 }
 
-fn wait_swapped_to(d: &Deployment, version: &str) {
-    wait_for_event(
-        &d.events,
-        WAIT,
-        &format!("swap to {version}"),
-        |e| matches!(e, Event::Swapped { to, .. } if to.version.to_string() == version),
-    );
-}
-
 fn wait_failed(d: &Deployment, what: &str) -> std::sync::Arc<Error> {
-    let event = wait_for_event(&d.events, WAIT, what, |e| matches!(e, Event::Failed { .. }));
+    let event = wait_for_event(&d.events, d.wait, what, |e| {
+        matches!(e, Event::Failed { .. })
+    });
     let Event::Failed { path, error } = event else {
         unreachable!()
     };
@@ -69,11 +32,11 @@ fn wait_failed(d: &Deployment, what: &str) -> std::sync::Arc<Error> {
 
 #[test]
 fn a_changed_file_is_swapped_in_and_a_new_file_loaded() {
-    let d = deploy_hello_v1("swap");
+    let d = Deployment::hello_v1("swap");
     assert_eq!(welcome(&d.registry), "Welcome, Gopher!");
 
     replace_atomically(&d.file, &guest_bytes("hello-v2"));
-    wait_swapped_to(&d, "2.0.0");
+    d.wait_swapped_to("2.0.0");
     assert_eq!(welcome(&d.registry), "Welcome back, Gopher!");
     assert_eq!(d.registry.list().len(), 1, "the file's old version is gone");
 
@@ -81,7 +44,7 @@ fn a_changed_file_is_swapped_in_and_a_new_file_loaded() {
     std::fs::copy(guest("uses-shared-v1"), &other).unwrap();
     wait_for_event(
         &d.events,
-        WAIT,
+        d.wait,
         "load of a new file",
         |e| matches!(e, Event::Loaded { identity, .. } if identity.name == "uses-shared-v1"),
     );
@@ -94,7 +57,7 @@ fn a_changed_file_is_swapped_in_and_a_new_file_loaded() {
 
 #[test]
 fn broken_replacements_never_replace_the_working_version() {
-    let d = deploy_hello_v1("broken");
+    let d = Deployment::hello_v1("broken");
     let good = guest_bytes("hello-v1");
     let truncated = good[..good.len() / 2].to_vec();
     let cases: [(&str, Vec<u8>, &str); 5] = [
@@ -133,12 +96,12 @@ fn broken_replacements_never_replace_the_working_version() {
     }
     // And a good file after all that is picked up.
     replace_atomically(&d.file, &guest_bytes("hello-v2"));
-    wait_swapped_to(&d, "2.0.0");
+    d.wait_swapped_to("2.0.0");
 }
 
 #[test]
 fn a_partly_written_file_is_picked_up_once_complete() {
-    let d = deploy_hello_v1("partial");
+    let d = Deployment::hello_v1("partial");
     let v2 = guest_bytes("hello-v2");
     // Written in place, not renamed: the watcher first sees half a file.
     std::fs::write(&d.file, &v2[..v2.len() / 2]).unwrap();
@@ -146,13 +109,13 @@ fn a_partly_written_file_is_picked_up_once_complete() {
     assert_eq!(welcome(&d.registry), "Welcome, Gopher!");
 
     std::fs::write(&d.file, &v2).unwrap();
-    wait_swapped_to(&d, "2.0.0");
+    d.wait_swapped_to("2.0.0");
     assert_eq!(welcome(&d.registry), "Welcome back, Gopher!");
 }
 
 #[test]
 fn a_deleted_file_is_unloaded_after_its_call_in_flight_and_reloaded_when_put_back() {
-    let d = deploy_hello_v1("delete");
+    let d = Deployment::hello_v1("delete");
     let handle = d.registry.get("hello").unwrap();
     let (started_tx, started) = mpsc::channel();
     let in_flight = {
@@ -173,7 +136,7 @@ fn a_deleted_file_is_unloaded_after_its_call_in_flight_and_reloaded_when_put_bac
         "Welcome, Gopher!",
         "the call in flight finished"
     );
-    wait_for_event(&d.events, WAIT, "unload", |e| {
+    wait_for_event(&d.events, d.wait, "unload", |e| {
         matches!(e, Event::Unloaded { .. })
     });
     let err = handle.call(|i| i.welcome("Gopher")).unwrap_err();
@@ -181,7 +144,7 @@ fn a_deleted_file_is_unloaded_after_its_call_in_flight_and_reloaded_when_put_bac
     assert!(d.registry.list().is_empty());
 
     std::fs::copy(guest("hello-v1"), &d.file).unwrap();
-    wait_for_event(&d.events, WAIT, "reload", |e| {
+    wait_for_event(&d.events, d.wait, "reload", |e| {
         matches!(e, Event::Loaded { .. })
     });
     assert_eq!(
@@ -192,13 +155,13 @@ fn a_deleted_file_is_unloaded_after_its_call_in_flight_and_reloaded_when_put_bac
 
 #[test]
 fn state_is_handed_over_across_a_file_swap_and_a_refused_restore_keeps_the_old_version() {
-    let d = deploy_hello_v1("handoff");
+    let d = Deployment::hello_v1("handoff");
     let hello = d.registry.get("hello").unwrap();
     for expected in 1..=3 {
         assert_eq!(hello.call(|i| i.count()).unwrap(), expected);
     }
     replace_atomically(&d.file, &guest_bytes("hello-v2"));
-    let event = wait_for_event(&d.events, WAIT, "swap", |e| {
+    let event = wait_for_event(&d.events, d.wait, "swap", |e| {
         matches!(e, Event::Swapped { .. })
     });
     assert!(
@@ -226,12 +189,12 @@ fn state_is_handed_over_across_a_file_swap_and_a_refused_restore_keeps_the_old_v
 
 #[test]
 fn the_watcher_ignores_files_that_are_not_components() {
-    let d = deploy_hello_v1("ignore");
+    let d = Deployment::hello_v1("ignore");
     let dir: &Path = d.file.parent().unwrap();
     std::fs::write(dir.join("notes.txt"), "not a plugin").unwrap();
     std::fs::write(dir.join("hello.wasm.tmp"), "half a plugin").unwrap();
     // A real change after the noise is the next event we see.
     replace_atomically(&d.file, &guest_bytes("hello-v2"));
-    let event = wait_for_event(&d.events, WAIT, "any", |_| true);
+    let event = wait_for_event(&d.events, d.wait, "any", |_| true);
     assert!(matches!(event, Event::Loaded { .. }), "{event}");
 }
