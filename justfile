@@ -17,6 +17,10 @@ guests:
 test: guests
     cargo test --release --locked --workspace
 
+# The benchmarks; each prints its figures beside an in-process baseline.
+bench: guests
+    cargo bench --locked -p wasmplug --bench swap_latency
+
 # Formatting and lints, for the host workspace and the guests.
 lint:
     cargo fmt --all --check

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use wasmplug::reference::GreeterPlugin;
-use wasmplug::{Dynamic, Runtime};
+use wasmplug::{Dynamic, Registry, Runtime, Watcher};
 
 /// WebAssembly component plugins: inspect a plugin, call its exports.
 #[derive(Parser)]
@@ -40,6 +40,24 @@ enum Command {
         /// The call, e.g. `welcome("Zoë")`.
         call: String,
     },
+    /// Load every component in a directory, keep it in sync as files are
+    /// added, replaced and removed, and print lifecycle events as they
+    /// happen. Lines typed on stdin call the current version of a plugin:
+    /// `<plugin> <call>`; `list` shows what is loaded.
+    ///
+    /// Example (input lines start with `$`, the rest is output):
+    ///   wasmplug watch plugins/
+    ///   $ hello welcome("Zoë")
+    ///   "Welcome, Zoë!"
+    ///   (plugins/hello.wasm replaced)
+    ///   swapped hello@1.0.0 -> hello@2.0.0 (state carried over)
+    ///   $ hello welcome("Zoë")
+    ///   "Welcome back, Zoë!"
+    #[command(verbatim_doc_comment)]
+    Watch {
+        /// The directory of component files.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,7 +65,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // Registry events are printed by `watch` itself.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,wasmplug::registry=warn")
+                }),
         )
         .init();
     match run(Cli::parse()) {
@@ -62,6 +83,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect { component } => inspect(&component),
+        Command::Watch { dir } => watch(&dir),
         Command::Call { component, call } => {
             let runtime = Runtime::<Dynamic>::new()?;
             let plugin = runtime.load(&component)?;
@@ -96,4 +118,55 @@ fn inspect(path: &std::path::Path) -> anyhow::Result<()> {
         println!("  {name}: {signature}");
     }
     Ok(())
+}
+
+fn watch(dir: &std::path::Path) -> anyhow::Result<()> {
+    let registry = Registry::<Dynamic>::new();
+    let events = registry.subscribe();
+    std::thread::spawn(move || {
+        for event in events {
+            println!("{event}");
+        }
+    });
+    let _watcher = Watcher::start(dir, Runtime::<Dynamic>::new()?, registry.clone())?;
+    println!(
+        "watching {} (type `<plugin> <call>` or `list`)",
+        dir.display()
+    );
+
+    for line in std::io::stdin().lines() {
+        let line = line.context("reading stdin")?;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "list" {
+            for v in registry.list() {
+                let mark = if v.current { "*" } else { " " };
+                println!(
+                    "{mark} {:<28} {:<12} instances {:<3} {}",
+                    v.identity.to_string(),
+                    v.content_hash.short(),
+                    v.live_instances,
+                    v.source
+                );
+            }
+            continue;
+        }
+        let Some((name, call)) = line.split_once(char::is_whitespace) else {
+            println!("error: expected `<plugin> <call>`, e.g. `hello welcome(\"Zoë\")`, or `list`");
+            continue;
+        };
+        let answer = registry
+            .get(name)
+            .and_then(|h| h.call(|i| i.call_wave(call.trim())));
+        match answer {
+            Ok(results) => results.iter().for_each(|r| println!("{r}")),
+            Err(err) => println!("error: {err}"),
+        }
+    }
+    // stdin closed (e.g. not a terminal): keep watching until interrupted.
+    loop {
+        std::thread::park();
+    }
 }
