@@ -9,8 +9,11 @@
 //! Run: `just bench` (or `cargo bench -p wasmplug --bench swap_latency`
 //! after `just guests`).
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::guest;
 
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::{Registry, Runtime, Watcher, DEFAULT_DEBOUNCE};
@@ -18,18 +21,6 @@ use wasmplug::{Registry, Runtime, Watcher, DEFAULT_DEBOUNCE};
 const SWAPS: usize = 60;
 /// Pause between swaps, so each is measured in isolation.
 const SETTLE: Duration = Duration::from_millis(250);
-
-fn guest(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../guest-plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the guests with `just guests`",
-        path.display()
-    );
-    path
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -251,6 +251,12 @@ impl<W: World> Registry<W> {
             .cloned()
     }
 
+    /// The slots as they are now; the registry lock is not held after.
+    fn all_slots(&self) -> Vec<Arc<Slot<W>>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots.values().cloned().collect()
+    }
+
     fn slot_or_create(&self, name: &str) -> Arc<Slot<W>> {
         if let Some(slot) = self.slot(name) {
             return slot;
@@ -404,13 +410,7 @@ impl<W: World> Registry<W> {
     }
 
     fn remove_where(&self, matches: impl Fn(&Live<W>) -> bool) -> Vec<Identity> {
-        let slots: Vec<Arc<Slot<W>>> = self
-            .slots
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let slots = self.all_slots();
         let mut removed = Vec::new();
         for slot in slots {
             let mut state = slot.lock();
@@ -530,13 +530,7 @@ impl<W: World> Registry<W> {
 
     /// Every loaded version, by name then version.
     pub fn list(&self) -> Vec<VersionInfo> {
-        let slots: Vec<Arc<Slot<W>>> = self
-            .slots
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let slots = self.all_slots();
         let mut out = Vec::new();
         for slot in slots {
             let state = slot.lock();
@@ -563,8 +557,7 @@ impl<W: World> Registry<W> {
     /// The version loaded from `source`, if any: the watcher's way to skip a
     /// file whose bytes did not change.
     pub(crate) fn hash_of_source(&self, source: &Source) -> Option<ContentHash> {
-        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        slots.values().find_map(|slot| {
+        self.all_slots().iter().find_map(|slot| {
             slot.lock()
                 .versions
                 .iter()

@@ -2,22 +2,13 @@
 //! `tests/`: cargo gives the binary's path only to its own package's tests.)
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-fn guest(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../guest-plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the guests with `just guests`",
-        path.display()
-    );
-    path
-}
+mod support;
+use support::guest;
 
 fn wasmplug(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wasmplug"))
