@@ -24,6 +24,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::policy::LimitHit;
+
 /// Which plugin an [`Error`] is about: its name, its version when known, and
 /// its source (a file path, or a label for bytes loaded from memory).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +78,14 @@ pub enum Error {
         message: String,
     },
     /// The guest trapped, ran past its deadline or hit a resource cap.
-    #[error("{plugin} trapped: {cause:#}")]
+    #[error("{plugin} trapped{}: {cause:#}", limit.as_ref().map(|l| format!(" after hitting {l}")).unwrap_or_default())]
     Trap {
         /// The plugin whose instance crashed.
         plugin: PluginRef,
         /// The trap code, when wasmtime reported one.
         trap: Option<wasmtime::Trap>,
+        /// The resource limit the guest ran into just before, if any.
+        limit: Option<LimitHit>,
         /// The full error, with the guest's wasm backtrace.
         cause: anyhow::Error,
     },
@@ -93,6 +97,19 @@ pub enum Error {
         plugin: PluginRef,
         /// What was wrong with the call.
         message: String,
+    },
+    /// The version's instance keeps crashing: the registry waits before
+    /// restarting it again.
+    #[error(
+        "{plugin} is backing off after {failures} failures in a row; next restart in {retry_in:?}"
+    )]
+    Unavailable {
+        /// The crashing version.
+        plugin: PluginRef,
+        /// Failures in a row so far.
+        failures: u32,
+        /// How long until the next restart is tried.
+        retry_in: std::time::Duration,
     },
     /// The registry has no loaded version that matches.
     #[error("no plugin `{name}`{} is loaded", requirement.as_ref().map(|r| format!(" matching `{r}`")).unwrap_or_default())]
@@ -131,6 +148,7 @@ impl Error {
             | Error::Trap { plugin, .. }
             | Error::BadCall { plugin, .. }
             | Error::Handoff { plugin, .. }
+            | Error::Unavailable { plugin, .. }
             | Error::Instantiate { plugin, .. } => Some(plugin),
             Error::NotLoaded { .. } => None,
         }
@@ -152,12 +170,36 @@ impl Error {
         )
     }
 
+    /// The resource limit behind a trap, if one was hit.
+    pub fn limit(&self) -> Option<&LimitHit> {
+        match self {
+            Error::Trap { limit, .. } => limit.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// True when the call ran out of fuel.
+    pub fn is_out_of_fuel(&self) -> bool {
+        matches!(
+            self,
+            Error::Trap {
+                trap: Some(wasmtime::Trap::OutOfFuel),
+                ..
+            }
+        )
+    }
+
     /// Classify an error wasmtime returned from a call into the guest.
-    pub(crate) fn from_call(plugin: PluginRef, err: wasmtime::Error) -> Self {
+    pub(crate) fn from_call(
+        plugin: PluginRef,
+        err: wasmtime::Error,
+        limit: Option<LimitHit>,
+    ) -> Self {
         let trap = err.downcast_ref::<wasmtime::Trap>().copied();
         Error::Trap {
             plugin,
             trap,
+            limit,
             cause: err.into(),
         }
     }

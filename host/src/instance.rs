@@ -30,6 +30,8 @@ pub struct Instance<W: World> {
     instance: wasmtime::component::Instance,
     bindings: W,
     poisoned: bool,
+    /// A deadline for this instance's calls instead of the policy's.
+    deadline: Option<Option<std::time::Duration>>,
 }
 
 impl<W: World> Instance<W> {
@@ -46,6 +48,7 @@ impl<W: World> Instance<W> {
             instance,
             bindings,
             poisoned: false,
+            deadline: None,
         }
     }
 
@@ -72,11 +75,22 @@ impl<W: World> Instance<W> {
         self.enter()?;
         match f(&self.bindings, &mut self.store) {
             Ok(value) => Ok(value),
-            Err(err) => {
-                self.poisoned = true;
-                Err(Error::from_call(self.plugin.plugin_ref(), err))
-            }
+            Err(err) => Err(self.crashed(err)),
         }
+    }
+
+    /// Mark the instance poisoned and classify the error, with the resource
+    /// limit the guest hit just before, if any.
+    fn crashed(&mut self, err: wasmtime::Error) -> Error {
+        self.poisoned = true;
+        let limit = self.store.data_mut().limits.hit.take();
+        Error::from_call(self.plugin.plugin_ref(), err, limit)
+    }
+
+    /// Use `deadline` for this instance's calls from now on, instead of the
+    /// policy's (`None`: no deadline).
+    pub fn set_deadline(&mut self, deadline: Option<std::time::Duration>) {
+        self.deadline = Some(deadline);
     }
 
     /// [`call`](Self::call) for an export that returns a WIT `result`: the
@@ -149,8 +163,7 @@ impl<W: World> Instance<W> {
                 if err.downcast_ref::<wasmtime::Trap>().is_none() && !entered_guest(&err) {
                     return Err(self.bad_call(format!("calling `{export}`: {err:#}")));
                 }
-                self.poisoned = true;
-                Err(Error::from_call(self.plugin.plugin_ref(), err))
+                Err(self.crashed(err))
             }
         }
     }
@@ -229,6 +242,7 @@ impl<W: World> Instance<W> {
             return Err(Error::Trap {
                 plugin: self.plugin.plugin_ref(),
                 trap: None,
+                limit: None,
                 cause: anyhow!(
                     "this instance trapped earlier and was discarded; instantiate a new one"
                 ),

@@ -44,6 +44,7 @@ mod error;
 mod handoff;
 mod instance;
 mod log;
+mod manifest;
 mod plugin;
 mod policy;
 pub mod reference;
@@ -58,11 +59,14 @@ pub use error::{Error, PluginRef, Result};
 pub use handoff::HANDOFF;
 pub use instance::Instance;
 pub use log::{emit as emit_guest_log, Level};
+pub use manifest::{Allowance, Manifest, ManifestDir};
 pub use plugin::{Identity, Plugin, Source};
-pub use policy::{Output, Policy};
-pub use registry::{Activation, Event, Handle, Registry, VersionInfo};
+pub use policy::{DirAccess, DirGrant, LimitHit, Output, Policy};
+pub use registry::{
+    Activation, Event, Handle, Health, Registry, VersionInfo, BACKOFF_FIRST, BACKOFF_MAX,
+};
 pub use runtime::{ContentHash, Runtime, RuntimeBuilder};
-pub use watcher::{Watcher, DEFAULT_DEBOUNCE};
+pub use watcher::{WatchOptions, Watcher, DEFAULT_DEBOUNCE};
 pub use world::{check_export, State, World};
 
 /// Re-exported so embedders use the same wasmtime as wasmplug.

@@ -62,10 +62,38 @@ struct LineBuffer {
     label: Arc<str>,
     stream: Stream,
     pending: Vec<u8>,
+    /// Bytes this stream may still write; past it output is dropped.
+    budget: usize,
+    truncated: bool,
 }
 
 impl LineBuffer {
-    fn write(&mut self, mut bytes: &[u8]) {
+    fn write(&mut self, bytes: &[u8]) {
+        let allowed = bytes.len().min(self.budget);
+        self.budget -= allowed;
+        self.write_lines(&bytes[..allowed]);
+        if allowed < bytes.len() && !self.truncated {
+            self.truncated = true;
+            if !self.pending.is_empty() {
+                self.flush();
+            }
+            tracing::warn!(
+                target: "wasmplug::guest",
+                plugin = &*self.label,
+                stream = self.stream_name(),
+                "output limit reached: the rest of this instance's output is dropped"
+            );
+        }
+    }
+
+    fn stream_name(&self) -> &'static str {
+        match self.stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    fn write_lines(&mut self, mut bytes: &[u8]) {
         while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
             self.pending.extend_from_slice(&bytes[..newline]);
             self.flush();
@@ -82,10 +110,7 @@ impl LineBuffer {
     fn flush(&mut self) {
         let line = String::from_utf8_lossy(&self.pending);
         let line = line.trim_end_matches('\r');
-        let stream = match self.stream {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        };
+        let stream = self.stream_name();
         match self.stream {
             Stream::Stdout => {
                 tracing::info!(target: "wasmplug::guest", plugin = &*self.label, stream, "{line}")
@@ -107,12 +132,15 @@ impl Drop for LineBuffer {
 }
 
 impl GuestOutput {
-    pub(crate) fn new(label: Arc<str>, stream: Stream) -> Self {
+    /// A stream tagged `label` that logs at most `limit` bytes.
+    pub(crate) fn new(label: Arc<str>, stream: Stream, limit: usize) -> Self {
         GuestOutput {
             inner: Arc::new(Mutex::new(LineBuffer {
                 label,
                 stream,
                 pending: Vec::new(),
+                budget: limit,
+                truncated: false,
             })),
         }
     }
@@ -196,8 +224,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn output_past_the_limit_is_dropped() {
+        let out = GuestOutput::new("t@1.0.0".into(), Stream::Stdout, 10);
+        out.write(b"0123456");
+        out.write(b"789abcdef");
+        let buf = out.inner.lock().unwrap();
+        assert_eq!(buf.budget, 0);
+        assert!(buf.truncated);
+        assert!(
+            buf.pending.is_empty(),
+            "the partial line was flushed at the limit"
+        );
+    }
+
+    #[test]
     fn a_line_longer_than_the_cap_is_split_not_buffered_forever() {
-        let out = GuestOutput::new("t@1.0.0".into(), Stream::Stdout);
+        let out = GuestOutput::new("t@1.0.0".into(), Stream::Stdout, usize::MAX);
         out.write(&vec![b'x'; MAX_LINE * 3 + 5]);
         let buf = out.inner.lock().unwrap();
         assert_eq!(buf.pending.len(), 5);
@@ -205,7 +247,7 @@ mod tests {
 
     #[test]
     fn lines_are_cut_at_newlines() {
-        let out = GuestOutput::new("t@1.0.0".into(), Stream::Stderr);
+        let out = GuestOutput::new("t@1.0.0".into(), Stream::Stderr, usize::MAX);
         out.write(b"one\ntwo\nthr");
         assert_eq!(out.inner.lock().unwrap().pending, b"thr");
         out.flush();

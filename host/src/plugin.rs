@@ -163,8 +163,8 @@ impl<W: World> Plugin<W> {
         policy: &Policy,
     ) -> anyhow::Result<Identity> {
         let label: Arc<str> = source.stem().into();
-        let mut store = new_store(runtime, policy, &label, W::Data::default());
-        store.set_epoch_deadline(runtime.deadline_ticks(policy.deadline_value()));
+        let mut store = new_store(runtime, policy, &label, W::Data::default())?;
+        runtime.arm(&mut store, policy.deadline_value(), policy.fuel_value());
         let instance = compiled
             .pre
             .instantiate(&mut store)
@@ -193,9 +193,15 @@ impl<W: World> Plugin<W> {
     /// per-instance data, reachable from its host imports.
     pub fn instantiate_with(&self, data: W::Data) -> Result<Instance<W>> {
         let inner = &self.inner;
-        let mut store = new_store(&inner.runtime, &inner.policy, &inner.label, data);
-        let deadline = inner.runtime.deadline_ticks(inner.policy.deadline_value());
-        store.set_epoch_deadline(deadline);
+        let mut store =
+            new_store(&inner.runtime, &inner.policy, &inner.label, data).map_err(|cause| {
+                Error::Instantiate {
+                    plugin: self.plugin_ref(),
+                    cause,
+                }
+            })?;
+        let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
+        inner.runtime.arm(&mut store, deadline, fuel);
         let instance =
             inner
                 .compiled
@@ -211,7 +217,7 @@ impl<W: World> Plugin<W> {
                 cause: e.into(),
             }
         })?;
-        store.set_epoch_deadline(deadline);
+        inner.runtime.arm(&mut store, deadline, fuel);
         match bindings.init(&mut store) {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
@@ -221,10 +227,15 @@ impl<W: World> Plugin<W> {
                 })
             }
             Err(trap) => {
+                let cause = anyhow::Error::from(trap);
+                let cause = match store.data_mut().limits.hit.take() {
+                    Some(limit) => cause.context(format!("init trapped after hitting {limit}")),
+                    None => cause.context("init trapped"),
+                };
                 return Err(Error::Init {
                     plugin: self.plugin_ref(),
-                    cause: anyhow::Error::from(trap).context("init trapped"),
-                })
+                    cause,
+                });
             }
         }
         Ok(Instance::new(self.clone(), store, instance, bindings))
@@ -340,15 +351,15 @@ fn new_store<W: World>(
     policy: &Policy,
     label: &Arc<str>,
     data: W::Data,
-) -> Store<State<W::Data>> {
+) -> anyhow::Result<Store<State<W::Data>>> {
     let state = State {
-        wasi: policy.wasi_ctx(label),
+        wasi: policy.wasi_ctx(label)?,
         table: ResourceTable::new(),
-        limits: policy.store_limits(),
+        limits: policy.limits(),
         label: label.clone(),
         data,
     };
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.limits);
-    store
+    Ok(store)
 }

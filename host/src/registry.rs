@@ -17,6 +17,13 @@
 //! has moved and goes to the new one. The old version's memory is freed when
 //! the last `Arc` to it (a call in flight, a held [`Instance`]) is dropped.
 //!
+//! **Crashes are contained.** A call that traps (a crash, a deadline, a
+//! resource limit) returns [`Error::Trap`] and poisons the serving instance;
+//! the next call gets a fresh one, with `init`. A version that keeps crashing
+//! backs off: after the second failure in a row, restarts wait
+//! [`BACKOFF_FIRST`], doubling up to [`BACKOFF_MAX`], and calls meanwhile get
+//! [`Error::Unavailable`]. The counters are in [`Health`].
+//!
 //! **Held instances keep their version.** An [`Instance`] an embedder got
 //! from [`Handle::instantiate`] (or from a [`Plugin`]) belongs to that
 //! version until it is dropped; a swap never touches it. A [`Handle`]
@@ -28,7 +35,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
@@ -95,12 +102,55 @@ impl std::fmt::Display for Event {
     }
 }
 
+/// The first restart after a crash is immediate; each further crash in a
+/// row doubles the wait before the next restart, from this...
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// ...up to this.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How a version's serving instance has fared: what [`Handle::health`] and
+/// [`Registry::list`] report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Calls that trapped (crash, deadline, resource limit).
+    pub traps: u64,
+    /// Fresh instances created to replace a crashed one.
+    pub restarts: u64,
+    /// Failures (traps, failed restarts) since the last good call.
+    pub consecutive_failures: u32,
+    /// No restart before this instant.
+    retry_at: Option<Instant>,
+}
+
+impl Health {
+    fn failed(&mut self) {
+        self.consecutive_failures += 1;
+        self.retry_at = match self.consecutive_failures {
+            0 | 1 => None,
+            n => {
+                let wait = BACKOFF_FIRST
+                    .saturating_mul(1 << (n - 2).min(16))
+                    .min(BACKOFF_MAX);
+                Some(Instant::now() + wait)
+            }
+        };
+    }
+
+    /// How long until the next restart may be tried; zero if now.
+    pub fn retry_in(&self) -> Duration {
+        self.retry_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+}
+
 /// One version in the registry, with the instance that serves its calls.
 struct Live<W: World> {
     plugin: Plugin<W>,
     serving: Mutex<Option<Instance<W>>>,
     /// Set when the version leaves the registry: queued callers go elsewhere.
     retired: AtomicBool,
+    health: Mutex<Health>,
 }
 
 impl<W: World> Live<W> {
@@ -109,7 +159,38 @@ impl<W: World> Live<W> {
             plugin,
             serving: Mutex::new(Some(instance)),
             retired: AtomicBool::new(false),
+            health: Mutex::new(Health::default()),
         })
+    }
+
+    fn health(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replace a crashed (or missing) serving instance, unless the version
+    /// is backing off after crashing again and again.
+    fn restart(&self, serving: &mut Option<Instance<W>>) -> Result<()> {
+        let mut health = self.health();
+        let wait = health.retry_in();
+        if !wait.is_zero() {
+            return Err(Error::Unavailable {
+                plugin: self.plugin.plugin_ref(),
+                failures: health.consecutive_failures,
+                retry_in: wait,
+            });
+        }
+        *serving = None; // drop the crashed instance before making another
+        match self.plugin.instantiate() {
+            Ok(instance) => {
+                *serving = Some(instance);
+                health.restarts += 1;
+                Ok(())
+            }
+            Err(err) => {
+                health.failed();
+                Err(err)
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Instance<W>>> {
@@ -213,6 +294,8 @@ pub struct VersionInfo {
     pub current: bool,
     /// Whether its name is pinned to it.
     pub pinned: bool,
+    /// Traps, restarts and failures in a row of its serving instance.
+    pub health: Health,
 }
 
 impl<W: World> Registry<W> {
@@ -545,6 +628,7 @@ impl<W: World> Registry<W> {
                     live_instances: plugin.live_instances(),
                     current: current.as_ref().is_some_and(|c| Arc::ptr_eq(c, live)),
                     pinned: state.pinned.as_ref() == Some(&plugin.identity().version),
+                    health: live.health().clone(),
                 });
             }
         }
@@ -623,12 +707,24 @@ impl<W: World> Handle<W> {
                 continue;
             }
             if serving.as_ref().is_none_or(Instance::is_poisoned) {
-                *serving = None; // drop the crashed instance first
-                *serving = Some(live.plugin.instantiate()?);
+                live.restart(&mut serving)?;
             }
             let instance = serving.as_mut().expect("just ensured");
-            return f(instance);
+            let result = f(instance);
+            let mut health = live.health();
+            if instance.is_poisoned() {
+                health.traps += 1;
+                health.failed();
+            } else {
+                health.consecutive_failures = 0;
+            }
+            return result;
         }
+    }
+
+    /// How the resolved version's serving instance has fared.
+    pub fn health(&self) -> Result<Health> {
+        Ok(self.resolve()?.health().clone())
     }
 
     /// The version the next call would go to.

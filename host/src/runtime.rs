@@ -77,6 +77,7 @@ pub(crate) struct RuntimeInner<W: World> {
     linker: Linker<State<W::Data>>,
     pub(crate) policy: Policy,
     pub(crate) tick: Duration,
+    pub(crate) fuel: bool,
     compiled: Mutex<HashMap<ContentHash, Weak<Compiled<W>>>>,
     _ticker: Ticker,
 }
@@ -108,6 +109,11 @@ impl<W: World> Runtime<W> {
     /// Configure a runtime: pool sizes, epoch tick, default policy.
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder::new()
+    }
+
+    /// The policy of plugins loaded without one of their own.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
     }
 
     /// The wasmtime engine, for embedders that need it directly.
@@ -219,6 +225,7 @@ pub struct RuntimeBuilder {
     pooling: Option<PoolingAllocationConfig>,
     epoch_tick: Duration,
     policy: Policy,
+    fuel: bool,
 }
 
 impl Default for RuntimeBuilder {
@@ -235,7 +242,16 @@ impl RuntimeBuilder {
             pooling: Some(Self::default_pooling()),
             epoch_tick: Duration::from_millis(10),
             policy: Policy::default(),
+            fuel: false,
         }
+    }
+
+    /// Meter fuel: every call gets its policy's [`Policy::fuel`] budget
+    /// (unlimited when the policy sets none). Off by default: metering
+    /// slows guest code down, and epoch deadlines already bound time.
+    pub fn fuel(mut self, enable: bool) -> Self {
+        self.fuel = enable;
+        self
     }
 
     /// The pool sizes wasmplug uses unless told otherwise.
@@ -294,7 +310,8 @@ impl RuntimeBuilder {
         config
             .wasm_component_model(true)
             .concurrency_support(false)
-            .epoch_interruption(true);
+            .epoch_interruption(true)
+            .consume_fuel(self.fuel);
         if let Some(pooling) = self.pooling {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         }
@@ -317,6 +334,7 @@ impl RuntimeBuilder {
                 linker,
                 policy: self.policy,
                 tick: self.epoch_tick,
+                fuel: self.fuel,
                 compiled: Mutex::new(HashMap::new()),
                 _ticker: ticker,
             }),
@@ -325,19 +343,36 @@ impl RuntimeBuilder {
 }
 
 impl<W: World> RuntimeInner<W> {
+    /// Arm a store for one call into the guest: its epoch deadline, and its
+    /// fuel when the runtime meters fuel.
+    pub(crate) fn arm(
+        &self,
+        store: &mut wasmtime::Store<State<W::Data>>,
+        deadline: Option<Duration>,
+        fuel: Option<u64>,
+    ) {
+        store.set_epoch_deadline(self.deadline_ticks(deadline));
+        if self.fuel {
+            // Fuel is on for this engine, so setting it cannot fail.
+            let _ = store.set_fuel(fuel.unwrap_or(u64::MAX));
+        }
+    }
+
     /// The epoch deadline, in ticks from now, for a call limited to
     /// `deadline`: rounded up, plus one tick because the first tick after
     /// setting it may come at any moment. A call therefore runs at least
     /// `deadline` and is stopped within `deadline + tick`.
     pub(crate) fn deadline_ticks(&self, deadline: Option<Duration>) -> u64 {
+        // wasmtime adds this delta to the current epoch without saturating,
+        // so "no deadline" must leave room for the epoch to grow: 2^62 ticks
+        // outlast any process.
+        const NEVER: u64 = 1 << 62;
         match deadline {
-            None => u64::MAX,
+            None => NEVER,
             Some(d) => {
                 let tick = self.tick.as_nanos().max(1);
-                let ticks = d.as_nanos().div_ceil(tick);
-                u64::try_from(ticks)
-                    .unwrap_or(u64::MAX - 1)
-                    .saturating_add(1)
+                let ticks = u64::try_from(d.as_nanos().div_ceil(tick)).unwrap_or(NEVER);
+                ticks.saturating_add(1).min(NEVER)
             }
         }
     }

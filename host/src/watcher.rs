@@ -15,6 +15,9 @@
 //!     version from that file.
 //!   - the path no longer exists → [`Registry::remove_source`]: unloaded once
 //!     its in-flight calls end.
+//!   - `x.toml` beside `x.wasm` is x's manifest: its requests, within the
+//!     [`WatchOptions::allowance`], make x's policy; a changed manifest
+//!     reloads x.
 //!   - anything else (temporary files, editors' swap files, directories) is
 //!     ignored. Writing `x.wasm.tmp` then renaming it to `x.wasm` is
 //!     therefore one clean change of `x.wasm`.
@@ -39,8 +42,9 @@ use anyhow::Context as _;
 use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
 
+use crate::manifest::{Allowance, Manifest};
 use crate::registry::Event;
-use crate::{ContentHash, Registry, Runtime, Source, World};
+use crate::{ContentHash, Error, Policy, Registry, Runtime, Source, World};
 
 /// The default debounce window.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
@@ -61,16 +65,21 @@ impl Watcher {
         runtime: Runtime<W>,
         registry: Registry<W>,
     ) -> anyhow::Result<Self> {
-        Self::start_with_debounce(dir, runtime, registry, DEFAULT_DEBOUNCE)
+        Self::start_with(dir, runtime, registry, WatchOptions::default())
     }
 
-    /// [`start`](Self::start) with a debounce window of your choice.
-    pub fn start_with_debounce<W: World>(
+    /// [`start`](Self::start) with options: the debounce window, and what
+    /// manifests beside component files may grant.
+    pub fn start_with<W: World>(
         dir: impl AsRef<Path>,
         runtime: Runtime<W>,
         registry: Registry<W>,
-        debounce: Duration,
+        options: WatchOptions,
     ) -> anyhow::Result<Self> {
+        let WatchOptions {
+            debounce,
+            allowance,
+        } = options;
         let dir = dir
             .as_ref()
             .canonicalize()
@@ -78,6 +87,7 @@ impl Watcher {
         let reconciler = Reconciler {
             runtime,
             registry,
+            allowance,
             failed: Mutex::new(HashMap::new()),
         };
 
@@ -143,19 +153,65 @@ impl Drop for Watcher {
     }
 }
 
+/// How a [`Watcher`] works.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// How long a path must be quiet before it is reconciled.
+    pub debounce: Duration,
+    /// What a manifest (`x.toml` beside `x.wasm`) may grant. The default
+    /// grants nothing: manifests may only tighten limits.
+    pub allowance: Allowance,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            debounce: DEFAULT_DEBOUNCE,
+            allowance: Allowance::none(),
+        }
+    }
+}
+
 struct Reconciler<W: World> {
     runtime: Runtime<W>,
     registry: Registry<W>,
+    allowance: Allowance,
     /// The bytes that last failed to load, per path: reported once, not
     /// recompiled on every event for the same content.
     failed: Mutex<HashMap<PathBuf, ContentHash>>,
 }
 
 impl<W: World> Reconciler<W> {
-    fn reconcile(&self, path: &Path) {
-        if path.extension().is_none_or(|ext| ext != "wasm") {
-            return;
+    /// The runtime's policy, plus what the manifest beside `component`
+    /// asks for, within the allowance.
+    fn policy_for(&self, component: &Path) -> anyhow::Result<Policy> {
+        let base = self.runtime.policy().clone();
+        let manifest_path = Manifest::beside(component);
+        if !manifest_path.is_file() {
+            return Ok(base);
         }
+        let manifest = Manifest::load(&manifest_path)?;
+        let dir = component.parent().unwrap_or(Path::new("."));
+        manifest
+            .apply(base, &self.allowance, dir)
+            .with_context(|| format!("applying manifest {}", manifest_path.display()))
+    }
+
+    fn reconcile(&self, path: &Path) {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("wasm") => self.reconcile_component(path, false),
+            // A changed manifest reloads its component, even unchanged.
+            Some("toml") => {
+                let component = path.with_extension("wasm");
+                if component.is_file() {
+                    self.reconcile_component(&component, true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn reconcile_component(&self, path: &Path, manifest_changed: bool) {
         let source = Source::File(path.to_path_buf());
         if !path.exists() {
             self.failed
@@ -173,14 +229,17 @@ impl<W: World> Reconciler<W> {
             .ok()
             .map(|bytes| ContentHash::of(&bytes));
         let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        if hash.is_some()
-            && (hash == self.registry.hash_of_source(&source) || hash == failed.get(path).copied())
-        {
+        let unchanged =
+            hash == self.registry.hash_of_source(&source) || hash == failed.get(path).copied();
+        if hash.is_some() && unchanged && !manifest_changed {
             return;
         }
-        let outcome = self
-            .runtime
-            .load(path)
+        let policy = self.policy_for(path).map_err(|cause| Error::Load {
+            plugin: source.provisional_ref(),
+            cause,
+        });
+        let outcome = policy
+            .and_then(|policy| self.runtime.load_with_policy(path, policy))
             .and_then(|plugin| self.registry.activate(plugin.clone()).map(|_| plugin));
         match outcome {
             Ok(plugin) => {

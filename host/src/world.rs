@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use wasmtime::component::{Instance, InstancePre, Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits};
+use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::Identity;
@@ -117,7 +117,7 @@ pub trait World: Sized + Send + Sync + 'static {
 pub struct State<D> {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: crate::policy::Limits,
     pub(crate) label: Arc<str>,
     pub(crate) data: D,
 }

@@ -1,0 +1,275 @@
+//! A plugin's manifest: what it *asks* for, in `<name>.toml` beside
+//! `<name>.wasm`. The embedder decides what any manifest may grant, with an
+//! [`Allowance`]; a request beyond it refuses the plugin at load, naming the
+//! request. Nothing in a manifest can widen what the allowance permits.
+//!
+//! ```toml
+//! env = ["LANG"]                                  # host variables to pass through
+//! connect = ["127.0.0.1:6379"]                    # addresses it may connect to
+//! memory_mb = 64                                  # linear memory cap
+//! deadline_ms = 500                               # per-call deadline
+//! [[dirs]]
+//! host = "data"                                   # relative to the manifest
+//! guest = "/data"
+//! write = false
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+
+use crate::{DirAccess, Policy};
+
+/// What a plugin asks for. See the module docs for the file format.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Host environment variables to pass through.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Directories to grant.
+    #[serde(default)]
+    pub dirs: Vec<ManifestDir>,
+    /// Addresses to connect to.
+    #[serde(default)]
+    pub connect: Vec<SocketAddr>,
+    /// Linear memory cap, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Per-call deadline, in milliseconds.
+    pub deadline_ms: Option<u64>,
+}
+
+/// A directory a manifest asks for.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestDir {
+    /// The host directory, relative to the manifest's own directory.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+    /// Whether the guest may write.
+    #[serde(default)]
+    pub write: bool,
+}
+
+/// What manifests may grant: the embedder's ceiling. [`Allowance::none`]
+/// (the default) lets a manifest ask only for tighter limits.
+#[derive(Debug, Clone)]
+pub struct Allowance {
+    env: Vec<String>,
+    dirs: Vec<(PathBuf, DirAccess)>,
+    connect: Vec<SocketAddr>,
+    max_memory: Option<usize>,
+    max_deadline: Option<Duration>,
+}
+
+impl Default for Allowance {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+impl Allowance {
+    /// Manifests may grant nothing, only tighten limits.
+    pub fn none() -> Self {
+        Allowance {
+            env: Vec::new(),
+            dirs: Vec::new(),
+            connect: Vec::new(),
+            max_memory: None,
+            max_deadline: None,
+        }
+    }
+
+    /// Manifests may pass through host variable `key`.
+    pub fn env(mut self, key: impl Into<String>) -> Self {
+        self.env.push(key.into());
+        self
+    }
+
+    /// Manifests may grant directories inside `root`, with at most `access`.
+    pub fn dirs_under(mut self, root: impl Into<PathBuf>, access: DirAccess) -> Self {
+        self.dirs.push((root.into(), access));
+        self
+    }
+
+    /// Manifests may allow connections to `addr`.
+    pub fn connect(mut self, addr: SocketAddr) -> Self {
+        self.connect.push(addr);
+        self
+    }
+
+    /// Manifests may raise the memory cap up to `bytes`.
+    pub fn max_memory(mut self, bytes: usize) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+
+    /// Manifests may raise the deadline up to `deadline`.
+    pub fn max_deadline(mut self, deadline: Duration) -> Self {
+        self.max_deadline = Some(deadline);
+        self
+    }
+}
+
+impl Manifest {
+    /// The manifest beside a component file (`x.wasm` → `x.toml`), if any.
+    pub fn beside(component: &Path) -> PathBuf {
+        component.with_extension("toml")
+    }
+
+    /// Read and parse a manifest file.
+    pub fn load(path: &Path) -> anyhow::Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading manifest {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing manifest {}", path.display()))
+    }
+
+    /// `base` plus what this manifest asks for, if `allowance` permits all
+    /// of it; otherwise an error naming the first request refused.
+    /// `manifest_dir` anchors the manifest's relative directory paths.
+    pub fn apply(
+        &self,
+        base: Policy,
+        allowance: &Allowance,
+        manifest_dir: &Path,
+    ) -> anyhow::Result<Policy> {
+        let mut policy = base;
+        for key in &self.env {
+            if !allowance.env.contains(key) {
+                bail!(
+                    "manifest asks for environment variable `{key}`, which the host does not allow"
+                );
+            }
+            policy = policy.inherit_env(key.clone());
+        }
+        for dir in &self.dirs {
+            let host = manifest_dir.join(&dir.host);
+            let host = host
+                .canonicalize()
+                .with_context(|| format!("manifest asks for directory {}", host.display()))?;
+            let wanted = if dir.write {
+                DirAccess::ReadWrite
+            } else {
+                DirAccess::ReadOnly
+            };
+            let permitted = allowance.dirs.iter().any(|(root, access)| {
+                let inside = root.canonicalize().is_ok_and(|root| host.starts_with(root));
+                inside && (wanted == DirAccess::ReadOnly || *access == DirAccess::ReadWrite)
+            });
+            if !permitted {
+                bail!(
+                    "manifest asks for {} access to {}, which the host does not allow",
+                    if dir.write { "read-write" } else { "read-only" },
+                    host.display()
+                );
+            }
+            policy = policy.preopen_dir(host, dir.guest.clone(), wanted);
+        }
+        for addr in &self.connect {
+            if !allowance.connect.contains(addr) {
+                bail!("manifest asks to connect to {addr}, which the host does not allow");
+            }
+            policy = policy.allow_connect(*addr);
+        }
+        if let Some(mb) = self.memory_mb {
+            let bytes = usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+            let ceiling = allowance.max_memory.unwrap_or(policy.memory_limit_value());
+            if bytes > ceiling {
+                bail!(
+                    "manifest asks for {mb} MiB of memory; the host allows at most {} MiB",
+                    ceiling >> 20
+                );
+            }
+            policy = policy.memory_limit(bytes);
+        }
+        if let Some(ms) = self.deadline_ms {
+            let wanted = Duration::from_millis(ms);
+            let ceiling = allowance.max_deadline.or(policy.deadline_value());
+            if ceiling.is_some_and(|c| wanted > c) {
+                bail!(
+                    "manifest asks for a {ms} ms deadline; the host allows at most {:?}",
+                    ceiling.unwrap()
+                );
+            }
+            policy = policy.deadline(wanted);
+        }
+        Ok(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(text: &str) -> Manifest {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn an_empty_allowance_lets_a_manifest_only_tighten_limits() {
+        let m = manifest("memory_mb = 16\ndeadline_ms = 100");
+        let policy = m
+            .apply(Policy::default(), &Allowance::none(), Path::new("."))
+            .unwrap();
+        assert_eq!(policy.memory_limit_value(), 16 << 20);
+        assert_eq!(policy.deadline_value(), Some(Duration::from_millis(100)));
+
+        let err = manifest("memory_mb = 100000").apply(
+            Policy::default(),
+            &Allowance::none(),
+            Path::new("."),
+        );
+        assert!(err.unwrap_err().to_string().contains("at most 256 MiB"));
+        let err = manifest(r#"env = ["HOME"]"#).apply(
+            Policy::default(),
+            &Allowance::none(),
+            Path::new("."),
+        );
+        assert!(err.unwrap_err().to_string().contains("`HOME`"));
+        let err = manifest(r#"connect = ["10.0.0.1:80"]"#).apply(
+            Policy::default(),
+            &Allowance::none(),
+            Path::new("."),
+        );
+        assert!(err.unwrap_err().to_string().contains("10.0.0.1:80"));
+    }
+
+    #[test]
+    fn a_manifest_dir_must_lie_inside_an_allowed_root_with_allowed_access() {
+        let root = std::env::temp_dir().join(format!("wasmplug-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        let allowance = Allowance::none().dirs_under(&root, DirAccess::ReadOnly);
+        let ro = manifest("[[dirs]]\nhost = \"data\"\nguest = \"/data\"");
+        assert_eq!(
+            ro.apply(Policy::default(), &allowance, &root)
+                .unwrap()
+                .dirs()
+                .len(),
+            1
+        );
+
+        let rw = manifest("[[dirs]]\nhost = \"data\"\nguest = \"/data\"\nwrite = true");
+        assert!(rw
+            .apply(Policy::default(), &allowance, &root)
+            .unwrap_err()
+            .to_string()
+            .contains("read-write"));
+
+        // `..` resolves outside the allowed root: refused.
+        let escape = manifest("[[dirs]]\nhost = \"..\"\nguest = \"/up\"");
+        assert!(escape
+            .apply(Policy::default(), &allowance, &root.join("data"))
+            .is_ok());
+        assert!(escape.apply(Policy::default(), &allowance, &root).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Manifest>("memory = 5").is_err());
+    }
+}
