@@ -21,6 +21,14 @@ test: guests
 bench: guests
     cargo bench --locked -p wasmplug --bench swap_latency
 
+# Fuzz the component loader for SECONDS (default 4 hours), seeded with the
+# real guest components. Needs cargo-fuzz; runs on stable via RUSTC_BOOTSTRAP.
+fuzz SECONDS="14400": guests
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    mkdir -p host/fuzz/corpus/load_component
+    cp guest-plugins/dist/*.wasm host/fuzz/corpus/load_component/
+    cd host && RUSTC_BOOTSTRAP=1 cargo fuzz run load_component -- -max_total_time={{SECONDS}} -rss_limit_mb=4096
+
 # Formatting and lints, for the host workspace and the guests.
 lint:
     cargo fmt --all --check
