@@ -20,6 +20,7 @@ test: guests
 # The benchmarks; each prints its figures beside an in-process baseline.
 bench: guests
     cargo bench --locked -p wasmplug --bench swap_latency
+    cargo bench --locked -p wasmplug --bench attacks
 
 # Fuzz the component loader for SECONDS (default 4 hours), seeded with the
 # real guest components. Needs cargo-fuzz; runs on stable via RUSTC_BOOTSTRAP.

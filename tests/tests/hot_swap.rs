@@ -198,3 +198,40 @@ fn the_watcher_ignores_files_that_are_not_components() {
     let event = wait_for_event(&d.events, d.wait, "any", |_| true);
     assert!(matches!(event, Event::Loaded { .. }), "{event}");
 }
+
+#[test]
+fn a_manifest_beside_a_component_asks_for_grants_and_the_host_decides() {
+    let dir = wasmplug_tests::TempDir::new("manifest");
+    let component = dir.path().join("hostile.wasm");
+    let manifest = dir.path().join("hostile.toml");
+    std::fs::copy(guest("hostile"), &component).unwrap();
+    std::fs::write(&manifest, "env = [\"PATH\"]\n").unwrap();
+
+    let registry = Registry::<wasmplug::reference::GreeterPlugin>::new();
+    let events = registry.subscribe();
+    let options = wasmplug::WatchOptions {
+        allowance: wasmplug::Allowance::none().env("PATH"),
+        ..Default::default()
+    };
+    let runtime = wasmplug::Runtime::new().unwrap();
+    let _watcher =
+        wasmplug::Watcher::start_with(dir.path(), runtime, registry.clone(), options).unwrap();
+    let wait = Duration::from_secs(10);
+    wait_for_event(&events, wait, "load", |e| matches!(e, Event::Loaded { .. }));
+    let hostile = registry.get("hostile").unwrap();
+    let env = hostile.call(|i| i.welcome("env")).unwrap();
+    assert!(env.starts_with("PATH="), "granted by the manifest: {env:?}");
+
+    // Asking for more than the host allows refuses the reload; the running
+    // version keeps its grants and keeps serving.
+    std::fs::write(&manifest, "env = [\"PATH\", \"HOME\"]\n").unwrap();
+    let event = wait_for_event(&events, wait, "failure", |e| {
+        matches!(e, Event::Failed { .. })
+    });
+    let message = event.to_string();
+    assert!(
+        message.contains("`HOME`") && message.contains("hostile.toml"),
+        "{message}"
+    );
+    assert_eq!(hostile.call(|i| i.welcome("env")).unwrap(), env);
+}

@@ -83,29 +83,44 @@ fn loading_mutated_components_never_panics() {
         .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
         .map(|p| std::fs::read(p).unwrap())
         .collect();
-    assert!(seeds.len() >= 5, "too few seed components in {}", dist_dir().display());
+    assert!(
+        seeds.len() >= 5,
+        "too few seed components in {}",
+        dist_dir().display()
+    );
 
     let policy = Policy::default()
         .deadline(Duration::from_millis(500))
         .memory_limit(64 << 20)
         .output_limit(4096);
-    let rt: Runtime<Dynamic> = Runtime::<Dynamic>::builder().policy(policy).build().unwrap();
-    let mut rng = Rng(0x5eed_0f_d00d_cafe);
+    let rt: Runtime<Dynamic> = Runtime::<Dynamic>::builder()
+        .policy(policy)
+        .build()
+        .unwrap();
+    let mut rng = Rng(0x005e_ed0f_d00d_cafe);
     let (mut loaded, mut refused) = (0, 0);
     for i in 0..ITERATIONS {
         let input = mutate(&mut rng, &seeds);
-        let outcome = catch_unwind(AssertUnwindSafe(|| rt.load_bytes("fuzzed", &input).map(drop)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            rt.load_bytes("fuzzed", &input).map(drop)
+        }));
         match outcome {
             Ok(Ok(())) => loaded += 1,
             Ok(Err(_)) => refused += 1,
             Err(_) => {
                 let saved = std::env::temp_dir().join(format!("wasmplug-fuzz-crash-{i}.wasm"));
                 std::fs::write(&saved, &input).unwrap();
-                panic!("iteration {i}: loading panicked; input saved to {}", saved.display());
+                panic!(
+                    "iteration {i}: loading panicked; input saved to {}",
+                    saved.display()
+                );
             }
         }
     }
     println!("loader fuzz: {ITERATIONS} inputs, {loaded} loaded, {refused} refused, 0 panics");
     assert_eq!(loaded + refused, ITERATIONS);
-    assert!(refused > 0 && loaded > 0, "the mutations should both break and keep components");
+    assert!(
+        refused > 0 && loaded > 0,
+        "the mutations should both break and keep components"
+    );
 }

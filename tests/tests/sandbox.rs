@@ -46,7 +46,7 @@ impl Bystander {
                 while !stop.load(Ordering::Relaxed) {
                     match instance.welcome("bystander") {
                         Ok(answer) if answer == "Welcome, bystander!" => {
-                            drop(ok.fetch_add(1, Ordering::Relaxed))
+                            ok.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(answer) => failures.push(answer),
                         Err(err) => failures.push(err.to_string()),

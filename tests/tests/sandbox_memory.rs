@@ -17,7 +17,15 @@ fn all_attacks(rt: &Runtime<GreeterPlugin>) {
         .deadline(Duration::from_millis(100))
         .output_limit(64 * 1024);
     let plugin = rt.load_with_policy(guest("hostile"), policy).unwrap();
-    for attack in ["loop", "alloc", "recurse", "huge:100000000", "flood:10000000", "read:/etc/passwd", "env"] {
+    for attack in [
+        "loop",
+        "alloc",
+        "recurse",
+        "huge:100000000",
+        "flood:10000000",
+        "read:/etc/passwd",
+        "env",
+    ] {
         let mut instance = plugin.instantiate().unwrap();
         let _ = instance.welcome(attack); // the outcome is sandbox.rs's business
     }
@@ -41,5 +49,9 @@ fn memory_returns_to_baseline_after_every_attack() {
         "RSS grew by {} KiB over 5 rounds of attacks (budget {BUDGET_KIB} KiB)",
         after - baseline
     );
-    assert_eq!(rt.compiled_count(), 0, "the hostile plugin's code was freed");
+    assert_eq!(
+        rt.compiled_count(),
+        0,
+        "the hostile plugin's code was freed"
+    );
 }
