@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+mod cache;
 mod dynamic;
 mod error;
 mod handoff;
@@ -54,6 +55,7 @@ pub mod signature;
 mod watcher;
 mod world;
 
+pub use cache::CacheStats;
 pub use dynamic::Dynamic;
 pub use error::{Error, PluginRef, Result};
 pub use handoff::HANDOFF;
@@ -65,7 +67,7 @@ pub use policy::{DirAccess, DirGrant, LimitHit, Output, Policy};
 pub use registry::{
     Activation, Event, Handle, Health, Registry, VersionInfo, BACKOFF_FIRST, BACKOFF_MAX,
 };
-pub use runtime::{ContentHash, Runtime, RuntimeBuilder};
+pub use runtime::{default_pooling, ContentHash, Runtime, RuntimeBuilder, DEFAULT_CACHE_BYTES};
 pub use watcher::{WatchOptions, Watcher, DEFAULT_DEBOUNCE};
 pub use world::{check_export, State, World};
 

@@ -7,12 +7,15 @@
 //! * **pooling instance allocator** on by default: instantiation takes slots
 //!   from pools reserved up front (a few µs instead of tens), and a dropped
 //!   instance gives its slot back with its memory decommitted. The pool sizes
-//!   are in [`RuntimeBuilder::default_pooling`], each explained there.
+//!   are in [`default_pooling`], each explained there.
 //! * **epoch interruption** on: a background thread ([`Ticker`]) bumps the
 //!   engine's epoch every [`RuntimeBuilder::epoch_tick`]; each call sets its
 //!   deadline in ticks. Cheaper than fuel, and enough for wall-clock limits.
 //! * **copy-on-write** memory initialisation (wasmtime's default), so a new
 //!   instance maps its data segments instead of copying them.
+//!
+//! With [`RuntimeBuilder::cache_dir`], compiled code also persists on disk
+//! across processes (`cache.rs`).
 //!
 //! The runtime also remembers what it compiled, by content hash, so loading
 //! the same bytes twice compiles once. It holds those entries weakly: when
@@ -31,6 +34,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::cache::{CacheStats, DiskCache};
 use crate::error::{Error, PluginRef, Result};
 use crate::plugin::{Plugin, Source};
 use crate::{Policy, State, World};
@@ -79,6 +83,7 @@ pub(crate) struct RuntimeInner<W: World> {
     pub(crate) tick: Duration,
     pub(crate) fuel: bool,
     compiled: Mutex<HashMap<ContentHash, Weak<Compiled<W>>>>,
+    disk: Option<DiskCache>,
     _ticker: Ticker,
 }
 
@@ -106,8 +111,9 @@ impl<W: World> Runtime<W> {
         RuntimeBuilder::new().build()
     }
 
-    /// Configure a runtime: pool sizes, epoch tick, default policy.
-    pub fn builder() -> RuntimeBuilder {
+    /// Configure a runtime: pool sizes, epoch tick, default policy, fuel,
+    /// on-disk cache.
+    pub fn builder() -> RuntimeBuilder<W> {
         RuntimeBuilder::new()
     }
 
@@ -167,9 +173,24 @@ impl<W: World> Runtime<W> {
         }
         // Compile outside the lock: a big component takes seconds, and other
         // loads must not wait for it.
-        let component = Component::new(&self.inner.engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("not a valid WebAssembly component for this engine")?;
+        let engine = &self.inner.engine;
+        let cached = self
+            .inner
+            .disk
+            .as_ref()
+            .and_then(|disk| disk.load(engine, &hash));
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = Component::new(engine, bytes)
+                    .map_err(anyhow::Error::from)
+                    .context("not a valid WebAssembly component for this engine")?;
+                if let Some(disk) = &self.inner.disk {
+                    disk.store(&hash, &component);
+                }
+                component
+            }
+        };
         let pre = self
             .inner
             .linker
@@ -208,6 +229,19 @@ impl<W: World> Runtime<W> {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Hits, misses and rejected entries of the on-disk cache, if the
+    /// runtime has one ([`RuntimeBuilder::cache_dir`]).
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.disk.as_ref().map(DiskCache::stats)
+    }
+
+    /// Where the on-disk cache keeps the compiled code of `bytes`, if the
+    /// runtime has a cache.
+    pub fn cache_entry(&self, bytes: &[u8]) -> Option<std::path::PathBuf> {
+        let disk = self.inner.disk.as_ref()?;
+        Some(disk.path(&ContentHash::of(bytes)))
+    }
+
     /// How many distinct compiled components are alive (in use by at least
     /// one plugin). Identical bytes count once; an unloaded one not at all.
     pub fn compiled_count(&self) -> usize {
@@ -220,30 +254,48 @@ impl<W: World> Runtime<W> {
 
 /// Configures a [`Runtime`]: pooling sizes, the epoch tick, and the default
 /// [`Policy`] for plugins loaded without one of their own.
-#[derive(Clone)]
-pub struct RuntimeBuilder {
+pub struct RuntimeBuilder<W: World> {
+    world: std::marker::PhantomData<fn() -> W>,
     pooling: Option<PoolingAllocationConfig>,
     epoch_tick: Duration,
     policy: Policy,
     fuel: bool,
+    cache: Option<(std::path::PathBuf, u64)>,
 }
 
-impl Default for RuntimeBuilder {
+/// The default bound of the on-disk cache: 1 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+impl<W: World> Default for RuntimeBuilder<W> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl RuntimeBuilder {
-    /// The defaults: pooling allocator sized by [`Self::default_pooling`],
-    /// 10 ms epoch tick, [`Policy::default()`].
+impl<W: World> RuntimeBuilder<W> {
+    /// The defaults: pooling allocator sized by [`default_pooling`],
+    /// 10 ms epoch tick, [`Policy::default()`], no fuel, no disk cache.
     pub fn new() -> Self {
         RuntimeBuilder {
-            pooling: Some(Self::default_pooling()),
+            world: std::marker::PhantomData,
+            pooling: Some(default_pooling()),
             epoch_tick: Duration::from_millis(10),
             policy: Policy::default(),
             fuel: false,
+            cache: None,
         }
+    }
+
+    /// Keep compiled code in `dir` across processes (see the `cache`
+    /// module docs), bounded to [`DEFAULT_CACHE_BYTES`].
+    pub fn cache_dir(self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cache_dir_bounded(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`cache_dir`](Self::cache_dir) with a size bound of your choice.
+    pub fn cache_dir_bounded(mut self, dir: impl Into<std::path::PathBuf>, max_bytes: u64) -> Self {
+        self.cache = Some((dir.into(), max_bytes));
+        self
     }
 
     /// Meter fuel: every call gets its policy's [`Policy::fuel`] budget
@@ -252,30 +304,6 @@ impl RuntimeBuilder {
     pub fn fuel(mut self, enable: bool) -> Self {
         self.fuel = enable;
         self
-    }
-
-    /// The pool sizes wasmplug uses unless told otherwise.
-    ///
-    /// * 1,000 live component instances at once: a thousand plugin
-    ///   instances per process is far more than a service keeps warm.
-    /// * 4 core instances, 4 tables and 1 memory per component instance on
-    ///   average: a Rust `wasm32-wasip2` component instantiates its program,
-    ///   the WASI adapter and two small shims.
-    /// * Linear memories are reserved at wasmtime's default size (virtual
-    ///   address space only); the [`Policy`]'s memory cap is what bounds
-    ///   what a plugin may actually touch.
-    /// * Decommitted slots keep nothing resident, so a dropped instance
-    ///   returns its memory to the OS.
-    pub fn default_pooling() -> PoolingAllocationConfig {
-        let mut pooling = PoolingAllocationConfig::default();
-        pooling
-            .total_component_instances(1000)
-            .total_core_instances(4000)
-            .total_memories(1000)
-            .total_tables(4000)
-            .linear_memory_keep_resident(0)
-            .table_keep_resident(0);
-        pooling
     }
 
     /// Use the pooling allocator with these sizes.
@@ -305,7 +333,7 @@ impl RuntimeBuilder {
 
     /// Build the engine, the linker (WASI p2 and the world's imports) and
     /// start the epoch ticker.
-    pub fn build<W: World>(self) -> anyhow::Result<Runtime<W>> {
+    pub fn build(self) -> anyhow::Result<Runtime<W>> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -327,6 +355,10 @@ impl RuntimeBuilder {
             .map_err(anyhow::Error::from)
             .context("adding the world's host imports to the linker")?;
 
+        let disk = match self.cache {
+            Some((dir, max_bytes)) => Some(DiskCache::new(dir, max_bytes, &engine)?),
+            None => None,
+        };
         let ticker = Ticker::start(engine.clone(), self.epoch_tick)?;
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
@@ -336,10 +368,35 @@ impl RuntimeBuilder {
                 tick: self.epoch_tick,
                 fuel: self.fuel,
                 compiled: Mutex::new(HashMap::new()),
+                disk,
                 _ticker: ticker,
             }),
         })
     }
+}
+
+/// The pool sizes wasmplug uses unless told otherwise.
+///
+/// * 1,000 live component instances at once: a thousand plugin
+///   instances per process is far more than a service keeps warm.
+/// * 4 core instances, 4 tables and 1 memory per component instance on
+///   average: a Rust `wasm32-wasip2` component instantiates its program,
+///   the WASI adapter and two small shims.
+/// * Linear memories are reserved at wasmtime's default size (virtual
+///   address space only); the [`Policy`]'s memory cap is what bounds
+///   what a plugin may actually touch.
+/// * Decommitted slots keep nothing resident, so a dropped instance
+///   returns its memory to the OS.
+pub fn default_pooling() -> PoolingAllocationConfig {
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(1000)
+        .total_core_instances(4000)
+        .total_memories(1000)
+        .total_tables(4000)
+        .linear_memory_keep_resident(0)
+        .table_keep_resident(0);
+    pooling
 }
 
 impl<W: World> RuntimeInner<W> {
