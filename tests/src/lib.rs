@@ -29,7 +29,7 @@ pub fn guest(name: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "guest component {} is missing: build the guests first with `just guests` \
-         (needs `rustup target add wasm32-wasip2`)",
+         (the toolchains come from `just setup`)",
         path.display()
     );
     path

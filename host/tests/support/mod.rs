@@ -10,7 +10,7 @@ pub fn guest(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"));
     assert!(
         path.is_file(),
-        "{} is missing: build the guests with `just guests`",
+        "{} is missing: build the guests with `just guests` (toolchains: `just setup`)",
         path.display()
     );
     path
