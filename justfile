@@ -9,9 +9,12 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 demo: guests
     cargo run --release --locked -q -p wasmplug-tests --bin demo
 
-# Build every guest plugin into guest-plugins/dist/.
+# Build every guest plugin into guest-plugins/dist/: Rust, C, JavaScript, Python.
 guests:
     just --justfile guest-plugins/justfile --working-directory guest-plugins build
+    bash guest-plugins/hello-c/build.sh guest-plugins/dist
+    bash guest-plugins/hello-js/build.sh guest-plugins/dist
+    bash guest-plugins/hello-py/build.sh guest-plugins/dist
 
 # Build the guests, then run every test: unit, doc and integration.
 test: guests
@@ -21,6 +24,7 @@ test: guests
 bench: guests
     cargo bench --locked -p wasmplug --bench swap_latency
     cargo bench --locked -p wasmplug --bench attacks
+    cargo bench --locked -p wasmplug --bench guests
 
 # Fuzz the component loader for SECONDS (default 4 hours), seeded with the
 # real guest components. Needs cargo-fuzz; runs on stable via RUSTC_BOOTSTRAP.
@@ -37,8 +41,12 @@ lint:
     cd guest-plugins && cargo fmt --all --check
     cd guest-plugins && cargo clippy --release --locked --target wasm32-wasip2 --workspace -- -D warnings
 
-# Install what a fresh machine lacks: the wasm target, lints, and `just`.
+# Install what a fresh machine lacks: the wasm target, lints, `just`, and
+# the guest toolchains (C, JavaScript, Python), all pinned. Idempotent.
 setup:
     rustup target add wasm32-wasip2
     rustup component add clippy rustfmt
     command -v just >/dev/null || pip install rust-just
+    bash guest-plugins/hello-c/setup.sh
+    bash guest-plugins/hello-js/setup.sh
+    bash guest-plugins/hello-py/setup.sh

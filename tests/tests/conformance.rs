@@ -109,7 +109,8 @@ pub fn every_export_answers_the_dynamic_path(component: &str) {
             .unwrap(),
         [r#"ok({name: "G", age: 2})"#]
     );
-    assert_eq!(instance.call_wave("init()").unwrap(), ["ok"]);
+    // Qualified: componentize-py also exports an `init` of its own.
+    assert_eq!(instance.call_wave("lifecycle.init()").unwrap(), ["ok"]);
 }
 
 pub fn a_second_load_comes_from_the_disk_cache(component: &str) {
