@@ -9,7 +9,7 @@
 //!   `precompile_compatibility_hash` of the engine (wasmtime version,
 //!   compiler settings, every `Config` option that affects code). Another
 //!   engine configuration simply has other entries.
-//! * **Entry**: `WPCC` + SHA-256 of the payload + the payload. An entry
+//! * **Entry**: `WPC2` + CRC-32 of the payload + the payload. An entry
 //!   whose magic, checksum or length is wrong (corrupt, truncated, written
 //!   by something else) is never deserialized: it is removed, counted in
 //!   [`CacheStats::rejected`], and the component is compiled again. wasmtime
@@ -25,14 +25,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
 use crate::ContentHash;
 
-const MAGIC: &[u8; 4] = b"WPCC";
-const HEADER: usize = 4 + 32;
+// CRC-32, not a cryptographic hash: it guards against corruption and
+// truncation, at memory speed (SHA-256 over a JavaScript component's 30 MB
+// of compiled code was most of a cached load). Whoever can write the cache
+// directory can already replace the host's files; the cache does not
+// defend against that.
+const MAGIC: &[u8; 4] = b"WPC2";
+const HEADER: usize = 4 + 4;
 
 /// Hits, misses and rejected entries of a [`Runtime`](crate::Runtime)'s
 /// on-disk cache since it started.
@@ -101,7 +105,7 @@ impl DiskCache {
         };
         // SAFETY: `Component::deserialize` trusts its input to be the output
         // of `Component::serialize`. This payload is, byte for byte: the
-        // entry's checksum was computed over exactly these bytes when this
+        // entry's CRC-32 was computed over exactly these bytes when this
         // cache wrote them (`store`), and `verify` just recomputed and
         // compared it, so corruption and truncation are ruled out. The file
         // name carries this engine's compatibility hash, and wasmtime checks
@@ -139,7 +143,7 @@ impl DiskCache {
         let payload = component.serialize().map_err(anyhow::Error::from)?;
         let mut entry = Vec::with_capacity(HEADER + payload.len());
         entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&Sha256::digest(&payload));
+        entry.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         entry.extend_from_slice(&payload);
         let path = self.path(hash);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -179,8 +183,8 @@ fn verify(entry: &[u8]) -> Result<&[u8], &'static str> {
     if entry.len() < HEADER || &entry[..4] != MAGIC {
         return Err("not a wasmplug cache entry");
     }
-    let (sum, payload) = entry[4..].split_at(32);
-    if Sha256::digest(payload).as_slice() != sum {
+    let (sum, payload) = entry[4..].split_at(4);
+    if crc32fast::hash(payload).to_le_bytes() != sum {
         return Err("checksum mismatch (corrupt or truncated)");
     }
     Ok(payload)
@@ -189,14 +193,13 @@ fn verify(entry: &[u8]) -> Result<&[u8], &'static str> {
 #[cfg(test)]
 mod tests {
     use super::verify;
-    use sha2::Digest as _;
 
     #[test]
     fn entries_are_verified_before_use() {
         assert!(verify(b"").is_err());
         assert!(verify(b"ELF\0 not ours, but long enough to have a header....").is_err());
-        let mut entry = b"WPCC".to_vec();
-        entry.extend_from_slice(&sha2::Sha256::digest(b"payload"));
+        let mut entry = b"WPC2".to_vec();
+        entry.extend_from_slice(&crc32fast::hash(b"payload").to_le_bytes());
         entry.extend_from_slice(b"payload");
         assert_eq!(verify(&entry).unwrap(), b"payload");
         let last = entry.len() - 1;
