@@ -25,6 +25,7 @@ bench: guests
     cargo bench --locked -p wasmplug --bench swap_latency
     cargo bench --locked -p wasmplug --bench attacks
     cargo bench --locked -p wasmplug --bench guests
+    cargo bench --locked -p wasmplug --bench overhead
 
 # Fuzz the component loader for SECONDS (default 4 hours), seeded with the
 # real guest components. Needs cargo-fuzz; runs on stable via RUSTC_BOOTSTRAP.
