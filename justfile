@@ -5,16 +5,20 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+# (Rust guests only: it needs nothing beyond rustup.)
 # Walk through the six Go-plugin pitfalls with live plugins.
-demo: guests
+demo: guests-rust
     cargo run --release --locked -q -p wasmplug-tests --bin demo
 
 # Build every guest plugin into guest-plugins/dist/: Rust, C, JavaScript, Python.
-guests:
-    just --justfile guest-plugins/justfile --working-directory guest-plugins build
+guests: guests-rust
     bash guest-plugins/hello-c/build.sh guest-plugins/dist
     bash guest-plugins/hello-js/build.sh guest-plugins/dist
     bash guest-plugins/hello-py/build.sh guest-plugins/dist
+
+# Build the Rust guest plugins (needs only `rustup target add wasm32-wasip2`).
+guests-rust:
+    just --justfile guest-plugins/justfile --working-directory guest-plugins build
 
 # Build the guests, then run every test: unit, doc and integration.
 test: guests
@@ -27,8 +31,9 @@ bench: guests
     cargo bench --locked -p wasmplug --bench guests
     cargo bench --locked -p wasmplug --bench overhead
 
-# Fuzz the component loader for SECONDS (default 4 hours), seeded with the
-# real guest components. Needs cargo-fuzz; runs on stable via RUSTC_BOOTSTRAP.
+# Seeded with the real guest components; needs cargo-fuzz, runs on stable
+# via RUSTC_BOOTSTRAP.
+# Fuzz the component loader for SECONDS (default 4 hours).
 fuzz SECONDS="14400": guests
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
     mkdir -p host/fuzz/corpus/load_component
@@ -42,8 +47,8 @@ lint:
     cd guest-plugins && cargo fmt --all --check
     cd guest-plugins && cargo clippy --release --locked --target wasm32-wasip2 --workspace -- -D warnings
 
-# Install what a fresh machine lacks: the wasm target, lints, `just`, and
-# the guest toolchains (C, JavaScript, Python), all pinned. Idempotent.
+# Idempotent; the C, JavaScript and Python toolchains are pinned.
+# Install what a fresh machine lacks: wasm target, lints, guest toolchains.
 setup:
     rustup target add wasm32-wasip2
     rustup component add clippy rustfmt
