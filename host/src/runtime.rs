@@ -141,12 +141,8 @@ impl<W: World> Runtime<W> {
     /// [`load`](Self::load) with a policy of its own for this plugin.
     pub fn load_with_policy(&self, path: impl AsRef<Path>, policy: Policy) -> Result<Plugin<W>> {
         let path = path.as_ref();
-        let source = Source::File(path.to_path_buf());
-        let bytes = std::fs::read(path).map_err(|e| Error::Load {
-            plugin: source.provisional_ref(),
-            cause: anyhow::Error::new(e).context(format!("reading {}", path.display())),
-        })?;
-        self.load_source(&bytes, source, policy)
+        let bytes = read_component(path)?;
+        self.load_source(&bytes, Source::File(path.to_path_buf()), policy)
     }
 
     /// Load a plugin from bytes in memory. `label` stands in for a file name
@@ -157,7 +153,20 @@ impl<W: World> Runtime<W> {
     }
 
     fn load_source(&self, bytes: &[u8], source: Source, policy: Policy) -> Result<Plugin<W>> {
-        let compiled = self.compile(bytes).map_err(|cause| Error::Load {
+        self.load_hashed(bytes, ContentHash::of(bytes), source, policy)
+    }
+
+    /// [`load_source`](Self::load_source) for a caller that already hashed
+    /// the bytes (the watcher, to skip unchanged files): each file is read
+    /// and hashed once.
+    pub(crate) fn load_hashed(
+        &self,
+        bytes: &[u8],
+        hash: ContentHash,
+        source: Source,
+        policy: Policy,
+    ) -> Result<Plugin<W>> {
+        let compiled = self.compile(bytes, hash).map_err(|cause| Error::Load {
             plugin: source.provisional_ref(),
             cause,
         })?;
@@ -166,8 +175,7 @@ impl<W: World> Runtime<W> {
 
     /// Compiled code for `bytes`: shared if these exact bytes are already
     /// loaded, otherwise compiled, linked and type-checked now.
-    fn compile(&self, bytes: &[u8]) -> anyhow::Result<Arc<Compiled<W>>> {
-        let hash = ContentHash::of(bytes);
+    fn compile(&self, bytes: &[u8], hash: ContentHash) -> anyhow::Result<Arc<Compiled<W>>> {
         if let Some(live) = self.lookup(&hash) {
             return Ok(live);
         }
@@ -454,6 +462,15 @@ impl Ticker {
             .context("starting the epoch ticker thread")?;
         Ok(Ticker { _stop: stop })
     }
+}
+
+/// Read a component file; an error names the path and the plugin (by its
+/// file stem).
+pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Load {
+        plugin: Source::File(path.to_path_buf()).provisional_ref(),
+        cause: anyhow::Error::new(e).context(format!("reading {}", path.display())),
+    })
 }
 
 impl Source {

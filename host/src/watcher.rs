@@ -44,6 +44,7 @@ use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
 
 use crate::manifest::{Allowance, Manifest};
 use crate::registry::Event;
+use crate::runtime::read_component;
 use crate::{ContentHash, Error, Policy, Registry, Runtime, Source, World};
 
 /// The default debounce window.
@@ -224,14 +225,17 @@ impl<W: World> Reconciler<W> {
         if !path.is_file() {
             return;
         }
-        // Unchanged bytes (a touch, a second event for one write): no-op.
-        let hash = std::fs::read(path)
-            .ok()
-            .map(|bytes| ContentHash::of(&bytes));
+        // Read and hash once: the same bytes decide "unchanged" and are loaded.
+        let bytes = match read_component(path) {
+            Ok(bytes) => bytes,
+            Err(error) => return self.fail(path, error),
+        };
+        let hash = ContentHash::of(&bytes);
         let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        let unchanged =
-            hash == self.registry.hash_of_source(&source) || hash == failed.get(path).copied();
-        if hash.is_some() && unchanged && !manifest_changed {
+        // Unchanged bytes (a touch, a second event for one write): no-op.
+        let unchanged = Some(hash) == self.registry.hash_of_source(&source)
+            || Some(hash) == failed.get(path).copied();
+        if unchanged && !manifest_changed {
             return;
         }
         let policy = self.policy_for(path).map_err(|cause| Error::Load {
@@ -239,7 +243,10 @@ impl<W: World> Reconciler<W> {
             cause,
         });
         let outcome = policy
-            .and_then(|policy| self.runtime.load_with_policy(path, policy))
+            .and_then(|policy| {
+                self.runtime
+                    .load_hashed(&bytes, hash, source.clone(), policy)
+            })
             .and_then(|plugin| self.registry.activate(plugin.clone()).map(|_| plugin));
         match outcome {
             Ok(plugin) => {
@@ -248,14 +255,17 @@ impl<W: World> Reconciler<W> {
                     .remove_source_except(&source, plugin.identity());
             }
             Err(error) => {
-                if let Some(hash) = hash {
-                    failed.insert(path.to_path_buf(), hash);
-                }
-                self.registry.emit(Event::Failed {
-                    path: path.to_path_buf(),
-                    error: Arc::new(error),
-                });
+                failed.insert(path.to_path_buf(), hash);
+                drop(failed);
+                self.fail(path, error);
             }
         }
+    }
+
+    fn fail(&self, path: &Path, error: Error) {
+        self.registry.emit(Event::Failed {
+            path: path.to_path_buf(),
+            error: Arc::new(error),
+        });
     }
 }
