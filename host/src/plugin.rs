@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use anyhow::{anyhow, Context as _};
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Instance as RawInstance, ResourceTable};
 use wasmtime::Store;
 
 use crate::error::{Error, PluginRef, Result};
@@ -163,16 +163,12 @@ impl<W: World> Plugin<W> {
         policy: &Policy,
     ) -> anyhow::Result<Identity> {
         let label: Arc<str> = source.stem().into();
-        let mut store = new_store(runtime, policy, &label, W::Data::default())?;
-        runtime.arm(&mut store, policy.deadline_value(), policy.fuel_value());
-        let instance = compiled
-            .pre
-            .instantiate(&mut store)
-            .map_err(anyhow::Error::from)
+        let Started {
+            mut store,
+            bindings,
+            ..
+        } = start(runtime, compiled, policy, &label, W::Data::default())
             .context("instantiating it to read its identity")?;
-        let bindings = W::load(&compiled.indices, &mut store, &instance)
-            .map_err(anyhow::Error::from)
-            .context("its exports do not match the host's world")?;
         match bindings.identity(&mut store).map_err(anyhow::Error::from)? {
             Some(identity) => Ok(identity),
             None => Ok(Identity {
@@ -193,30 +189,23 @@ impl<W: World> Plugin<W> {
     /// per-instance data, reachable from its host imports.
     pub fn instantiate_with(&self, data: W::Data) -> Result<Instance<W>> {
         let inner = &self.inner;
-        let mut store =
-            new_store(&inner.runtime, &inner.policy, &inner.label, data).map_err(|cause| {
-                Error::Instantiate {
-                    plugin: self.plugin_ref(),
-                    cause,
-                }
-            })?;
-        let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
-        inner.runtime.arm(&mut store, deadline, fuel);
-        let instance =
-            inner
-                .compiled
-                .pre
-                .instantiate(&mut store)
-                .map_err(|e| Error::Instantiate {
-                    plugin: self.plugin_ref(),
-                    cause: e.into(),
-                })?;
-        let bindings = W::load(&inner.compiled.indices, &mut store, &instance).map_err(|e| {
-            Error::Instantiate {
-                plugin: self.plugin_ref(),
-                cause: e.into(),
-            }
+        let Started {
+            mut store,
+            instance,
+            bindings,
+        } = start(
+            &inner.runtime,
+            &inner.compiled,
+            &inner.policy,
+            &inner.label,
+            data,
+        )
+        .map_err(|cause| Error::Instantiate {
+            plugin: self.plugin_ref(),
+            cause,
         })?;
+        // `init` gets a full deadline of its own.
+        let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
         inner.runtime.arm(&mut store, deadline, fuel);
         match bindings.init(&mut store) {
             Ok(Ok(())) => {}
@@ -344,6 +333,38 @@ impl<W: World> Plugin<W> {
     pub(crate) fn instance_ended(&self) {
         self.inner.live_instances.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// What [`start`] makes: a store, the instance in it, its typed bindings.
+struct Started<W: World> {
+    store: Store<State<W::Data>>,
+    instance: RawInstance,
+    bindings: W,
+}
+
+/// A fresh store with a new instance and its typed bindings: what the
+/// identity probe and every real instance start from.
+fn start<W: World>(
+    runtime: &RuntimeInner<W>,
+    compiled: &Compiled<W>,
+    policy: &Policy,
+    label: &Arc<str>,
+    data: W::Data,
+) -> anyhow::Result<Started<W>> {
+    let mut store = new_store(runtime, policy, label, data)?;
+    runtime.arm(&mut store, policy.deadline_value(), policy.fuel_value());
+    let instance = compiled
+        .pre
+        .instantiate(&mut store)
+        .map_err(anyhow::Error::from)?;
+    let bindings = W::load(&compiled.indices, &mut store, &instance)
+        .map_err(anyhow::Error::from)
+        .context("its exports do not match the host's world")?;
+    Ok(Started {
+        store,
+        instance,
+        bindings,
+    })
 }
 
 fn new_store<W: World>(
