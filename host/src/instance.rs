@@ -196,14 +196,15 @@ impl<W: World> Instance<W> {
         };
         let matches: Vec<String> = self
             .plugin
-            .exports()
-            .into_iter()
+            .export_names()
+            .iter()
             .filter(|name| match name.rsplit_once('#') {
                 Some((i, f)) => {
                     f == func && iface.as_deref().is_none_or(|want| short_matches(i, want))
                 }
-                None => iface.is_none() && *name == func,
+                None => iface.is_none() && **name == func,
             })
+            .cloned()
             .collect();
         let full = match matches.as_slice() {
             [one] => one.clone(),
@@ -232,7 +233,7 @@ impl<W: World> Instance<W> {
     fn no_such_export(&self, export: &str, why: &str) -> Error {
         self.bad_call(format!(
             "cannot call `{export}`: {why}; it exports: {}",
-            self.plugin.exports().join(", ")
+            self.plugin.export_names().join(", ")
         ))
     }
 

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context as _};
@@ -97,6 +97,9 @@ pub(crate) struct PluginInner<W: World> {
     pub(crate) policy: Policy,
     loaded_at: SystemTime,
     live_instances: AtomicUsize,
+    /// `exports()`, computed on first use: the dynamic path looks names up
+    /// on every call.
+    export_names: OnceLock<Vec<String>>,
 }
 
 /// One loaded version of a plugin. See the module docs.
@@ -149,6 +152,7 @@ impl<W: World> Plugin<W> {
                 policy,
                 loaded_at: SystemTime::now(),
                 live_instances: AtomicUsize::new(0),
+                export_names: OnceLock::new(),
             }),
         };
         drop(plugin.instantiate()?);
@@ -274,10 +278,16 @@ impl<W: World> Plugin<W> {
     /// The functions the component exports, as `interface#function` (or
     /// just `function` at the top level), for the dynamic call path.
     pub fn exports(&self) -> Vec<String> {
-        self.export_funcs()
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect()
+        self.export_names().to_vec()
+    }
+
+    pub(crate) fn export_names(&self) -> &[String] {
+        self.inner.export_names.get_or_init(|| {
+            self.export_funcs()
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect()
+        })
     }
 
     /// The exported functions with their types written as WIT, e.g.
