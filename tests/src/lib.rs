@@ -112,7 +112,8 @@ fn leb128(out: &mut Vec<u8>, mut value: u64) {
 /// Replace `path` the way deploy tools do: write a temporary file beside it,
 /// then rename it over the original (one atomic change of `path`).
 pub fn replace_atomically(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("wasm.tmp");
+    let name = path.file_name().expect("a file path").to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes).expect("writing the temporary file");
     std::fs::rename(&tmp, path).expect("renaming over the original");
 }

@@ -224,7 +224,10 @@ fn a_manifest_beside_a_component_asks_for_grants_and_the_host_decides() {
 
     // Asking for more than the host allows refuses the reload; the running
     // version keeps its grants and keeps serving.
-    std::fs::write(&manifest, "env = [\"PATH\", \"HOME\"]\n").unwrap();
+    // Written atomically, as an operator should: a plain write truncates
+    // first, and the watcher may load the empty manifest (no grants) before
+    // the new text lands.
+    replace_atomically(&manifest, b"env = [\"PATH\", \"HOME\"]\n");
     let event = wait_for_event(&events, wait, "failure", |e| {
         matches!(e, Event::Failed { .. })
     });
