@@ -269,6 +269,11 @@ impl<W: World> Instance<W> {
         self.poisoned
     }
 
+    /// The linear memory this instance holds, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.memory_bytes
+    }
+
     /// The embedder's per-instance data.
     pub fn data(&self) -> &W::Data {
         self.store.data().data()

@@ -97,6 +97,8 @@ pub(crate) struct PluginInner<W: World> {
     pub(crate) policy: Policy,
     loaded_at: SystemTime,
     live_instances: AtomicUsize,
+    /// Linear memory held by its live instances, in bytes.
+    memory_bytes: Arc<AtomicUsize>,
     /// `exports()`, computed on first use: the dynamic path looks names up
     /// on every call.
     export_names: OnceLock<Vec<String>>,
@@ -152,6 +154,7 @@ impl<W: World> Plugin<W> {
                 policy,
                 loaded_at: SystemTime::now(),
                 live_instances: AtomicUsize::new(0),
+                memory_bytes: Arc::default(),
                 export_names: OnceLock::new(),
             }),
         };
@@ -171,8 +174,15 @@ impl<W: World> Plugin<W> {
             mut store,
             bindings,
             ..
-        } = start(runtime, compiled, policy, &label, W::Data::default())
-            .context("instantiating it to read its identity")?;
+        } = start(
+            runtime,
+            compiled,
+            policy,
+            &label,
+            &Arc::default(),
+            W::Data::default(),
+        )
+        .context("instantiating it to read its identity")?;
         match bindings.identity(&mut store).map_err(anyhow::Error::from)? {
             Some(identity) => Ok(identity),
             None => Ok(Identity {
@@ -202,6 +212,7 @@ impl<W: World> Plugin<W> {
             &inner.compiled,
             &inner.policy,
             &inner.label,
+            &inner.memory_bytes,
             data,
         )
         .map_err(|cause| Error::Instantiate {
@@ -267,6 +278,12 @@ impl<W: World> Plugin<W> {
     /// How many of its instances are alive now.
     pub fn live_instances(&self) -> usize {
         self.inner.live_instances.load(Ordering::Relaxed)
+    }
+
+    /// Linear memory held by its live instances now, in bytes: what their
+    /// memories were created with plus what they grew by.
+    pub fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes.load(Ordering::Relaxed)
     }
 
     /// True when `self` and `other` run the same compiled code (they were
@@ -359,9 +376,10 @@ fn start<W: World>(
     compiled: &Compiled<W>,
     policy: &Policy,
     label: &Arc<str>,
+    memory: &Arc<AtomicUsize>,
     data: W::Data,
 ) -> anyhow::Result<Started<W>> {
-    let mut store = new_store(runtime, policy, label, data)?;
+    let mut store = new_store(runtime, policy, label, memory, data)?;
     runtime.arm(&mut store, policy.deadline_value(), policy.fuel_value());
     let instance = compiled
         .pre
@@ -381,12 +399,13 @@ fn new_store<W: World>(
     runtime: &RuntimeInner<W>,
     policy: &Policy,
     label: &Arc<str>,
+    memory: &Arc<AtomicUsize>,
     data: W::Data,
 ) -> anyhow::Result<Store<State<W::Data>>> {
     let state = State {
         wasi: policy.wasi_ctx(label)?,
         table: ResourceTable::new(),
-        limits: policy.limits(),
+        limits: policy.limits(memory.clone()),
         label: label.clone(),
         data,
     };

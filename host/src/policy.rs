@@ -26,6 +26,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -287,12 +288,16 @@ impl Policy {
         Ok(builder.build())
     }
 
-    pub(crate) fn limits(&self) -> Limits {
+    /// The limiter for one store; `total` adds up the linear memory of
+    /// every store of one plugin.
+    pub(crate) fn limits(&self, total: Arc<AtomicUsize>) -> Limits {
         Limits {
             memory: self.memory_limit,
             table_elements: self.table_elements,
             instances: self.instances,
             hit: None,
+            memory_bytes: 0,
+            total,
         }
     }
 }
@@ -335,19 +340,30 @@ impl std::fmt::Display for LimitHit {
     }
 }
 
-/// The store's resource limiter: the policy's caps, and a note of the last
-/// cap hit, so a trap that follows can be reported as "out of memory".
+/// The store's resource limiter: the policy's caps, a note of the last cap
+/// hit (so a trap that follows can be reported as "out of memory"), and the
+/// linear memory the store holds.
 pub(crate) struct Limits {
     memory: usize,
     table_elements: usize,
     instances: usize,
     pub(crate) hit: Option<LimitHit>,
+    /// Linear memory of this store, in bytes.
+    pub(crate) memory_bytes: usize,
+    /// The same, summed over the plugin's stores.
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for Limits {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.memory_bytes, Ordering::Relaxed);
+    }
 }
 
 impl ResourceLimiter for Limits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -358,6 +374,11 @@ impl ResourceLimiter for Limits {
             });
             return Ok(false);
         }
+        // Called with `current` 0 when a memory is created, so this counts
+        // every memory from its first page.
+        let grown = desired.saturating_sub(current);
+        self.memory_bytes += grown;
+        self.total.fetch_add(grown, Ordering::Relaxed);
         Ok(true)
     }
 

@@ -4,22 +4,27 @@
 //! Each name has a slot. A slot holds every loaded version of that name
 //! (side by side, resolvable by semver requirement) and a pointer to the
 //! *current* one (`ArcSwapOption`): making a version current is one pointer
-//! store. Every version in the registry serves calls through one instance of
-//! its own, created before the version becomes reachable, so a plugin's state
-//! (its counter, its caches) lives across calls.
+//! store. Every version in the registry serves calls through a pool of its
+//! own instances, the first created (with `init`) before the version becomes
+//! reachable. By default the pool holds one instance: calls on a version are
+//! serialised and its state (its counter, its caches) lives across calls.
+//! [`Registry::with_pool_size`] lets up to N calls run on a version at once,
+//! each on its own instance, for stateless plugins under concurrent load.
 //!
 //! **A call runs wholly on one version.** [`Handle::call`] resolves the
-//! version, takes its serving instance and runs to completion on it. A swap
-//! waits for the call in flight on the old version to finish, takes the old
-//! instance's state (if both versions export the handoff interface), gives it
-//! to the new instance, stores the new pointer, and only then lets the next
-//! caller in. A caller that was queued on the old version sees the pointer
-//! has moved and goes to the new one. The old version's memory is freed when
+//! version, checks an instance out of its pool and runs to completion on it.
+//! With a pool of one, a swap waits for the call in flight on the old version
+//! to finish, takes the old instance's state (if both versions export the
+//! handoff interface), gives it to the new instance, stores the new pointer,
+//! and only then lets the next caller in. With a larger pool the swap is the
+//! pointer store alone, and calls in flight finish on the old version. A
+//! caller that was queued on the old version sees the pointer has moved and
+//! goes to the new one. The old version's memory is freed when
 //! the last `Arc` to it (a call in flight, a held [`Instance`]) is dropped.
 //!
 //! **Crashes are contained.** A call that traps (a crash, a deadline, a
-//! resource limit) returns [`Error::Trap`] and poisons the serving instance;
-//! the next call gets a fresh one, with `init`. A version that keeps crashing
+//! resource limit) returns [`Error::Trap`] and poisons its instance, which
+//! is dropped; the next call gets a fresh one, with `init`. A version that keeps crashing
 //! backs off: after the second failure in a row, restarts wait
 //! [`BACKOFF_FIRST`], doubling up to [`BACKOFF_MAX`], and calls meanwhile get
 //! [`Error::Unavailable`]. The counters are in [`Health`].
@@ -34,7 +39,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -144,20 +149,77 @@ impl Health {
     }
 }
 
-/// One version in the registry, with the instance that serves its calls.
+/// One version in the registry, with the pool of instances that serve its
+/// calls.
 struct Live<W: World> {
     plugin: Plugin<W>,
-    serving: Mutex<Option<Instance<W>>>,
+    pool: Mutex<Pool<W>>,
+    /// Most instances this version serves through at once.
+    max: usize,
+    /// Signalled when an instance goes back to the pool (or a slot frees).
+    available: Condvar,
+    /// Signalled when the last checked-out instance comes back.
+    drained: Condvar,
     /// Set when the version leaves the registry: queued callers go elsewhere.
     retired: AtomicBool,
     health: Mutex<Health>,
 }
 
+struct Pool<W: World> {
+    idle: Vec<Instance<W>>,
+    /// Instances serving a call right now (or being created for one).
+    out: usize,
+    /// Crashed instances dropped and not yet replaced: the next instance
+    /// created counts as a restart.
+    lost: usize,
+}
+
+/// An instance checked out of a version's pool; back in the pool on drop
+/// (or dropped, if a trap poisoned it).
+struct Lease<'a, W: World> {
+    live: &'a Live<W>,
+    instance: Option<Instance<W>>,
+}
+
+impl<W: World> Lease<'_, W> {
+    fn instance(&mut self) -> &mut Instance<W> {
+        self.instance.as_mut().expect("a lease holds its instance")
+    }
+}
+
+impl<W: World> Drop for Lease<'_, W> {
+    fn drop(&mut self) {
+        let instance = self.instance.take().expect("a lease holds its instance");
+        let mut pool = self.live.lock();
+        pool.out -= 1;
+        let crashed = if instance.is_poisoned() {
+            pool.lost += 1;
+            Some(instance)
+        } else {
+            pool.idle.push(instance);
+            None
+        };
+        if pool.out == 0 {
+            self.live.drained.notify_all();
+        }
+        drop(pool);
+        self.live.available.notify_one();
+        drop(crashed); // a Store is not dropped under the pool lock
+    }
+}
+
 impl<W: World> Live<W> {
-    fn new(plugin: Plugin<W>, instance: Instance<W>) -> Arc<Self> {
+    fn new(plugin: Plugin<W>, instance: Instance<W>, max: usize) -> Arc<Self> {
         Arc::new(Live {
             plugin,
-            serving: Mutex::new(Some(instance)),
+            pool: Mutex::new(Pool {
+                idle: vec![instance],
+                out: 0,
+                lost: 0,
+            }),
+            max,
+            available: Condvar::new(),
+            drained: Condvar::new(),
             retired: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
         })
@@ -167,36 +229,80 @@ impl<W: World> Live<W> {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replace a crashed (or missing) serving instance, unless the version
-    /// is backing off after crashing again and again.
-    fn restart(&self, serving: &mut Option<Instance<W>>) -> Result<()> {
-        let mut health = self.health();
-        let wait = health.retry_in();
-        if !wait.is_zero() {
-            return Err(Error::Unavailable {
-                plugin: self.plugin.plugin_ref(),
-                failures: health.consecutive_failures,
-                retry_in: wait,
-            });
+    fn lock(&self) -> MutexGuard<'_, Pool<W>> {
+        // A lease returns its instance even when an embedder's closure
+        // panics, so a poisoned lock still guards a whole pool.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle instance, or a new one if the pool is below its size, else
+    /// wait for one to come back.
+    fn checkout(&self) -> Result<Lease<'_, W>> {
+        let mut pool = self.lock();
+        loop {
+            if let Some(instance) = pool.idle.pop() {
+                pool.out += 1;
+                return Ok(Lease {
+                    live: self,
+                    instance: Some(instance),
+                });
+            }
+            if pool.out < self.max {
+                pool.out += 1;
+                let replacing = pool.lost > 0;
+                drop(pool);
+                return self.create(replacing).map_err(|err| {
+                    self.lock().out -= 1;
+                    self.available.notify_one();
+                    err
+                });
+            }
+            pool = self.available.wait(pool).unwrap_or_else(|e| e.into_inner());
         }
-        *serving = None; // drop the crashed instance before making another
+    }
+
+    /// A new instance for the pool, unless the version is backing off after
+    /// crashing again and again.
+    fn create(&self, replacing: bool) -> Result<Lease<'_, W>> {
+        {
+            let health = self.health();
+            let wait = health.retry_in();
+            if !wait.is_zero() {
+                return Err(Error::Unavailable {
+                    plugin: self.plugin.plugin_ref(),
+                    failures: health.consecutive_failures,
+                    retry_in: wait,
+                });
+            }
+        }
         match self.plugin.instantiate() {
             Ok(instance) => {
-                *serving = Some(instance);
-                health.restarts += 1;
-                Ok(())
+                if replacing {
+                    let mut pool = self.lock();
+                    pool.lost = pool.lost.saturating_sub(1);
+                    drop(pool);
+                    self.health().restarts += 1;
+                }
+                Ok(Lease {
+                    live: self,
+                    instance: Some(instance),
+                })
             }
             Err(err) => {
-                health.failed();
+                self.health().failed();
                 Err(err)
             }
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Instance<W>>> {
-        // A panic in an embedder's closure poisons the lock; the instance
-        // inside is still whole (a trap would have poisoned it instead).
-        self.serving.lock().unwrap_or_else(|e| e.into_inner())
+    /// Wait until no call runs on this version and hold the pool: no call
+    /// can start until the guard is dropped.
+    fn quiesce(&self) -> MutexGuard<'_, Pool<W>> {
+        let mut pool = self.lock();
+        while pool.out > 0 {
+            pool = self.drained.wait(pool).unwrap_or_else(|e| e.into_inner());
+        }
+        pool
     }
 }
 
@@ -244,6 +350,7 @@ impl Subscribers {
 pub struct Registry<W: World> {
     slots: Arc<RwLock<HashMap<String, Arc<Slot<W>>>>>,
     subscribers: Arc<Subscribers>,
+    pool_size: usize,
 }
 
 impl<W: World> Clone for Registry<W> {
@@ -251,6 +358,7 @@ impl<W: World> Clone for Registry<W> {
         Registry {
             slots: self.slots.clone(),
             subscribers: self.subscribers.clone(),
+            pool_size: self.pool_size,
         }
     }
 }
@@ -288,8 +396,10 @@ pub struct VersionInfo {
     pub content_hash: ContentHash,
     /// When it was loaded.
     pub loaded_at: SystemTime,
-    /// Its live instances, counting the one serving registry calls.
+    /// Its live instances, counting those serving registry calls.
     pub live_instances: usize,
+    /// Linear memory held by its live instances, in bytes.
+    pub memory_bytes: usize,
     /// Whether it is the current version of its name.
     pub current: bool,
     /// Whether its name is pinned to it.
@@ -299,13 +409,29 @@ pub struct VersionInfo {
 }
 
 impl<W: World> Registry<W> {
-    /// An empty registry.
+    /// An empty registry whose versions each serve calls through one
+    /// instance: calls on a version are serialised, its state lives across
+    /// calls and is handed over on a swap.
     pub fn new() -> Self {
+        Self::with_pool_size(1)
+    }
+
+    /// An empty registry whose versions each serve calls through a pool of
+    /// up to `size` instances (at least 1), for concurrent callers of
+    /// stateless plugins. Instances are created on demand, each with `init`,
+    /// and kept for reuse until their version is unloaded; a caller waits
+    /// when all `size` are busy. Each instance has its own state, so a swap
+    /// between pooled versions carries no state (the handoff interface is
+    /// used only with a pool of one). Keep `size` times the number of
+    /// versions within the runtime's instance limits
+    /// ([`default_pooling`](crate::default_pooling)).
+    pub fn with_pool_size(size: usize) -> Self {
         Registry {
             slots: Arc::default(),
             subscribers: Arc::new(Subscribers {
                 senders: Mutex::new(Vec::new()),
             }),
+            pool_size: size.max(1),
         }
     }
 
@@ -369,7 +495,7 @@ impl<W: World> Registry<W> {
     /// ([`Error::Handoff`]) with the old version still serving.
     pub fn activate(&self, plugin: Plugin<W>) -> Result<Activation> {
         let slot = self.slot_or_create(&plugin.identity().name);
-        let new = Live::new(plugin.clone(), plugin.instantiate()?);
+        let new = Live::new(plugin.clone(), plugin.instantiate()?, self.pool_size);
         let mut state = slot.lock();
 
         let pinned_elsewhere = state
@@ -419,17 +545,25 @@ impl<W: World> Registry<W> {
         Ok(activation)
     }
 
-    /// Make `new` current in place of `old`, carrying state when both can.
-    /// Holds `old`'s serving lock throughout, so no call runs on `old`
+    /// Make `new` current in place of `old`, carrying state when both can
+    /// and each serves through one instance. Waits for the calls in flight
+    /// on `old` and holds its pool throughout, so no call runs on `old`
     /// between the snapshot and the pointer store.
     fn swap(slot: &Slot<W>, old: &Arc<Live<W>>, new: &Arc<Live<W>>) -> Result<bool> {
-        let mut old_serving = old.lock();
-        let mut new_serving = new.lock();
-        let new_instance = new_serving
-            .as_mut()
+        if old.max > 1 || new.max > 1 {
+            // Each pooled instance has its own state: there is no one state
+            // to carry. Calls in flight finish on `old`.
+            slot.current.store(Some(new.clone()));
+            return Ok(false);
+        }
+        let mut old_pool = old.quiesce();
+        let mut new_pool = new.quiesce();
+        let new_instance = new_pool
+            .idle
+            .last_mut()
             .expect("a new version has its instance");
         let mut state_carried = false;
-        if let Some(old_instance) = old_serving.as_mut().filter(|i| !i.is_poisoned()) {
+        if let Some(old_instance) = old_pool.idle.last_mut() {
             if old_instance.supports_handoff() && new_instance.supports_handoff() {
                 let snapshot = old_instance.snapshot().map_err(|e| Error::Handoff {
                     plugin: new.plugin.plugin_ref(),
@@ -444,9 +578,9 @@ impl<W: World> Registry<W> {
                 state_carried = true;
             }
         }
-        drop(new_serving);
+        drop(new_pool);
         slot.current.store(Some(new.clone()));
-        drop(old_serving);
+        drop(old_pool);
         Ok(state_carried)
     }
 
@@ -507,8 +641,8 @@ impl<W: World> Registry<W> {
                 .is_some_and(|c| taken.iter().any(|t| Arc::ptr_eq(t, c)))
             {
                 let next = Self::pick(&state.versions, state.pinned.as_ref(), None);
-                // Wait for the call in flight on the removed version.
-                let _in_flight = current.as_ref().map(|c| c.lock());
+                // Wait for the calls in flight on the removed version.
+                let _in_flight = current.as_ref().map(|c| c.quiesce());
                 slot.current.store(next);
             }
             drop(state);
@@ -626,6 +760,7 @@ impl<W: World> Registry<W> {
                     content_hash: plugin.content_hash(),
                     loaded_at: plugin.loaded_at(),
                     live_instances: plugin.live_instances(),
+                    memory_bytes: plugin.memory_bytes(),
                     current: current.as_ref().is_some_and(|c| Arc::ptr_eq(c, live)),
                     pinned: state.pinned.as_ref() == Some(&plugin.identity().version),
                     health: live.health().clone(),
@@ -686,33 +821,38 @@ impl<W: World> Handle<W> {
         live.ok_or_else(|| self.not_loaded())
     }
 
-    /// Run `f` on the serving instance of the resolved version. The call
-    /// runs wholly on that version; calls on one version are serialised.
-    /// After a trap, the next call gets a fresh instance (with `init`).
+    /// Whether `live` stopped being the version this handle resolves to.
+    fn moved(&self, live: &Arc<Live<W>>) -> bool {
+        match &self.requirement {
+            None => !self
+                .slot
+                .current
+                .load()
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, live)),
+            Some(_) => live.retired.load(Ordering::Acquire),
+        }
+    }
+
+    /// Run `f` on an instance of the resolved version. The call runs wholly
+    /// on that version. With the default pool of one instance, calls on one
+    /// version are serialised and its state lives across calls; with
+    /// [`Registry::with_pool_size`], up to that many run at once, each on an
+    /// instance of its own. After a trap, the crashed instance is dropped
+    /// and the next call gets a fresh one (with `init`).
     pub fn call<R>(&self, f: impl FnOnce(&mut Instance<W>) -> Result<R>) -> Result<R> {
         loop {
             let live = self.resolve()?;
-            let mut serving = live.lock();
+            let mut lease = live.checkout()?;
             // Swapped out or removed while we waited: follow the pointer.
-            let moved = match &self.requirement {
-                None => !self
-                    .slot
-                    .current
-                    .load()
-                    .as_ref()
-                    .is_some_and(|c| Arc::ptr_eq(c, &live)),
-                Some(_) => live.retired.load(Ordering::Acquire),
-            };
-            if moved {
+            if self.moved(&live) {
                 continue;
             }
-            if serving.as_ref().is_none_or(Instance::is_poisoned) {
-                live.restart(&mut serving)?;
-            }
-            let instance = serving.as_mut().expect("just ensured");
+            let instance = lease.instance();
             let result = f(instance);
+            let crashed = instance.is_poisoned();
             let mut health = live.health();
-            if instance.is_poisoned() {
+            if crashed {
                 health.traps += 1;
                 health.failed();
             } else {

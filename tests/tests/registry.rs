@@ -222,3 +222,88 @@ fn the_old_version_finishes_its_call_in_flight_and_is_freed_when_it_ends() {
     );
     assert_eq!(rt.compiled_count(), 1, "v1 freed once its last call ended");
 }
+
+#[test]
+fn a_pooled_version_serves_concurrent_callers_on_instances_of_their_own() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    let rt = Runtime::<GreeterPlugin>::new().unwrap();
+    let registry = Registry::with_pool_size(2);
+    registry
+        .activate(rt.load(guest("hello-v1")).unwrap())
+        .unwrap();
+    let hello = registry.get("hello").unwrap();
+
+    // Both callers are inside a call at once: with a pool of one, the
+    // second would wait for the first and the barrier would never open.
+    let barrier = Arc::new(Barrier::new(2));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let (hello, barrier, inside) = (hello.clone(), barrier.clone(), inside.clone());
+            std::thread::spawn(move || {
+                hello.call(|i| {
+                    inside.fetch_add(1, Ordering::SeqCst);
+                    barrier.wait();
+                    i.count()
+                })
+            })
+        })
+        .collect();
+    let counts: Vec<u32> = callers
+        .into_iter()
+        .map(|c| c.join().unwrap().unwrap())
+        .collect();
+    // Each instance has a counter of its own.
+    assert_eq!(counts, [1, 1]);
+    assert_eq!(inside.load(Ordering::SeqCst), 2);
+    assert_eq!(registry.list()[0].live_instances, 2, "the pool grew to 2");
+
+    // The pool does not grow past its size: many sequential calls reuse it.
+    for _ in 0..10 {
+        hello.call(|i| i.welcome("Gopher")).unwrap();
+    }
+    assert_eq!(registry.list()[0].live_instances, 2);
+
+    // A swap between pooled versions is the pointer store: no state to
+    // carry, and the old pool is freed.
+    let old = registry.list()[0].clone();
+    let swapped = registry
+        .activate(rt.load(guest("hello-v2")).unwrap())
+        .unwrap();
+    assert_eq!(
+        swapped,
+        Activation::Swapped {
+            from: old.identity,
+            state_carried: false
+        }
+    );
+    assert_eq!(
+        hello.call(|i| i.welcome("Gopher")).unwrap(),
+        "Welcome back, Gopher!"
+    );
+    assert_eq!(registry.list().len(), 2, "v1 stays side by side");
+    assert!(registry.remove("hello", &semver::Version::new(1, 0, 0)));
+    assert_eq!(registry.list().len(), 1);
+}
+
+#[test]
+fn linear_memory_is_counted_per_instance_and_per_version() {
+    let rt = Runtime::<GreeterPlugin>::new().unwrap();
+    let plugin = rt.load(guest("hello-v1")).unwrap();
+    assert_eq!(plugin.memory_bytes(), 0, "no live instance");
+    let first = plugin.instantiate().unwrap();
+    let one = first.memory_bytes();
+    assert!(one >= 64 << 10, "at least a page: {one}");
+    let second = plugin.instantiate().unwrap();
+    assert_eq!(plugin.memory_bytes(), one + second.memory_bytes());
+    drop(first);
+    assert_eq!(plugin.memory_bytes(), second.memory_bytes());
+    drop(second);
+    assert_eq!(plugin.memory_bytes(), 0);
+
+    let registry = Registry::new();
+    registry.activate(plugin).unwrap();
+    assert_eq!(registry.list()[0].memory_bytes, one, "the serving instance");
+}
