@@ -251,10 +251,9 @@ impl<W: World> Live<W> {
                 pool.out += 1;
                 let replacing = pool.lost > 0;
                 drop(pool);
-                return self.create(replacing).map_err(|err| {
+                return self.create(replacing).inspect_err(|_| {
                     self.lock().out -= 1;
                     self.available.notify_one();
-                    err
                 });
             }
             pool = self.available.wait(pool).unwrap_or_else(|e| e.into_inner());
