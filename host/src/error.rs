@@ -78,7 +78,7 @@ pub enum Error {
         message: String,
     },
     /// The guest trapped, ran past its deadline or hit a resource cap.
-    #[error("{plugin} trapped{}: {cause:#}", limit.as_ref().map(|l| format!(" after hitting {l}")).unwrap_or_default())]
+    #[error("{plugin} trapped{}: {cause:#}", trap_note(trap.as_ref(), limit.as_ref()))]
     Trap {
         /// The plugin whose instance crashed.
         plugin: PluginRef,
@@ -136,6 +136,15 @@ pub enum Error {
         /// Why (pool exhausted, a start function trapped, a limit).
         cause: anyhow::Error,
     },
+}
+
+/// What a trap means, when wasmplug knows better than the trap code.
+fn trap_note(trap: Option<&wasmtime::Trap>, limit: Option<&LimitHit>) -> String {
+    match (trap, limit) {
+        (_, Some(limit)) => format!(" after hitting {limit}"),
+        (Some(wasmtime::Trap::Interrupt), None) => " (its deadline passed)".into(),
+        _ => String::new(),
+    }
 }
 
 impl Error {

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context as _};
-use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::{Instance as RawInstance, ResourceTable};
 use wasmtime::Store;
 
@@ -292,6 +292,11 @@ impl<W: World> Plugin<W> {
         Arc::ptr_eq(&self.inner.compiled, &other.inner.compiled)
     }
 
+    /// The compiled component, for inspecting its type with wasmtime.
+    pub fn component(&self) -> &wasmtime::component::Component {
+        &self.inner.compiled.component
+    }
+
     /// The functions the component exports, as `interface#function` (or
     /// just `function` at the top level), for the dynamic call path.
     pub fn exports(&self) -> Vec<String> {
@@ -328,21 +333,7 @@ impl<W: World> Plugin<W> {
     fn export_funcs(&self) -> Vec<(String, ComponentFunc)> {
         let engine = &self.inner.runtime.engine;
         let ty = self.inner.compiled.component.component_type();
-        let mut funcs = Vec::new();
-        for (name, item) in ty.exports(engine) {
-            match item.ty {
-                ComponentItem::ComponentFunc(func) => funcs.push((name.to_string(), func)),
-                ComponentItem::ComponentInstance(inst) => {
-                    for (func_name, item) in inst.exports(engine) {
-                        if let ComponentItem::ComponentFunc(func) = item.ty {
-                            funcs.push((format!("{name}#{func_name}"), func));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        funcs
+        crate::signature::funcs(engine, ty.exports(engine))
     }
 
     pub(crate) fn plugin_ref(&self) -> PluginRef {

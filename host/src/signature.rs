@@ -5,7 +5,32 @@
 //! with fields `name` and `age`), so records, variants and enums are written
 //! out in full.
 
-use wasmtime::component::types::{ComponentFunc, Type};
+use wasmtime::component::types::{ComponentExtern, ComponentFunc, ComponentItem, Type};
+use wasmtime::Engine;
+
+/// The functions among a component's imports or exports, as
+/// `interface#function` (or just `function` at the top level), with their
+/// types. Pass `component.component_type().exports(engine)` (or `imports`).
+pub fn funcs<'a>(
+    engine: &Engine,
+    items: impl Iterator<Item = (&'a str, ComponentExtern<'a>)>,
+) -> Vec<(String, ComponentFunc)> {
+    let mut funcs = Vec::new();
+    for (name, item) in items {
+        match item.ty {
+            ComponentItem::ComponentFunc(func) => funcs.push((name.to_string(), func)),
+            ComponentItem::ComponentInstance(inst) => {
+                for (func_name, item) in inst.exports(engine) {
+                    if let ComponentItem::ComponentFunc(func) = item.ty {
+                        funcs.push((format!("{name}#{func_name}"), func));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    funcs
+}
 
 /// A function type as WIT text.
 pub fn func(ty: &ComponentFunc) -> String {

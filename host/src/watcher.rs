@@ -101,14 +101,7 @@ impl Watcher {
             .watch(&dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("watching {}", dir.display()))?;
 
-        let mut initial: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .with_context(|| format!("listing {}", dir.display()))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .collect();
-        initial.sort();
-        for path in initial {
-            reconciler.reconcile(&path);
-        }
+        reconciler.scan(&dir)?;
 
         let worker = std::thread::Builder::new()
             .name("wasmplug-watcher".into())
@@ -136,6 +129,29 @@ impl Watcher {
             debouncer: Some(debouncer),
             worker: Some(worker),
         })
+    }
+
+    /// Load every `*.wasm` in `dir` into `registry` once (with manifests,
+    /// within `options.allowance`), as [`start_with`](Self::start_with) does
+    /// before it starts watching, but without watching. A file that fails
+    /// to load is an [`Event::Failed`], as with the watcher.
+    pub fn load_dir<W: World>(
+        dir: impl AsRef<Path>,
+        runtime: Runtime<W>,
+        registry: Registry<W>,
+        options: WatchOptions,
+    ) -> anyhow::Result<()> {
+        let dir = dir
+            .as_ref()
+            .canonicalize()
+            .with_context(|| format!("loading {}", dir.as_ref().display()))?;
+        Reconciler {
+            runtime,
+            registry,
+            allowance: options.allowance,
+            failed: Mutex::new(HashMap::new()),
+        }
+        .scan(&dir)
     }
 
     /// The directory being watched (canonical path).
@@ -196,6 +212,19 @@ impl<W: World> Reconciler<W> {
         manifest
             .apply(base, &self.allowance, dir)
             .with_context(|| format!("applying manifest {}", manifest_path.display()))
+    }
+
+    /// Reconcile every entry of `dir`, in name order.
+    fn scan(&self, dir: &Path) -> anyhow::Result<()> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .collect();
+        paths.sort();
+        for path in paths {
+            self.reconcile(&path);
+        }
+        Ok(())
     }
 
     fn reconcile(&self, path: &Path) {

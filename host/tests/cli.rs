@@ -10,12 +10,39 @@ use std::time::Duration;
 mod support;
 use support::guest;
 
-fn wasmplug(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wasmplug"))
-        .args(args)
+/// A cache directory of this test binary's own, so runs never touch the
+/// user's `~/.cache/wasmplug`.
+fn cache_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("wasmplug-cli-cache-{}", std::process::id()))
+}
+
+fn command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmplug"));
+    command
         .env("RUST_LOG", "warn")
-        .output()
+        .env("WASMPLUG_CACHE_DIR", cache_dir());
+    command
+}
+
+fn wasmplug(args: &[&str]) -> (bool, String, String) {
+    wasmplug_with_stdin(args, "")
+}
+
+fn wasmplug_with_stdin(args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),
@@ -89,15 +116,14 @@ fn call_errors_say_what_to_fix() {
 }
 
 #[test]
-fn watch_shows_events_and_calls_the_current_version_while_files_are_swapped() {
+fn run_watch_shows_events_and_calls_the_current_version_while_files_are_swapped() {
     let dir = std::env::temp_dir().join(format!("wasmplug-cli-watch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("hello.wasm");
     std::fs::copy(guest("hello-v1"), &file).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmplug"))
-        .args(["watch", dir.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
+    let mut child = command()
+        .args(["run", dir.to_str().unwrap(), "--watch"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -133,4 +159,233 @@ fn watch_shows_events_and_calls_the_current_version_while_files_are_swapped() {
     child.kill().unwrap();
     child.wait().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn repo(path: &str) -> String {
+    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn inspect_checks_a_component_against_the_world_of_a_wit_file() {
+    let filter = guest("text-filter");
+    let (ok, out, err) = wasmplug(&[
+        "inspect",
+        filter.to_str().unwrap(),
+        "--wit",
+        &repo("tests/wit/filter.wit"),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("world      fits acme:text/filter@0.1.0"),
+        "{out}"
+    );
+    // This host cannot link its `settings` import, yet it can be inspected.
+    assert!(out.contains("identity   unknown"), "{out}");
+    assert!(
+        out.contains("apply: func(input: string) -> string"),
+        "{out}"
+    );
+
+    let mistyped = guest("hello-mistyped");
+    let (ok, out, _) = wasmplug(&[
+        "inspect",
+        mistyped.to_str().unwrap(),
+        "--wit",
+        &repo("wit/plugin.wit"),
+        "--world",
+        "greeter-plugin",
+    ]);
+    assert!(!ok, "a requested fit that fails is the exit status");
+    assert!(
+        out.contains("does not fit wasmplug:plugin/greeter-plugin@1.0.0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("export `wasmplug:plugin/greeter@1.0.0#hello` is `func(who: string) -> string`, the world says `func(who: record { name: string, age: u32 }) -> string`"),
+        "{out}"
+    );
+
+    let hello = guest("hello-v1");
+    let (ok, out, _) = wasmplug(&[
+        "inspect",
+        hello.to_str().unwrap(),
+        "--wit",
+        &repo("tests/wit/filter.wit"),
+    ]);
+    assert!(!ok);
+    assert!(out.contains("missing export `apply`"), "{out}");
+    assert!(
+        out.contains("imports `wasmplug:plugin/host@1.0.0#log`, which the world does not offer"),
+        "{out}"
+    );
+}
+
+#[test]
+fn wit_errors_point_at_the_line_and_column_and_ambiguity_asks_for_a_world() {
+    let hello = guest("hello-v1");
+    let bad = std::env::temp_dir().join(format!("wasmplug-cli-bad-{}.wit", std::process::id()));
+    std::fs::write(
+        &bad,
+        "package a:b;\nworld w {\n  export f: func(x: u32) -> strin;\n}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = wasmplug(&[
+        "inspect",
+        hello.to_str().unwrap(),
+        "--wit",
+        bad.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&bad).unwrap();
+    assert!(!ok);
+    assert!(err.contains("name `strin` does not exist"), "{err}");
+    assert!(err.contains(&format!("{}:3:29", bad.display())), "{err}");
+
+    let (ok, _, err) = wasmplug(&[
+        "inspect",
+        hello.to_str().unwrap(),
+        "--wit",
+        &repo("wit/plugin.wit"),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("see --world"), "{err}");
+    assert!(err.contains("greeter-plugin-stateful"), "{err}");
+}
+
+#[test]
+fn call_applies_grants_and_limits_from_flags() {
+    let hostile = guest("hostile");
+    let hostile = hostile.to_str().unwrap();
+    let (ok, out, _) = wasmplug(&["call", hostile, r#"welcome("env")"#]);
+    assert!(ok);
+    assert_eq!(out.trim(), r#""""#, "no environment without a grant");
+    let (ok, out, _) = wasmplug(&["call", hostile, r#"welcome("env")"#, "--env", "GREETING=hi"]);
+    assert!(ok);
+    assert_eq!(out.trim(), r#""GREETING=hi""#);
+
+    let dir = std::env::temp_dir().join(format!("wasmplug-cli-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("note.txt"), "granted").unwrap();
+    let grant = format!("{}::/data", dir.display());
+    let (ok, out, _) = wasmplug(&[
+        "call",
+        hostile,
+        r#"welcome("read:/data/note.txt")"#,
+        "--dir",
+        &grant,
+    ]);
+    assert!(ok);
+    assert_eq!(out.trim(), r#""ok:granted""#);
+    let (ok, out, _) = wasmplug(&[
+        "call",
+        hostile,
+        r#"welcome("write:/data/new.txt")"#,
+        "--dir",
+        &grant,
+    ]);
+    assert!(ok);
+    assert!(out.starts_with(r#""error:"#), "--dir is read-only: {out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let (ok, _, err) = wasmplug(&["call", hostile, r#"welcome("loop")"#, "--timeout", "100ms"]);
+    assert!(!ok);
+    assert!(err.contains("trapped (its deadline passed)"), "{err}");
+    let (ok, _, err) = wasmplug(&["call", hostile, r#"welcome("alloc")"#, "--memory", "16MiB"]);
+    assert!(!ok);
+    assert!(err.contains("memory limit of 16777216 bytes"), "{err}");
+
+    let (ok, _, err) = wasmplug(&["call", hostile, "x()", "--memory", "lots"]);
+    assert!(!ok);
+    assert!(err.contains("not a size"), "{err}");
+    let (ok, _, err) = wasmplug(&["call", hostile, "x()", "--timeout", "soon"]);
+    assert!(!ok);
+    assert!(err.contains("not a duration"), "{err}");
+}
+
+#[test]
+fn run_loads_a_directory_serves_calls_from_stdin_and_reports_bad_files() {
+    let dir = std::env::temp_dir().join(format!("wasmplug-cli-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(guest("hello-v1"), dir.join("hello.wasm")).unwrap();
+    std::fs::copy(guest("hello-mistyped"), dir.join("mistyped.wasm")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+    let (ok, out, _) = wasmplug_with_stdin(
+        &["run", dir.to_str().unwrap()],
+        "hello welcome(\"Zoë\")\nlist\nnobody f()\n",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(ok, "ends when stdin ends: {out}");
+    assert!(out.contains("loaded hello@1.0.0"), "{out}");
+    // The Dynamic host accepts any world, so the mistyped plugin loads too.
+    assert!(out.contains("loaded hello-mistyped@1.0.0"), "{out}");
+    assert!(out.contains(r#""Welcome, Zoë!""#), "{out}");
+    assert!(out.contains("* hello@1.0.0"), "{out}");
+    assert!(out.contains("error: no plugin `nobody` is loaded"), "{out}");
+
+    let (ok, _, err) = wasmplug(&["run", "/no/such/dir"]);
+    assert!(!ok);
+    assert!(err.contains("/no/such/dir"), "{err}");
+}
+
+#[test]
+fn compile_fills_the_cache_once_and_names_what_it_could_not_compile() {
+    let cache = std::env::temp_dir().join(format!("wasmplug-cli-compile-{}", std::process::id()));
+    let v2 = guest("hello-v2");
+    let args = |extra: &[&str]| {
+        let mut args = vec![
+            "compile",
+            v2.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        wasmplug(&refs)
+    };
+    let (ok, out, _) = run(args(&[]));
+    assert!(ok);
+    assert!(out.contains("compiled        hello@2.0.0"), "{out}");
+    let entries = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(entries, 1, "one entry written");
+    let (ok, out, _) = run(args(&[]));
+    assert!(ok);
+    assert!(out.contains("already cached  hello@2.0.0"), "{out}");
+
+    let (ok, out, err) = run(args(&["/no/such/plugin.wasm"]));
+    assert!(!ok);
+    assert!(
+        out.contains("already cached"),
+        "the good one still counts: {out}"
+    );
+    assert!(err.contains("reading /no/such/plugin.wasm"), "{err}");
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
+#[test]
+fn every_command_has_help_with_an_example_and_completions_are_generated() {
+    for cmd in ["inspect", "call", "run", "compile", "completions"] {
+        let (ok, out, _) = wasmplug(&[cmd, "--help"]);
+        assert!(ok, "{cmd} --help");
+        assert!(
+            out.contains("Example"),
+            "{cmd} --help has an example:\n{out}"
+        );
+    }
+    let (ok, out, _) = wasmplug(&["--help"]);
+    assert!(ok && out.contains("Examples:"), "{out}");
+    for (shell, marker) in [
+        ("bash", "_wasmplug()"),
+        ("zsh", "#compdef wasmplug"),
+        ("fish", "complete -c wasmplug"),
+    ] {
+        let (ok, out, _) = wasmplug(&["completions", shell]);
+        assert!(ok, "{shell}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(
+            out.contains("inspect") && out.contains("timeout"),
+            "{shell}"
+        );
+    }
 }

@@ -1,0 +1,360 @@
+//! `wasmplug`: look inside a plugin component, check it against a WIT
+//! world, call it, run a directory of plugins, fill the compiled-code cache.
+
+mod fit;
+mod flags;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{CommandFactory, Parser, Subcommand};
+use wasmplug::reference::GreeterPlugin;
+use wasmplug::wasmtime::component::Component;
+use wasmplug::{signature, ContentHash, Dynamic, Registry, WatchOptions, Watcher};
+
+use flags::{Cache, Grants};
+
+/// WebAssembly component plugins: inspect, call, run and cache them.
+#[derive(Parser)]
+#[command(name = "wasmplug", version, about, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    cache: Cache,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  wasmplug inspect hello.wasm
+  wasmplug inspect handler.wasm --wit wit/handler.wit
+  wasmplug call hello.wasm 'welcome(\"Zoë\")'
+  wasmplug run plugins/ --watch --env LANG --memory 64MiB --timeout 500ms
+  wasmplug compile plugins/*.wasm
+  wasmplug completions bash > /etc/bash_completion.d/wasmplug";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a component's identity, size, imports and exports (as WIT), and
+    /// whether it fits the reference world or the world of a WIT file.
+    ///
+    /// With --wit, the exit status says whether it fits (0) or not (1).
+    ///
+    /// Examples:
+    ///   wasmplug inspect guest-plugins/dist/hello-v1.wasm
+    ///   wasmplug inspect handler.wasm --wit wit/handler.wit --world service
+    #[command(verbatim_doc_comment)]
+    Inspect {
+        /// The component file.
+        component: PathBuf,
+        /// A WIT file (or a directory of them, with `deps/`) whose world the
+        /// component should fit, instead of the reference world.
+        #[arg(long, value_name = "PATH")]
+        wit: Option<PathBuf>,
+        /// Which world of the WIT package, when it has more than one.
+        #[arg(long, value_name = "NAME", requires = "wit")]
+        world: Option<String>,
+    },
+    /// Call one export with arguments written in WAVE; print the results in
+    /// WAVE. Runs `init` first when the plugin has one.
+    ///
+    /// Examples:
+    ///   wasmplug call hello-v1.wasm 'welcome("Zoë")'
+    ///   wasmplug call hello-v1.wasm 'hello({name: "Gopher", age: 13})'
+    ///   wasmplug call hello-v1.wasm 'greeter.count()'
+    ///   wasmplug call reader.wasm 'read("/data/a.txt")' --dir ./data::/data
+    #[command(verbatim_doc_comment)]
+    Call {
+        /// The component file.
+        component: PathBuf,
+        /// The call, e.g. `welcome("Zoë")`.
+        call: String,
+        #[command(flatten)]
+        grants: Grants,
+    },
+    /// Load every component in a directory and print lifecycle events. Lines
+    /// typed on stdin call the current version of a plugin: `<plugin>
+    /// <call>`; `list` shows what is loaded. With --watch, files added,
+    /// replaced and removed are followed live, and the command keeps
+    /// running when stdin closes; without it, it ends there.
+    ///
+    /// Example (input lines start with `$`, the rest is output):
+    ///   wasmplug run plugins/ --watch
+    ///   loaded hello@1.0.0 from plugins/hello.wasm
+    ///   $ hello welcome("Zoë")
+    ///   "Welcome, Zoë!"
+    ///   (plugins/hello.wasm replaced)
+    ///   swapped hello@1.0.0 -> hello@2.0.0 (state carried over)
+    ///   $ hello welcome("Zoë")
+    ///   "Welcome back, Zoë!"
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// The directory of component files (`x.toml` beside `x.wasm` is
+        /// its manifest; it may only tighten limits here).
+        dir: PathBuf,
+        /// Follow changes to the directory: hot swap.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        grants: Grants,
+    },
+    /// Same as `run <dir> --watch`.
+    #[command(hide = true)]
+    Watch {
+        dir: PathBuf,
+        #[command(flatten)]
+        grants: Grants,
+    },
+    /// Compile components into the compiled-code cache, so the next load
+    /// (by this tool or a service using the same cache directory and
+    /// wasmplug version) skips compiling.
+    ///
+    /// Example:
+    ///   wasmplug compile plugins/*.wasm --cache-dir /var/cache/wasmplug
+    #[command(verbatim_doc_comment)]
+    Compile {
+        /// The component files.
+        #[arg(required = true)]
+        components: Vec<PathBuf>,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Examples:
+    ///   wasmplug completions bash > ~/.local/share/bash-completion/completions/wasmplug
+    ///   wasmplug completions zsh > "${fpath[1]}/_wasmplug"
+    ///   wasmplug completions fish > ~/.config/fish/completions/wasmplug.fish
+    #[command(verbatim_doc_comment)]
+    Completions { shell: clap_complete::Shell },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // Registry events are printed by `run` itself.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,wasmplug::registry=warn")
+                }),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cache = &cli.cache;
+    match cli.command {
+        Command::Inspect {
+            component,
+            wit,
+            world,
+        } => inspect(cache, &component, wit.as_deref(), world.as_deref()),
+        Command::Call {
+            component,
+            call,
+            grants,
+        } => {
+            let plugin = cache
+                .runtime::<Dynamic>(grants.policy())?
+                .load(&component)?;
+            let mut instance = plugin.instantiate()?;
+            for result in instance.call_wave(&call)? {
+                println!("{result}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { dir, watch, grants } => serve(cache, &dir, watch, &grants),
+        Command::Watch { dir, grants } => serve(cache, &dir, true, &grants),
+        Command::Compile { components } => compile(cache, &components),
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics when a write fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "wasmplug", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .context("writing the completion script")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn inspect(
+    cache: &Cache,
+    path: &Path,
+    wit: Option<&Path>,
+    world: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let runtime = cache.runtime::<Dynamic>(Default::default())?;
+    let engine = runtime.engine();
+    // Compiled on its own first: a component whose imports this host cannot
+    // satisfy can still be inspected.
+    let component = Component::new(engine, &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+    println!("component  {}", path.display());
+    println!("size       {} bytes", bytes.len());
+    println!("sha256     {}", ContentHash::of(&bytes));
+    match runtime.load(path) {
+        Ok(plugin) => println!("identity   {}", plugin.label()),
+        Err(err) => println!("identity   unknown: {err}"),
+    }
+    let fits = match wit {
+        Some(wit) => {
+            let fit = fit::check(engine, &component, wit, world)?;
+            if fit.problems.is_empty() {
+                println!("world      fits {} ({})", fit.world, wit.display());
+            } else {
+                println!("world      does not fit {} ({}):", fit.world, wit.display());
+                for problem in &fit.problems {
+                    println!("             - {problem}");
+                }
+            }
+            fit.problems.is_empty()
+        }
+        None => {
+            match cache
+                .runtime::<GreeterPlugin>(Default::default())?
+                .load(path)
+            {
+                Ok(_) => println!("world      fits wasmplug:plugin/greeter-plugin@1.0.0"),
+                Err(err) => {
+                    println!("world      does not fit wasmplug:plugin/greeter-plugin@1.0.0: {err}")
+                }
+            }
+            true // not asked for: informational
+        }
+    };
+    let ty = component.component_type();
+    println!("imports");
+    for (name, _) in ty.imports(engine) {
+        println!("  {name}");
+    }
+    println!("exports");
+    for (name, func) in signature::funcs(engine, ty.exports(engine)) {
+        println!("  {name}: {}", signature::func(&func));
+    }
+    Ok(if fits {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn compile(cache: &Cache, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let dir = cache
+        .dir()
+        .context("no cache directory: pass --cache-dir or set WASMPLUG_CACHE_DIR (or HOME)")?;
+    let runtime = cache.runtime::<Dynamic>(Default::default())?;
+    let mut failed = 0;
+    for path in components {
+        let started = std::time::Instant::now();
+        let before = runtime.cache_stats().unwrap_or_default();
+        match runtime.load(path) {
+            Ok(plugin) => {
+                let after = runtime.cache_stats().unwrap_or_default();
+                let how = if after.hits > before.hits {
+                    "already cached"
+                } else {
+                    "compiled"
+                };
+                println!(
+                    "{how:<15} {:<28} {} ({:.0} ms)",
+                    plugin.label(),
+                    path.display(),
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+            Err(err) => {
+                failed += 1;
+                eprintln!("error: {err:#}");
+            }
+        }
+    }
+    println!("cache      {}", dir.display());
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn serve(cache: &Cache, dir: &Path, watch: bool, grants: &Grants) -> anyhow::Result<ExitCode> {
+    let runtime = cache.runtime::<Dynamic>(grants.policy())?;
+    let registry = Registry::<Dynamic>::new();
+    let events = registry.subscribe();
+    let options = WatchOptions::default();
+    let _watcher = if watch {
+        Some(Watcher::start_with(
+            dir,
+            runtime,
+            registry.clone(),
+            options,
+        )?)
+    } else {
+        Watcher::load_dir(dir, runtime, registry.clone(), options)?;
+        None
+    };
+    // The first scan is done: its events first, in order, then the rest as
+    // they come.
+    for event in events.try_iter() {
+        println!("{event}");
+    }
+    std::thread::spawn(move || {
+        for event in events {
+            println!("{event}");
+        }
+    });
+    let doing = if watch { "watching" } else { "serving" };
+    println!(
+        "{doing} {} (type `<plugin> <call>` or `list`)",
+        dir.display()
+    );
+
+    for line in std::io::stdin().lines() {
+        let line = line.context("reading stdin")?;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "list" {
+            for v in registry.list() {
+                let mark = if v.current { "*" } else { " " };
+                println!(
+                    "{mark} {:<28} {:<12} instances {:<3} {}",
+                    v.identity.to_string(),
+                    v.content_hash.short(),
+                    v.live_instances,
+                    v.source
+                );
+            }
+            continue;
+        }
+        let Some((name, call)) = line.split_once(char::is_whitespace) else {
+            println!("error: expected `<plugin> <call>`, e.g. `hello welcome(\"Zoë\")`, or `list`");
+            continue;
+        };
+        let answer = registry
+            .get(name)
+            .and_then(|h| h.call(|i| i.call_wave(call.trim())));
+        match answer {
+            Ok(results) => results.iter().for_each(|r| println!("{r}")),
+            Err(err) => println!("error: {err}"),
+        }
+    }
+    if !watch {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // stdin closed (e.g. not a terminal): keep watching until interrupted.
+    loop {
+        std::thread::park();
+    }
+}
