@@ -163,12 +163,19 @@ struct Live<W: World> {
     /// Set when the version leaves the registry: queued callers go elsewhere.
     retired: AtomicBool,
     health: Mutex<Health>,
+    /// Whether `health` shows failures in a row: a good call only takes the
+    /// health lock to clear them.
+    failing: AtomicBool,
 }
 
 struct Pool<W: World> {
     idle: Vec<Instance<W>>,
     /// Instances serving a call right now (or being created for one).
     out: usize,
+    /// Callers waiting on `available` / `drained`: a returned instance only
+    /// signals (a system call) when someone waits.
+    waiting: usize,
+    draining: usize,
     /// Crashed instances dropped and not yet replaced: the next instance
     /// created counts as a restart.
     lost: usize,
@@ -199,11 +206,15 @@ impl<W: World> Drop for Lease<'_, W> {
             pool.idle.push(instance);
             None
         };
-        if pool.out == 0 {
+        let drained = pool.out == 0 && pool.draining > 0;
+        let available = pool.waiting > 0;
+        drop(pool);
+        if drained {
             self.live.drained.notify_all();
         }
-        drop(pool);
-        self.live.available.notify_one();
+        if available {
+            self.live.available.notify_one();
+        }
         drop(crashed); // a Store is not dropped under the pool lock
     }
 }
@@ -215,6 +226,8 @@ impl<W: World> Live<W> {
             pool: Mutex::new(Pool {
                 idle: vec![instance],
                 out: 0,
+                waiting: 0,
+                draining: 0,
                 lost: 0,
             }),
             max,
@@ -222,6 +235,7 @@ impl<W: World> Live<W> {
             drained: Condvar::new(),
             retired: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
+            failing: AtomicBool::new(false),
         })
     }
 
@@ -252,11 +266,18 @@ impl<W: World> Live<W> {
                 let replacing = pool.lost > 0;
                 drop(pool);
                 return self.create(replacing).inspect_err(|_| {
-                    self.lock().out -= 1;
-                    self.available.notify_one();
+                    let mut pool = self.lock();
+                    pool.out -= 1;
+                    let available = pool.waiting > 0;
+                    drop(pool);
+                    if available {
+                        self.available.notify_one();
+                    }
                 });
             }
+            pool.waiting += 1;
             pool = self.available.wait(pool).unwrap_or_else(|e| e.into_inner());
+            pool.waiting -= 1;
         }
     }
 
@@ -288,7 +309,9 @@ impl<W: World> Live<W> {
                 })
             }
             Err(err) => {
-                self.health().failed();
+                let mut health = self.health();
+                health.failed();
+                self.failing.store(true, Ordering::Relaxed);
                 Err(err)
             }
         }
@@ -299,7 +322,9 @@ impl<W: World> Live<W> {
     fn quiesce(&self) -> MutexGuard<'_, Pool<W>> {
         let mut pool = self.lock();
         while pool.out > 0 {
+            pool.draining += 1;
             pool = self.drained.wait(pool).unwrap_or_else(|e| e.into_inner());
+            pool.draining -= 1;
         }
         pool
     }
@@ -849,13 +874,15 @@ impl<W: World> Handle<W> {
             }
             let instance = lease.instance();
             let result = f(instance);
-            let crashed = instance.is_poisoned();
-            let mut health = live.health();
-            if crashed {
+            if instance.is_poisoned() {
+                let mut health = live.health();
                 health.traps += 1;
                 health.failed();
-            } else {
+                live.failing.store(true, Ordering::Relaxed);
+            } else if live.failing.load(Ordering::Relaxed) {
+                let mut health = live.health();
                 health.consecutive_failures = 0;
+                live.failing.store(false, Ordering::Relaxed);
             }
             return result;
         }
