@@ -4,9 +4,13 @@
 //! the code a user would write with wasmtime directly (its own `bindgen!`,
 //! its own Store and WASI context) as the baseline.
 //!
-//! Rows: a typed call with no arguments (`count`), a record-in/string-out
-//! call (`hello(user)`), and instantiation (new Store + instance + `init`).
-//! Medians of 15 rounds; the ratio is wasmplug / raw.
+//! Timed with criterion: a typed call with no arguments (`count`), a
+//! record-in/string-out call (`hello(user)`), and instantiation (new Store +
+//! instance + `init`), each as a `wasmplug` and a `raw` function of one
+//! group. After criterion's own report, the ratios wasmplug / raw of the
+//! medians it measured are printed, then what criterion does not time:
+//! memory per idle instance, and calls per second on 1 and 2 threads, with an
+//! instance per thread and through a `Registry` with a pool of 2.
 //!
 //! Run: `just bench` (or `cargo bench -p wasmplug --bench overhead`).
 
@@ -14,7 +18,10 @@
 mod support;
 
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use criterion::Criterion;
 
 use support::guest;
 use wasmplug::reference::{GreeterPlugin as Wp, User as WpUser};
@@ -49,30 +56,23 @@ impl raw::wasmplug::plugin::host::Host for RawState {
     fn log(&mut self, _: raw::wasmplug::plugin::types::Level, _: String) {}
 }
 
-const ROUNDS: usize = 15;
-
-/// Median time per iteration over ROUNDS rounds of `iters` iterations.
-fn per_iter(iters: u32, mut f: impl FnMut()) -> Duration {
-    let mut rounds: Vec<Duration> = (0..ROUNDS)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            start.elapsed() / iters
-        })
-        .collect();
-    rounds.sort();
-    rounds[ROUNDS / 2]
+/// Where criterion writes its estimates, so the ratios can be read back.
+fn criterion_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion")
 }
 
-fn row(what: &str, ours: Duration, raw: Duration) {
-    println!(
-        "{what:<44} wasmplug {:>10.1} ns   raw wasmtime {:>10.1} ns   ratio {:.2}x",
-        ours.as_nanos() as f64,
-        raw.as_nanos() as f64,
-        ours.as_secs_f64() / raw.as_secs_f64()
-    );
+/// The median criterion measured for `group/function`, in nanoseconds.
+fn median_ns(group: &str, function: &str) -> f64 {
+    let path = criterion_dir()
+        .join(group)
+        .join(function)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("criterion wrote no {}: {e}", path.display()));
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["median"]["point_estimate"]
+        .as_f64()
+        .expect("a median in criterion's estimates")
 }
 
 fn main() {
@@ -126,76 +126,127 @@ fn main() {
         age: 13,
     };
 
-    println!("wasmplug vs raw wasmtime, Rust hello v1, same engine configuration, medians of {ROUNDS} rounds");
-    let raw_count = per_iter(20_000, || {
-        black_box(
-            bindings
-                .wasmplug_plugin_greeter()
-                .call_count(&mut store)
-                .unwrap(),
-        );
-    });
-    let our_count = per_iter(20_000, || {
-        black_box(ours.count().unwrap());
-    });
-    row("typed call, no arguments: count()", our_count, raw_count);
+    let mut c = Criterion::default()
+        .output_directory(&criterion_dir())
+        .configure_from_args();
+    {
+        let mut group = c.benchmark_group("count");
+        group.bench_function("raw", |b| {
+            b.iter(|| {
+                bindings
+                    .wasmplug_plugin_greeter()
+                    .call_count(&mut store)
+                    .unwrap()
+            })
+        });
+        group.bench_function("wasmplug", |b| b.iter(|| ours.count().unwrap()));
+        group.finish();
+    }
+    {
+        let mut group = c.benchmark_group("hello");
+        group.bench_function("raw", |b| {
+            b.iter(|| {
+                bindings
+                    .wasmplug_plugin_greeter()
+                    .call_hello(&mut store, &raw_user)
+                    .unwrap()
+            })
+        });
+        group.bench_function("wasmplug", |b| b.iter(|| ours.hello(&user).unwrap()));
+        group.finish();
+    }
+    {
+        let mut group = c.benchmark_group("instantiate");
+        group.bench_function("raw", |b| b.iter(|| drop(black_box(raw_instance()))));
+        group.bench_function("wasmplug", |b| {
+            b.iter(|| drop(black_box(plugin.instantiate().unwrap())))
+        });
+        group.finish();
+    }
+    c.final_summary();
 
-    let raw_hello = per_iter(20_000, || {
-        black_box(
-            bindings
-                .wasmplug_plugin_greeter()
-                .call_hello(&mut store, &raw_user)
-                .unwrap(),
+    println!();
+    println!(
+        "wasmplug vs raw wasmtime, Rust hello v1, same engine configuration (criterion medians)"
+    );
+    for (group, what, target) in [
+        ("count", "typed call, no arguments: count()", 1.2),
+        ("hello", "record in, string out: hello(user)", 1.2),
+        ("instantiate", "instantiate: Store + instance + init", 1.2),
+    ] {
+        let (ours, raw) = (median_ns(group, "wasmplug"), median_ns(group, "raw"));
+        let ratio = ours / raw;
+        let verdict = if ratio <= target { "met" } else { "MISSED" };
+        println!(
+            "{what:<40} wasmplug {ours:>9.1} ns   raw {raw:>9.1} ns   ratio {ratio:.2}x   (target <= {target}x: {verdict})"
         );
-    });
-    let our_hello = per_iter(20_000, || {
-        black_box(ours.hello(&user).unwrap());
-    });
-    row("record in, string out: hello(user)", our_hello, raw_hello);
-
-    let raw_inst = per_iter(2_000, || drop(black_box(raw_instance())));
-    let our_inst = per_iter(2_000, || drop(black_box(plugin.instantiate().unwrap())));
-    row("instantiate: Store + instance + init", our_inst, raw_inst);
+    }
 
     // Memory per live, idle instance: RSS before and after holding 500.
     let before = rss_kib();
     let held: Vec<_> = (0..500).map(|_| plugin.instantiate().unwrap()).collect();
     let after = rss_kib();
     println!(
-        "memory per live idle instance (500 held): {:.1} KiB",
+        "memory per live idle instance (500 held): {:.1} KiB   (aim <= 100 KiB)",
         (after.saturating_sub(before)) as f64 / held.len() as f64
     );
     drop(held);
 
-    // Throughput on 2 cores: one thread, then two, each with its own
-    // instance of the same plugin.
-    let calls_per_sec = |threads: usize| {
-        let window = Duration::from_millis(500);
-        let handles: Vec<_> = (0..threads)
+    // Throughput on 2 cores: each thread calls in a loop for a window.
+    let window = Duration::from_millis(500);
+    let calls_per_sec = |threads: usize, call: &(dyn Fn() -> Box<dyn FnMut() + Send> + Sync)| {
+        let median_of = (0..5)
             .map(|_| {
-                let mut instance = plugin.instantiate().unwrap();
-                std::thread::spawn(move || {
-                    let (start, mut calls) = (Instant::now(), 0u64);
-                    while start.elapsed() < window {
-                        for _ in 0..100 {
-                            black_box(instance.count().unwrap());
-                        }
-                        calls += 100;
-                    }
-                    calls as f64 / start.elapsed().as_secs_f64()
-                })
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let mut f = call();
+                        std::thread::spawn(move || {
+                            let (start, mut calls) = (Instant::now(), 0u64);
+                            while start.elapsed() < window {
+                                for _ in 0..100 {
+                                    f();
+                                }
+                                calls += 100;
+                            }
+                            calls as f64 / start.elapsed().as_secs_f64()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum::<f64>()
             })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum::<f64>()
+            .collect::<Vec<f64>>();
+        let mut sorted = median_of;
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
     };
-    let one = calls_per_sec(1);
-    let two = calls_per_sec(2);
-    println!(
-        "calls/s, an instance per thread: 1 thread {:.0}, 2 threads {:.0}: {:.2}x",
-        one,
-        two,
-        two / one
-    );
+    let per_thread = || -> Box<dyn FnMut() + Send> {
+        let mut instance = plugin.instantiate().unwrap();
+        Box::new(move || {
+            black_box(instance.count().unwrap());
+        })
+    };
+    let registry = wasmplug::Registry::with_pool_size(2);
+    registry.activate(plugin.clone()).unwrap();
+    let handle = registry.get("hello").unwrap();
+    let pooled = || -> Box<dyn FnMut() + Send> {
+        let handle = handle.clone();
+        Box::new(move || {
+            black_box(handle.call(|i| i.count()).unwrap());
+        })
+    };
+    for (what, call) in [
+        (
+            "an instance per thread",
+            &per_thread as &(dyn Fn() -> _ + Sync),
+        ),
+        ("Registry, pool of 2, Handle::call", &pooled),
+    ] {
+        let (one, two) = (calls_per_sec(1, call), calls_per_sec(2, call));
+        println!(
+            "calls/s, {what}: 1 thread {one:.0}, 2 threads {two:.0}: {:.2}x   (target >= 1.8x)",
+            two / one
+        );
+    }
 }
 
 fn rss_kib() -> u64 {
