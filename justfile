@@ -30,6 +30,19 @@ bench: guests
     cargo bench --locked -p wasmplug --bench attacks
     cargo bench --locked -p wasmplug --bench guests
     cargo bench --locked -p wasmplug --bench overhead
+    cargo run --release --locked -q -p wasmplug-tests --bin soak
+    just bench-extism
+
+# Its own crate and wasmtime build, outside the workspace: host/benches/extism/.
+# wasmplug against Extism (crate `extism`) on the same calls, in one process.
+bench-extism: guests-rust
+    rustup target add wasm32-unknown-unknown
+    cargo build --release --locked --target wasm32-unknown-unknown --manifest-path host/benches/extism/guest/Cargo.toml --target-dir host/benches/extism/guest/target
+    cargo bench --locked --manifest-path host/benches/extism/Cargo.toml --target-dir target
+
+# Load, call and unload 10,000 times and 200 versions; print the RSS table.
+soak: guests-rust
+    cargo run --release --locked -q -p wasmplug-tests --bin soak
 
 # Seeded with the real guest components; needs cargo-fuzz, runs on stable
 # via RUSTC_BOOTSTRAP.
