@@ -30,8 +30,9 @@ pub struct Instance<W: World> {
     instance: wasmtime::component::Instance,
     bindings: W,
     poisoned: bool,
-    /// A deadline for this instance's calls instead of the policy's.
-    deadline: Option<Option<std::time::Duration>>,
+    /// Each call's deadline in epoch ticks, computed once (from the policy,
+    /// or from [`set_deadline`](Self::set_deadline)), not on every call.
+    deadline_ticks: u64,
 }
 
 impl<W: World> Instance<W> {
@@ -42,13 +43,15 @@ impl<W: World> Instance<W> {
         bindings: W,
     ) -> Self {
         plugin.instance_started();
+        let inner = &plugin.inner;
+        let deadline_ticks = inner.runtime.deadline_ticks(inner.policy.deadline_value());
         Instance {
             plugin,
             store,
             instance,
             bindings,
             poisoned: false,
-            deadline: None,
+            deadline_ticks,
         }
     }
 
@@ -90,7 +93,7 @@ impl<W: World> Instance<W> {
     /// Use `deadline` for this instance's calls from now on, instead of the
     /// policy's (`None`: no deadline).
     pub fn set_deadline(&mut self, deadline: Option<std::time::Duration>) {
-        self.deadline = Some(deadline);
+        self.deadline_ticks = self.plugin.inner.runtime.deadline_ticks(deadline);
     }
 
     /// [`call`](Self::call) for an export that returns a WIT `result`: the
@@ -237,7 +240,8 @@ impl<W: World> Instance<W> {
         ))
     }
 
-    /// Refuse a poisoned instance; arm the per-call deadline.
+    /// Refuse a poisoned instance; arm the call's deadline, and its fuel
+    /// when the runtime meters fuel.
     fn enter(&mut self) -> Result<()> {
         if self.poisoned {
             return Err(Error::Trap {
@@ -249,13 +253,14 @@ impl<W: World> Instance<W> {
                 ),
             });
         }
-        let policy = &self.plugin.inner.policy;
-        let ticks = self
-            .plugin
-            .inner
-            .runtime
-            .deadline_ticks(policy.deadline_value());
-        self.store.set_epoch_deadline(ticks);
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let inner = &self.plugin.inner;
+        if inner.runtime.fuel {
+            // Fuel is on for this engine, so setting it cannot fail.
+            let _ = self
+                .store
+                .set_fuel(inner.policy.fuel_value().unwrap_or(u64::MAX));
+        }
         Ok(())
     }
 

@@ -327,6 +327,56 @@ fn fuel_limits_a_call_by_instructions() {
 }
 
 #[test]
+fn every_call_gets_a_fresh_fuel_budget_and_an_instance_deadline_overrides_the_policy() {
+    let rt = Runtime::<GreeterPlugin>::builder()
+        .fuel(true)
+        .build()
+        .unwrap();
+    let plugin = rt
+        .load_with_policy(
+            guest("hostile"),
+            Policy::default().fuel(5_000_000).deadline(None),
+        )
+        .unwrap();
+    let mut instance = plugin.instantiate().unwrap();
+    // A budget per call, not per instance: 10,000 small calls fit, although
+    // together they burn more than one budget.
+    let left = instance
+        .call(|g, store| {
+            g.wasmplug_plugin_greeter()
+                .call_welcome(&mut *store, "friend")?;
+            store.get_fuel()
+        })
+        .unwrap();
+    let burnt_by_one = 5_000_000 - left;
+    assert!(
+        burnt_by_one * 10_000 > 5_000_000,
+        "one call burns {burnt_by_one}"
+    );
+    for _ in 0..10_000 {
+        instance.welcome("friend").unwrap();
+    }
+
+    // A 10 s deadline in the policy; the instance sets a shorter one.
+    let rt = runtime();
+    let plugin = rt
+        .load_with_policy(
+            guest("hostile"),
+            Policy::default().deadline(Duration::from_secs(10)),
+        )
+        .unwrap();
+    let mut instance = plugin.instantiate().unwrap();
+    instance.set_deadline(Some(Duration::from_millis(50)));
+    let started = std::time::Instant::now();
+    let err = instance.welcome("loop").unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped by the instance's deadline"
+    );
+}
+
+#[test]
 fn a_crashing_version_is_restarted_then_backs_off_and_its_counters_are_visible() {
     let rt = runtime();
     let registry = Registry::new();
