@@ -44,6 +44,12 @@ bench-extism: guests-rust
 soak: guests-rust
     cargo run --release --locked -q -p wasmplug-tests --bin soak
 
+# Installs wrk (apt-get) if missing. See examples/http-service/README.md.
+# Load-test the example HTTP service: wrk on loopback while its plugin is hot-swapped.
+load-test SECONDS="40" MODE="threads" SWAPS="60": guests-rust
+    cargo build --release --locked -p wasmplug-http-service
+    bash examples/http-service/load-test.sh {{SECONDS}} {{MODE}} {{SWAPS}}
+
 # Seeded with the real guest components; needs cargo-fuzz, runs on stable
 # via RUSTC_BOOTSTRAP.
 # Fuzz the component loader for SECONDS (default 4 hours).

@@ -5,14 +5,25 @@
 use wasmplug_tests::{dist_dir, repo_root};
 
 fn test_sources() -> String {
-    let dir = repo_root().join("tests").join("tests");
+    // The integration tests here, and each example's own tests
+    // (examples/*/tests/: the HTTP service tests its handler guests).
+    let mut dirs = vec![repo_root().join("tests").join("tests")];
+    if let Ok(examples) = std::fs::read_dir(repo_root().join("examples")) {
+        dirs.extend(
+            examples
+                .filter_map(|e| Some(e.ok()?.path().join("tests")))
+                .filter(|dir| dir.is_dir()),
+        );
+    }
     let mut all = String::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "rs")
-            && !path.ends_with(file!().rsplit('/').next().unwrap())
-        {
-            all.push_str(&std::fs::read_to_string(&path).unwrap());
+    for dir in dirs {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs")
+                && !path.ends_with(file!().rsplit('/').next().unwrap())
+            {
+                all.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
         }
     }
     all

@@ -1,0 +1,243 @@
+//! `http-service`: an HTTP service whose request handling is done by
+//! WebAssembly component plugins of its own WIT world
+//! (`wit/handler.wit`), loaded from a directory and hot-swapped when a file
+//! there changes. See README.md beside this crate.
+//!
+//! ```text
+//! http-service --dir plugins/ --listen 127.0.0.1:8080 [--mode threads|blocking|async]
+//! ```
+//!
+//! * `/NAME/...` goes to the plugin whose identity is `NAME`, which sees the
+//!   path below its mount point (`/echo/a/b` reaches `echo` as `/a/b`);
+//! * `/metrics`: Prometheus text format;
+//! * `/healthz`: 200 and the plugins being served.
+//!
+//! Guest code never runs on the async executor's threads in the default
+//! `threads` mode (wasmplug's `Registry` called from dedicated worker
+//! threads); `blocking` uses tokio's blocking pool instead, and `async`
+//! drives wasmtime's async API directly. README.md has the measurements
+//! behind the default.
+
+mod async_mode;
+mod http;
+mod metrics;
+mod threads;
+mod types;
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::metrics::Metrics;
+
+/// Where guest code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// wasmplug's Registry and Watcher; calls run on dedicated worker threads.
+    Threads,
+    /// wasmplug's Registry and Watcher; calls run on tokio's blocking pool
+    /// (`spawn_blocking`), bounded to `--workers` at once.
+    Blocking,
+    /// wasmtime's async API directly (`instantiate_async`, `call_async`):
+    /// guest code runs on the executor's threads, on a fiber, yielding every
+    /// epoch tick.
+    Async,
+}
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "http-service", version, about)]
+pub struct Args {
+    /// The directory of handler plugins (`*.wasm`), watched for changes.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where guest code runs.
+    #[arg(long, value_enum, default_value_t = Mode::Threads)]
+    pub mode: Mode,
+    /// Plugin calls that run at once (worker threads, and instances per
+    /// plugin version). Default: the number of CPUs.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Requests that may wait for a worker before the service sheds load
+    /// with 503 (threads and blocking modes).
+    #[arg(long, default_value_t = 1024)]
+    pub queue: usize,
+    /// The longest one plugin call may run, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub deadline_ms: u64,
+    /// The most linear memory one plugin instance may hold, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub memory_mb: usize,
+    /// The largest request body accepted, in bytes (413 beyond).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body: usize,
+}
+
+impl Args {
+    fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
+            .max(1)
+    }
+
+    fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms.max(1))
+    }
+}
+
+/// How plugin calls are made: one of the modes.
+pub enum Backend {
+    /// `threads` and `blocking`.
+    Registry(threads::Service),
+    /// `async`.
+    Async(async_mode::Service),
+}
+
+impl Backend {
+    /// Call plugin `name` with `req`.
+    pub async fn call(&self, name: &str, req: types::HttpRequest) -> types::Outcome {
+        match self {
+            Backend::Registry(service) => service.call(name, req).await,
+            Backend::Async(service) => service.call(name, req).await,
+        }
+    }
+
+    /// Every loaded version, for `/metrics` and `/healthz`.
+    pub fn versions(&self) -> Vec<types::VersionGauge> {
+        match self {
+            Backend::Registry(service) => service.versions(),
+            Backend::Async(service) => service.versions(),
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("http-io")
+        .build()
+        .context("starting the tokio runtime")?;
+    let result = runtime.block_on(serve(args));
+    // Blocking-pool threads (mode `blocking`) may still be parked: don't wait
+    // for their keep-alive.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let workers = args.workers();
+    let backend = match args.mode {
+        Mode::Threads | Mode::Blocking => {
+            let dir = args.dir.clone();
+            let metrics = metrics.clone();
+            let options = threads::Options {
+                workers,
+                queue: args.queue,
+                deadline: args.deadline(),
+                memory_limit: args.memory_mb << 20,
+                dedicated: args.mode == Mode::Threads,
+            };
+            // Loading the directory compiles components: not on the executor.
+            tokio::task::spawn_blocking(move || threads::Service::start(&dir, options, metrics))
+                .await
+                .context("starting the plugin registry")??
+        }
+        Mode::Async => {
+            let options = async_mode::Options {
+                max_instances: workers.max(1) * 4,
+                deadline: args.deadline(),
+                memory_limit: args.memory_mb << 20,
+            };
+            let dir = args.dir.clone();
+            let metrics = metrics.clone();
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                async_mode::Service::start(&dir, options, metrics, handle)
+            })
+            .await
+            .context("starting the async plugin host")??
+        }
+    };
+    let backend = Arc::new(backend);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        mode = ?args.mode,
+        workers,
+        dir = %args.dir.display(),
+        "http-service listening on http://{addr}"
+    );
+    // The one line on stdout: how scripts and tests find the port.
+    println!("listening on http://{addr}");
+
+    let app = http::router(http::AppState {
+        backend,
+        metrics,
+        max_body: args.max_body,
+    });
+    // Small answers: don't let Nagle hold them back.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {err}");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("http-service stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM: in-flight requests then finish.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for SIGINT: {err}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!("cannot listen for SIGTERM: {err}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
