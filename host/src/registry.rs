@@ -866,10 +866,23 @@ impl<W: World> Handle<W> {
     /// and the next call gets a fresh one (with `init`).
     pub fn call<R>(&self, f: impl FnOnce(&mut Instance<W>) -> Result<R>) -> Result<R> {
         loop {
-            let live = self.resolve()?;
+            // The current version through an arc-swap guard: no reference
+            // count is touched, so concurrent callers share no cache line
+            // here. A requirement resolves under the slot lock instead.
+            let (guard, owned);
+            let live: &Arc<Live<W>> = match &self.requirement {
+                None => {
+                    guard = self.slot.current.load();
+                    guard.as_ref().ok_or_else(|| self.not_loaded())?
+                }
+                Some(_) => {
+                    owned = self.resolve()?;
+                    &owned
+                }
+            };
             let mut lease = live.checkout()?;
             // Swapped out or removed while we waited: follow the pointer.
-            if self.moved(&live) {
+            if self.moved(live) {
                 continue;
             }
             let instance = lease.instance();
