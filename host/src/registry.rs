@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -151,15 +151,14 @@ impl Health {
 
 /// One version in the registry, with the pool of instances that serve its
 /// calls.
+///
+/// The pool is striped: one mutex per instance place, so two callers on two
+/// cores each lock a place of their own and share no lock. A call holds its
+/// place's lock for its whole duration; a caller tries every place, starting
+/// from one picked by its thread, and only waits when all are busy.
 struct Live<W: World> {
     plugin: Plugin<W>,
-    pool: Mutex<Pool<W>>,
-    /// Most instances this version serves through at once.
-    max: usize,
-    /// Signalled when an instance goes back to the pool (or a slot frees).
-    available: Condvar,
-    /// Signalled when the last checked-out instance comes back.
-    drained: Condvar,
+    places: Box<[Mutex<Place<W>>]>,
     /// Set when the version leaves the registry: queued callers go elsewhere.
     retired: AtomicBool,
     health: Mutex<Health>,
@@ -168,71 +167,67 @@ struct Live<W: World> {
     failing: AtomicBool,
 }
 
-struct Pool<W: World> {
-    idle: Vec<Instance<W>>,
-    /// Instances serving a call right now (or being created for one).
-    out: usize,
-    /// Callers waiting on `available` / `drained`: a returned instance only
-    /// signals (a system call) when someone waits.
-    waiting: usize,
-    draining: usize,
-    /// Crashed instances dropped and not yet replaced: the next instance
-    /// created counts as a restart.
-    lost: usize,
+/// Where one pooled instance lives.
+struct Place<W: World> {
+    instance: Option<Instance<W>>,
+    /// The instance here crashed and was dropped: the next one created here
+    /// counts as a restart.
+    crashed: bool,
 }
 
-/// An instance checked out of a version's pool; back in the pool on drop
-/// (or dropped, if a trap poisoned it).
+/// An instance checked out of a version's pool: its place stays locked
+/// until the lease is dropped (also when the embedder's closure panics).
+/// A poisoned instance is dropped then, not kept.
 struct Lease<'a, W: World> {
-    live: &'a Live<W>,
-    instance: Option<Instance<W>>,
+    place: MutexGuard<'a, Place<W>>,
 }
 
 impl<W: World> Lease<'_, W> {
     fn instance(&mut self) -> &mut Instance<W> {
-        self.instance.as_mut().expect("a lease holds its instance")
+        self.place
+            .instance
+            .as_mut()
+            .expect("a lease holds its instance")
     }
 }
 
 impl<W: World> Drop for Lease<'_, W> {
     fn drop(&mut self) {
-        let instance = self.instance.take().expect("a lease holds its instance");
-        let mut pool = self.live.lock();
-        pool.out -= 1;
-        let crashed = if instance.is_poisoned() {
-            pool.lost += 1;
-            Some(instance)
-        } else {
-            pool.idle.push(instance);
-            None
-        };
-        let drained = pool.out == 0 && pool.draining > 0;
-        let available = pool.waiting > 0;
-        drop(pool);
-        if drained {
-            self.live.drained.notify_all();
+        if self
+            .place
+            .instance
+            .as_ref()
+            .is_some_and(Instance::is_poisoned)
+        {
+            self.place.instance = None;
+            self.place.crashed = true;
         }
-        if available {
-            self.live.available.notify_one();
-        }
-        drop(crashed); // a Store is not dropped under the pool lock
     }
+}
+
+/// A small number per thread, to spread callers over a pool's places.
+fn thread_index() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
 }
 
 impl<W: World> Live<W> {
     fn new(plugin: Plugin<W>, instance: Instance<W>, max: usize) -> Arc<Self> {
+        let mut first = Some(instance);
+        let places = (0..max.max(1))
+            .map(|_| {
+                Mutex::new(Place {
+                    instance: first.take(),
+                    crashed: false,
+                })
+            })
+            .collect();
         Arc::new(Live {
             plugin,
-            pool: Mutex::new(Pool {
-                idle: vec![instance],
-                out: 0,
-                waiting: 0,
-                draining: 0,
-                lost: 0,
-            }),
-            max,
-            available: Condvar::new(),
-            drained: Condvar::new(),
+            places,
             retired: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             failing: AtomicBool::new(false),
@@ -243,47 +238,42 @@ impl<W: World> Live<W> {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Pool<W>> {
-        // A lease returns its instance even when an embedder's closure
-        // panics, so a poisoned lock still guards a whole pool.
-        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    /// The most instances this version serves through at once.
+    fn size(&self) -> usize {
+        self.places.len()
     }
 
-    /// An idle instance, or a new one if the pool is below its size, else
-    /// wait for one to come back.
+    /// A free place (trying each once, from this thread's own), else wait
+    /// for this thread's own; then its instance, created there if missing.
     fn checkout(&self) -> Result<Lease<'_, W>> {
-        let mut pool = self.lock();
-        loop {
-            if let Some(instance) = pool.idle.pop() {
-                pool.out += 1;
-                return Ok(Lease {
-                    live: self,
-                    instance: Some(instance),
-                });
+        let n = self.places.len();
+        let start = thread_index() % n;
+        let free = (0..n).find_map(|i| match self.places[(start + i) % n].try_lock() {
+            Ok(place) => Some(place),
+            // A panic in an embedder's closure poisons the lock; the lease
+            // already dropped a crashed instance, so the place is whole.
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        });
+        let place =
+            free.unwrap_or_else(|| self.places[start].lock().unwrap_or_else(|e| e.into_inner()));
+        let mut lease = Lease { place };
+        if lease.place.instance.is_none() {
+            let replacing = std::mem::take(&mut lease.place.crashed);
+            match self.create(replacing) {
+                Ok(instance) => lease.place.instance = Some(instance),
+                Err(err) => {
+                    lease.place.crashed = replacing;
+                    return Err(err);
+                }
             }
-            if pool.out < self.max {
-                pool.out += 1;
-                let replacing = pool.lost > 0;
-                drop(pool);
-                return self.create(replacing).inspect_err(|_| {
-                    let mut pool = self.lock();
-                    pool.out -= 1;
-                    let available = pool.waiting > 0;
-                    drop(pool);
-                    if available {
-                        self.available.notify_one();
-                    }
-                });
-            }
-            pool.waiting += 1;
-            pool = self.available.wait(pool).unwrap_or_else(|e| e.into_inner());
-            pool.waiting -= 1;
         }
+        Ok(lease)
     }
 
     /// A new instance for the pool, unless the version is backing off after
     /// crashing again and again.
-    fn create(&self, replacing: bool) -> Result<Lease<'_, W>> {
+    fn create(&self, replacing: bool) -> Result<Instance<W>> {
         {
             let health = self.health();
             let wait = health.retry_in();
@@ -298,15 +288,9 @@ impl<W: World> Live<W> {
         match self.plugin.instantiate() {
             Ok(instance) => {
                 if replacing {
-                    let mut pool = self.lock();
-                    pool.lost = pool.lost.saturating_sub(1);
-                    drop(pool);
                     self.health().restarts += 1;
                 }
-                Ok(Lease {
-                    live: self,
-                    instance: Some(instance),
-                })
+                Ok(instance)
             }
             Err(err) => {
                 let mut health = self.health();
@@ -317,16 +301,14 @@ impl<W: World> Live<W> {
         }
     }
 
-    /// Wait until no call runs on this version and hold the pool: no call
-    /// can start until the guard is dropped.
-    fn quiesce(&self) -> MutexGuard<'_, Pool<W>> {
-        let mut pool = self.lock();
-        while pool.out > 0 {
-            pool.draining += 1;
-            pool = self.drained.wait(pool).unwrap_or_else(|e| e.into_inner());
-            pool.draining -= 1;
-        }
-        pool
+    /// Wait until no call runs on this version and hold every place: no
+    /// call can start until the guards are dropped. Places are locked in
+    /// order, and a caller never holds one place while waiting for another.
+    fn quiesce(&self) -> Vec<MutexGuard<'_, Place<W>>> {
+        self.places
+            .iter()
+            .map(|place| place.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect()
     }
 }
 
@@ -574,7 +556,7 @@ impl<W: World> Registry<W> {
     /// on `old` and holds its pool throughout, so no call runs on `old`
     /// between the snapshot and the pointer store.
     fn swap(slot: &Slot<W>, old: &Arc<Live<W>>, new: &Arc<Live<W>>) -> Result<bool> {
-        if old.max > 1 || new.max > 1 {
+        if old.size() > 1 || new.size() > 1 {
             // Each pooled instance has its own state: there is no one state
             // to carry. Calls in flight finish on `old`.
             slot.current.store(Some(new.clone()));
@@ -582,12 +564,12 @@ impl<W: World> Registry<W> {
         }
         let mut old_pool = old.quiesce();
         let mut new_pool = new.quiesce();
-        let new_instance = new_pool
-            .idle
-            .last_mut()
+        let new_instance = new_pool[0]
+            .instance
+            .as_mut()
             .expect("a new version has its instance");
         let mut state_carried = false;
-        if let Some(old_instance) = old_pool.idle.last_mut() {
+        if let Some(old_instance) = old_pool[0].instance.as_mut() {
             if old_instance.supports_handoff() && new_instance.supports_handoff() {
                 let snapshot = old_instance.snapshot().map_err(|e| Error::Handoff {
                     plugin: new.plugin.plugin_ref(),
