@@ -253,14 +253,12 @@ impl<W: World> Instance<W> {
                 ),
             });
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
         let inner = &self.plugin.inner;
-        if inner.runtime.fuel {
-            // Fuel is on for this engine, so setting it cannot fail.
-            let _ = self
-                .store
-                .set_fuel(inner.policy.fuel_value().unwrap_or(u64::MAX));
-        }
+        inner.runtime.arm_ticks(
+            &mut self.store,
+            self.deadline_ticks,
+            inner.policy.fuel_value(),
+        );
         Ok(())
     }
 

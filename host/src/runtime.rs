@@ -416,7 +416,18 @@ impl<W: World> RuntimeInner<W> {
         deadline: Option<Duration>,
         fuel: Option<u64>,
     ) {
-        store.set_epoch_deadline(self.deadline_ticks(deadline));
+        self.arm_ticks(store, self.deadline_ticks(deadline), fuel);
+    }
+
+    /// [`arm`](Self::arm) with the deadline already in ticks: the call path
+    /// converts it once per instance, not on every call.
+    pub(crate) fn arm_ticks(
+        &self,
+        store: &mut wasmtime::Store<State<W::Data>>,
+        ticks: u64,
+        fuel: Option<u64>,
+    ) {
+        store.set_epoch_deadline(ticks);
         if self.fuel {
             // Fuel is on for this engine, so setting it cannot fail.
             let _ = store.set_fuel(fuel.unwrap_or(u64::MAX));
