@@ -195,15 +195,19 @@ fn inspect(
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let runtime = cache.runtime::<Dynamic>(Default::default())?;
     let engine = runtime.engine();
-    // Compiled on its own first: a component whose imports this host cannot
-    // satisfy can still be inspected.
-    let component = Component::new(engine, &bytes)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+    let loaded = runtime.load(path);
+    // A component whose imports this host cannot satisfy does not load, yet
+    // can still be inspected: only then is it compiled on its own.
+    let component = match &loaded {
+        Ok(plugin) => plugin.component().clone(),
+        Err(_) => Component::new(engine, &bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?,
+    };
     println!("component  {}", path.display());
     println!("size       {} bytes", bytes.len());
     println!("sha256     {}", ContentHash::of(&bytes));
-    match runtime.load(path) {
+    match loaded {
         Ok(plugin) => println!("identity   {}", plugin.label()),
         Err(err) => println!("identity   unknown: {err}"),
     }
