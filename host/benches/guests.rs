@@ -17,9 +17,18 @@ use support::guest;
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::Runtime;
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+/// The median of `runs` samples, each timed by `sample` itself (so setup
+/// can stay outside the timing).
+fn median_of(runs: usize, mut sample: impl FnMut() -> Duration) -> Duration {
+    let mut samples: Vec<Duration> = (0..runs).map(|_| sample()).collect();
     samples.sort();
     samples[samples.len() / 2]
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
 }
 
 fn ms(d: Duration) -> String {
@@ -41,63 +50,26 @@ fn main() {
     ] {
         let path = guest(component);
         let size = std::fs::metadata(&path).unwrap().len();
-        let compile = median(
-            (0..3)
-                .map(|_| {
-                    let rt = Runtime::<GreeterPlugin>::new().unwrap();
-                    let start = Instant::now();
-                    rt.load(&path).unwrap();
-                    start.elapsed()
-                })
-                .collect(),
-        );
+        let compile = median_of(3, || {
+            let rt = Runtime::<GreeterPlugin>::new().unwrap();
+            timed(|| drop(rt.load(&path).unwrap()))
+        });
         let warm: Runtime<GreeterPlugin> = Runtime::builder().cache_dir(&cache).build().unwrap();
         warm.load(&path).unwrap(); // fills the cache
-        let cached = median(
-            (0..5)
-                .map(|_| {
-                    let rt: Runtime<GreeterPlugin> =
-                        Runtime::builder().cache_dir(&cache).build().unwrap();
-                    let start = Instant::now();
-                    rt.load(&path).unwrap();
-                    start.elapsed()
-                })
-                .collect(),
-        );
+        let cached = median_of(5, || {
+            let rt: Runtime<GreeterPlugin> = Runtime::builder().cache_dir(&cache).build().unwrap();
+            timed(|| drop(rt.load(&path).unwrap()))
+        });
         // The same two loads in a runtime that has loaded before (a service
         // reloading a version it had unloaded): the engine's pools and
         // caches are warm. Dropping the plugin frees its compiled code, so
         // each load compiles, or reads the cache, again.
         let uncached_warm = Runtime::<GreeterPlugin>::new().unwrap();
         drop(uncached_warm.load(&path).unwrap());
-        let compile_warm = median(
-            (0..3)
-                .map(|_| {
-                    let start = Instant::now();
-                    drop(uncached_warm.load(&path).unwrap());
-                    start.elapsed()
-                })
-                .collect(),
-        );
-        let cached_warm = median(
-            (0..21)
-                .map(|_| {
-                    let start = Instant::now();
-                    drop(warm.load(&path).unwrap());
-                    start.elapsed()
-                })
-                .collect(),
-        );
+        let compile_warm = median_of(3, || timed(|| drop(uncached_warm.load(&path).unwrap())));
+        let cached_warm = median_of(21, || timed(|| drop(warm.load(&path).unwrap())));
         let plugin = warm.load(&path).unwrap();
-        let instantiate = median(
-            (0..200)
-                .map(|_| {
-                    let start = Instant::now();
-                    drop(plugin.instantiate().unwrap());
-                    start.elapsed()
-                })
-                .collect(),
-        );
+        let instantiate = median_of(200, || timed(|| drop(plugin.instantiate().unwrap())));
         let ratio = match rust_instantiate {
             None => {
                 rust_instantiate = Some(instantiate);
