@@ -204,7 +204,12 @@ impl Error {
         err: wasmtime::Error,
         limit: Option<LimitHit>,
     ) -> Self {
-        let trap = err.downcast_ref::<wasmtime::Trap>().copied();
+        let trap = match err.downcast_ref::<crate::DeadlineExceeded>() {
+            // Blocked in a host call past the deadline: the same outcome as
+            // an epoch interrupt in wasm code.
+            Some(_) => Some(wasmtime::Trap::Interrupt),
+            None => err.downcast_ref::<wasmtime::Trap>().copied(),
+        };
         Error::Trap {
             plugin,
             trap,

@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+mod deadline;
 mod dynamic;
 mod error;
 mod handoff;
@@ -56,6 +57,7 @@ mod watcher;
 mod world;
 
 pub use cache::CacheStats;
+pub use deadline::DeadlineExceeded;
 pub use dynamic::Dynamic;
 pub use error::{Error, PluginRef, Result};
 pub use handoff::HANDOFF;
@@ -65,7 +67,7 @@ pub use manifest::{Allowance, Manifest, ManifestDir};
 pub use plugin::{Identity, Plugin, Source};
 pub use policy::{DirAccess, DirGrant, LimitHit, Output, Policy};
 pub use registry::{
-    Activation, Event, Handle, Health, Registry, VersionInfo, BACKOFF_FIRST, BACKOFF_MAX,
+    Activation, Event, Guard, Handle, Health, Registry, VersionInfo, BACKOFF_FIRST, BACKOFF_MAX,
 };
 pub use runtime::{default_pooling, ContentHash, Runtime, RuntimeBuilder, DEFAULT_CACHE_BYTES};
 pub use watcher::{WatchOptions, Watcher, DEFAULT_DEBOUNCE};

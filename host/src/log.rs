@@ -145,6 +145,12 @@ impl GuestOutput {
         }
     }
 
+    /// Tag this stream's lines with `label` from now on.
+    pub(crate) fn relabel(&self, label: Arc<str>) {
+        let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        buf.label = label;
+    }
+
     fn write(&self, bytes: &[u8]) {
         // A poisoned lock only means another writer panicked mid-line; the
         // buffer is still a valid Vec, so keep logging.

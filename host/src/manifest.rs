@@ -147,15 +147,21 @@ impl Manifest {
             policy = policy.inherit_env(key.clone());
         }
         for dir in &self.dirs {
-            let host = manifest_dir.join(&dir.host);
-            let host = host
-                .canonicalize()
-                .with_context(|| format!("manifest asks for directory {}", host.display()))?;
             let wanted = if dir.write {
                 DirAccess::ReadWrite
             } else {
                 DirAccess::ReadOnly
             };
+            // Open the directory first, then judge where the open handle
+            // really is: a path checked and opened later could be swapped
+            // for a symlink in between.
+            let requested = manifest_dir.join(&dir.host);
+            let granted = policy.preopen_dir(&requested, dir.guest.clone(), wanted);
+            let grant = granted.dirs().last().expect("a grant was just added");
+            if let Some(why) = grant.open_error() {
+                bail!("manifest asks for directory {}: {why}", requested.display());
+            }
+            let host = grant.host.clone();
             let permitted = allowance.dirs.iter().any(|(root, access)| {
                 let inside = root.canonicalize().is_ok_and(|root| host.starts_with(root));
                 inside && (wanted == DirAccess::ReadOnly || *access == DirAccess::ReadWrite)
@@ -167,7 +173,7 @@ impl Manifest {
                     host.display()
                 );
             }
-            policy = policy.preopen_dir(host, dir.guest.clone(), wanted);
+            policy = granted;
         }
         for addr in &self.connect {
             if !allowance.connect.contains(addr) {

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context as _};
@@ -102,6 +102,9 @@ pub(crate) struct PluginInner<W: World> {
     /// `exports()`, computed on first use: the dynamic path looks names up
     /// on every call.
     export_names: OnceLock<Vec<String>>,
+    /// The instance that loading checked (identity read, `init` run), kept
+    /// for the first [`Plugin::instantiate`]: a load instantiates once.
+    spare: Mutex<Option<Started<W>>>,
 }
 
 /// One loaded version of a plugin. See the module docs.
@@ -128,8 +131,10 @@ impl<W: World> fmt::Debug for Plugin<W> {
 }
 
 impl<W: World> Plugin<W> {
-    /// Finish loading: learn the identity from a probe instance, then check
-    /// that a real instance initialises. Either failing refuses the plugin.
+    /// Finish loading: instantiate once, learn the identity, run `init`.
+    /// That instance is kept as the plugin's first: the next
+    /// [`instantiate`](Self::instantiate) returns it. Any failure refuses the
+    /// plugin.
     pub(crate) fn new(
         runtime: Arc<RuntimeInner<W>>,
         compiled: Arc<Compiled<W>>,
@@ -137,13 +142,35 @@ impl<W: World> Plugin<W> {
         policy: Policy,
     ) -> Result<Self> {
         let provisional = source.provisional_ref();
-        let identity =
-            Self::probe_identity(&runtime, &compiled, &source, &policy).map_err(|cause| {
-                Error::Load {
-                    plugin: provisional.clone(),
-                    cause,
-                }
-            })?;
+        let load_error = |cause: anyhow::Error| Error::Load {
+            plugin: provisional.clone(),
+            cause,
+        };
+        policy
+            .check()
+            .map_err(|e| load_error(e.context("its policy cannot be used")))?;
+        let memory_bytes = Arc::<AtomicUsize>::default();
+        let label: Arc<str> = source.stem().into();
+        let mut started = start(
+            &runtime,
+            &compiled,
+            &policy,
+            &label,
+            &memory_bytes,
+            W::Data::default(),
+        )
+        .map_err(|e| load_error(e.context("instantiating it")))?;
+        let identity = match started.bindings.identity(&mut started.store) {
+            Ok(Some(identity)) => identity,
+            Ok(None) => Identity {
+                name: source.stem(),
+                version: semver::Version::new(0, 0, 0),
+            },
+            Err(e) => {
+                let cause = anyhow::Error::from(e).context("reading its identity");
+                return Err(load_error(cause));
+            }
+        };
         let plugin = Plugin {
             inner: Arc::new(PluginInner {
                 label: identity.to_string().into(),
@@ -154,60 +181,80 @@ impl<W: World> Plugin<W> {
                 policy,
                 loaded_at: SystemTime::now(),
                 live_instances: AtomicUsize::new(0),
-                memory_bytes: Arc::default(),
+                memory_bytes,
                 export_names: OnceLock::new(),
+                spare: Mutex::new(None),
             }),
         };
-        drop(plugin.instantiate()?);
+        started.store.data_mut().relabel(plugin.inner.label.clone());
+        plugin.init(&mut started)?;
+        *plugin.lock_spare() = Some(started);
         tracing::debug!(plugin = %plugin.label(), source = %plugin.source(), hash = %plugin.content_hash().short(), "loaded");
         Ok(plugin)
     }
 
-    fn probe_identity(
-        runtime: &RuntimeInner<W>,
-        compiled: &Compiled<W>,
-        source: &Source,
-        policy: &Policy,
-    ) -> anyhow::Result<Identity> {
-        let label: Arc<str> = source.stem().into();
-        let Started {
-            mut store,
-            bindings,
-            ..
-        } = start(
-            runtime,
-            compiled,
-            policy,
-            &label,
-            &Arc::default(),
-            W::Data::default(),
-        )
-        .context("instantiating it to read its identity")?;
-        match bindings.identity(&mut store).map_err(anyhow::Error::from)? {
-            Some(identity) => Ok(identity),
-            None => Ok(Identity {
-                name: source.stem(),
-                version: semver::Version::new(0, 0, 0),
-            }),
-        }
+    fn lock_spare(&self) -> std::sync::MutexGuard<'_, Option<Started<W>>> {
+        // It only ever holds a whole instance or nothing: safe after a panic.
+        self.inner.spare.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `init` on a fresh instance, with a full deadline of its own.
+    fn init(&self, started: &mut Started<W>) -> Result<()> {
+        let inner = &self.inner;
+        let store = &mut started.store;
+        let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
+        inner.runtime.arm(store, deadline, fuel);
+        let trap = match started.bindings.init(store) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(message)) => {
+                return Err(Error::Init {
+                    plugin: self.plugin_ref(),
+                    cause: anyhow!("init returned an error: {message}"),
+                })
+            }
+            Err(trap) => trap,
+        };
+        let limit = store.data_mut().limits.hit.take();
+        let timeout = trap.downcast_ref::<crate::DeadlineExceeded>().is_some()
+            || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt);
+        let cause = anyhow::Error::from(trap);
+        let cause = match (limit, timeout) {
+            (Some(limit), _) => cause.context(format!("init trapped after hitting {limit}")),
+            (None, true) => cause.context("init trapped: its deadline passed"),
+            (None, false) => cause.context("init trapped"),
+        };
+        Err(Error::Init {
+            plugin: self.plugin_ref(),
+            cause,
+        })
     }
 
     /// A new, isolated instance: a fresh `Store` (own memory, globals,
     /// tables, WASI context), with `init` already run. Dropping the
     /// instance unloads it.
     pub fn instantiate(&self) -> Result<Instance<W>> {
-        self.instantiate_with(W::Data::default())
+        // The instance loading checked, if no one took it yet: it is as
+        // fresh as a new one (only `identity` and `init` ever ran in it).
+        if let Some(Started {
+            store,
+            instance,
+            bindings,
+        }) = self.lock_spare().take()
+        {
+            return Ok(Instance::new(self.clone(), store, instance, bindings));
+        }
+        self.instantiate_fresh(W::Data::default())
     }
 
     /// [`instantiate`](Self::instantiate) with the embedder's own
     /// per-instance data, reachable from its host imports.
     pub fn instantiate_with(&self, data: W::Data) -> Result<Instance<W>> {
+        self.instantiate_fresh(data)
+    }
+
+    fn instantiate_fresh(&self, data: W::Data) -> Result<Instance<W>> {
         let inner = &self.inner;
-        let Started {
-            mut store,
-            instance,
-            bindings,
-        } = start(
+        let mut started = start(
             &inner.runtime,
             &inner.compiled,
             &inner.policy,
@@ -219,29 +266,12 @@ impl<W: World> Plugin<W> {
             plugin: self.plugin_ref(),
             cause,
         })?;
-        // `init` gets a full deadline of its own.
-        let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
-        inner.runtime.arm(&mut store, deadline, fuel);
-        match bindings.init(&mut store) {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => {
-                return Err(Error::Init {
-                    plugin: self.plugin_ref(),
-                    cause: anyhow!("init returned an error: {message}"),
-                })
-            }
-            Err(trap) => {
-                let cause = anyhow::Error::from(trap);
-                let cause = match store.data_mut().limits.hit.take() {
-                    Some(limit) => cause.context(format!("init trapped after hitting {limit}")),
-                    None => cause.context("init trapped"),
-                };
-                return Err(Error::Init {
-                    plugin: self.plugin_ref(),
-                    cause,
-                });
-            }
-        }
+        self.init(&mut started)?;
+        let Started {
+            store,
+            instance,
+            bindings,
+        } = started;
         Ok(Instance::new(self.clone(), store, instance, bindings))
     }
 
@@ -361,7 +391,7 @@ struct Started<W: World> {
 }
 
 /// A fresh store with a new instance and its typed bindings: what the
-/// identity probe and every real instance start from.
+/// load and every later instance start from.
 fn start<W: World>(
     runtime: &RuntimeInner<W>,
     compiled: &Compiled<W>,
@@ -393,10 +423,13 @@ fn new_store<W: World>(
     memory: &Arc<AtomicUsize>,
     data: W::Data,
 ) -> anyhow::Result<Store<State<W::Data>>> {
+    let (wasi, outputs) = policy.wasi_ctx(label)?;
     let state = State {
-        wasi: policy.wasi_ctx(label)?,
+        wasi,
+        outputs,
         table: ResourceTable::new(),
         limits: policy.limits(memory.clone()),
+        deadline: crate::deadline::CallDeadline::new(runtime.clock.clone()),
         label: label.clone(),
         data,
     };

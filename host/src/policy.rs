@@ -3,7 +3,15 @@
 //! Deny by default, in the style of `WasiCtxBuilder`: a [`Policy::default()`]
 //! grants no filesystem, no environment variables, no arguments and no
 //! network. Each grant is named: [`Policy::preopen_dir`], [`Policy::env`],
-//! [`Policy::inherit_env`], [`Policy::arg`], [`Policy::allow_connect`].
+//! [`Policy::inherit_env`], [`Policy::arg`], and for the network, one use
+//! each: [`Policy::allow_connect`], [`Policy::allow_listen`],
+//! [`Policy::allow_udp`], [`Policy::allow_name_lookup`].
+//!
+//! **A grant is a handle, not a path.** A granted directory is opened when
+//! it is added to the policy, and every instance gets that open handle: what
+//! happens to the path later cannot widen what an instance reaches. A grant
+//! inside a writable grant is refused ([`Policy::check`]) unless the
+//! embedder allows it.
 //! Clocks and random numbers are always available (WASI gives them without
 //! a grant, and they reveal nothing about the host). The guest's stdout and
 //! stderr go to the host's `tracing` log, tagged with the plugin's
@@ -32,6 +40,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use wasmtime::ResourceLimiter;
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use crate::log::{GuestOutput, Stream};
@@ -58,14 +67,131 @@ pub enum DirAccess {
 }
 
 /// A host directory granted to the guest under a guest path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The directory is opened once, when the grant is added to the
+/// [`Policy`]; every instance gets that same open handle, never the path
+/// resolved again. Whatever happens to the path afterwards (the directory
+/// renamed, removed, replaced by a symlink, by the guest itself through
+/// another grant or by anyone else) cannot change what a later instance
+/// reaches.
+#[derive(Debug, Clone)]
 pub struct DirGrant {
-    /// The directory on the host.
+    /// The directory on the host, as it resolved when it was opened.
     pub host: PathBuf,
     /// Where the guest sees it, e.g. `/data`.
     pub guest: String,
     /// What the guest may do in it.
     pub access: DirAccess,
+    /// The open directory, or why it could not be opened.
+    handle: Result<Arc<std::fs::File>, Arc<str>>,
+}
+
+impl PartialEq for DirGrant {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.host, &self.guest, self.access) == (&other.host, &other.guest, other.access)
+    }
+}
+
+impl Eq for DirGrant {}
+
+impl DirGrant {
+    /// Open `host` now (following symlinks once, here) and remember the
+    /// handle. A failure is kept and reported when the policy is used.
+    fn open(host: PathBuf, guest: String, access: DirAccess) -> Self {
+        let opened =
+            cap_primitives::fs::open_ambient_dir(&host, cap_primitives::ambient_authority());
+        match opened {
+            Ok(dir) => DirGrant {
+                host: opened_path(&dir).unwrap_or(host),
+                guest,
+                access,
+                handle: Ok(Arc::new(dir)),
+            },
+            Err(e) => DirGrant {
+                handle: Err(format!("cannot open {}: {e}", host.display()).into()),
+                host,
+                guest,
+                access,
+            },
+        }
+    }
+
+    /// Why the directory could not be opened, if it could not.
+    pub fn open_error(&self) -> Option<&str> {
+        self.handle.as_ref().err().map(|why| &**why)
+    }
+
+    /// The path wasmtime-wasi is given to open: on Linux the handle's own
+    /// `/proc/self/fd` entry, which reopens exactly the directory the handle
+    /// holds and is never resolved by name.
+    fn handle_path(&self) -> anyhow::Result<PathBuf> {
+        let dir = self
+            .handle
+            .as_ref()
+            .map_err(|why| anyhow::anyhow!("{why}"))?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            Ok(PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = dir;
+            Ok(self.host.clone())
+        }
+    }
+}
+
+/// Where an open directory is now, as the kernel names it.
+fn opened_path(dir: &std::fs::File) -> Option<PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// The network a policy grants: each use named on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct NetGrants {
+    /// TCP connections to these addresses.
+    connect: Vec<SocketAddr>,
+    /// TCP listeners on these local addresses (port 0: any port of that IP).
+    listen: Vec<SocketAddr>,
+    /// UDP datagrams to and from these addresses.
+    udp: Vec<SocketAddr>,
+    /// `wasi:sockets/ip-name-lookup` (DNS), for any name.
+    name_lookup: bool,
+}
+
+impl NetGrants {
+    fn listens_on(&self, addr: SocketAddr) -> bool {
+        self.listen
+            .iter()
+            .any(|l| l.ip() == addr.ip() && (l.port() == 0 || l.port() == addr.port()))
+    }
+
+    /// Whether the guest may use `addr` for `use_`. An implicit bind (the
+    /// wildcard address, port 0, which wasmtime-wasi checks before every
+    /// connect and first send) is allowed only with a grant it serves.
+    fn permits(&self, addr: SocketAddr, use_: SocketAddrUse) -> bool {
+        let implicit = addr.ip().is_unspecified() && addr.port() == 0;
+        match use_ {
+            SocketAddrUse::TcpConnect => self.connect.contains(&addr),
+            SocketAddrUse::TcpBind => {
+                self.listens_on(addr) || (implicit && !self.connect.is_empty())
+            }
+            SocketAddrUse::TcpListen => self.listens_on(addr),
+            SocketAddrUse::TcpAccept => !self.listen.is_empty(),
+            SocketAddrUse::UdpBind => implicit && !self.udp.is_empty(),
+            SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => self.udp.contains(&addr),
+        }
+    }
 }
 
 /// What a plugin may do and use. Build it like `WasiCtxBuilder`: start from
@@ -91,10 +217,11 @@ pub struct Policy {
     output: Output,
     output_limit: usize,
     dirs: Vec<DirGrant>,
+    nested_grants: bool,
     env: Vec<(String, String)>,
     inherit_env: Vec<String>,
     args: Vec<String>,
-    connect: Vec<SocketAddr>,
+    net: Arc<NetGrants>,
 }
 
 impl Default for Policy {
@@ -108,10 +235,11 @@ impl Default for Policy {
             output: Output::Log,
             output_limit: 1 << 20,
             dirs: Vec::new(),
+            nested_grants: false,
             env: Vec::new(),
             inherit_env: Vec::new(),
             args: Vec::new(),
-            connect: Vec::new(),
+            net: Arc::default(),
         }
     }
 }
@@ -163,18 +291,76 @@ impl Policy {
 
     /// Grant the host directory `host` to the guest as `guest`. Nothing
     /// outside it is reachable: not through `..`, not through symlinks.
+    ///
+    /// The directory is **opened now**, and every instance gets that handle
+    /// (see [`DirGrant`]). If it cannot be opened, the policy is refused
+    /// when a plugin is loaded with it ([`check`](Self::check) says why).
+    /// A grant inside a writable grant is refused too, unless
+    /// [`allow_nested_grants`](Self::allow_nested_grants).
     pub fn preopen_dir(
         mut self,
         host: impl Into<PathBuf>,
         guest: impl Into<String>,
         access: DirAccess,
     ) -> Self {
-        self.dirs.push(DirGrant {
-            host: host.into(),
-            guest: guest.into(),
-            access,
-        });
+        self.dirs
+            .push(DirGrant::open(host.into(), guest.into(), access));
         self
+    }
+
+    /// Allow a granted directory to lie inside (or be) another, writable,
+    /// granted directory. Refused by default: through the writable grant the
+    /// guest can change everything under the nested one, so the nested
+    /// grant's own access (read-only, say) means nothing. With handles the
+    /// guest still cannot reach outside either grant.
+    pub fn allow_nested_grants(mut self) -> Self {
+        self.nested_grants = true;
+        self
+    }
+
+    /// Whether the policy can be used as it stands: every granted directory
+    /// opened, and no grant inside a writable grant (unless
+    /// [`allow_nested_grants`](Self::allow_nested_grants)). Loading a plugin
+    /// runs this check and refuses the plugin with its error.
+    ///
+    /// # Errors
+    /// Names the grant that could not be opened, or both grants of a nested
+    /// pair.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for dir in &self.dirs {
+            if let Err(why) = &dir.handle {
+                anyhow::bail!(
+                    "cannot grant {} as {}: {why}",
+                    dir.host.display(),
+                    dir.guest
+                );
+            }
+        }
+        if self.nested_grants {
+            return Ok(());
+        }
+        for outer in self
+            .dirs
+            .iter()
+            .filter(|d| d.access == DirAccess::ReadWrite)
+        {
+            for inner in &self.dirs {
+                if std::ptr::eq(outer, inner) || !inner.host.starts_with(&outer.host) {
+                    continue;
+                }
+                anyhow::bail!(
+                    "the grant of {} as {} lies inside the writable grant of {} as {}: \
+                     through {} the guest could replace it; grant one of them, or allow \
+                     nested grants knowingly (Policy::allow_nested_grants)",
+                    inner.host.display(),
+                    inner.guest,
+                    outer.host.display(),
+                    outer.guest,
+                    outer.guest,
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Give the guest the environment variable `key` = `value`.
@@ -195,10 +381,37 @@ impl Policy {
         self
     }
 
-    /// Let the guest open TCP connections (and send UDP) to `addr`. Without
-    /// any such grant the guest has no network at all.
+    /// Let the guest open TCP connections to `addr` (and only to it; the
+    /// implicit bind of the connecting socket to the wildcard address is
+    /// part of it). Without any network grant the guest has no network at
+    /// all. This grants no name lookup, no listening and no UDP: those are
+    /// [`allow_name_lookup`](Self::allow_name_lookup),
+    /// [`allow_listen`](Self::allow_listen) and [`allow_udp`](Self::allow_udp).
     pub fn allow_connect(mut self, addr: SocketAddr) -> Self {
-        self.connect.push(addr);
+        Arc::make_mut(&mut self.net).connect.push(addr);
+        self
+    }
+
+    /// Let the guest bind a TCP socket to the local address `addr`, listen
+    /// on it and accept connections (port 0 here: any port of that IP).
+    pub fn allow_listen(mut self, addr: SocketAddr) -> Self {
+        Arc::make_mut(&mut self.net).listen.push(addr);
+        self
+    }
+
+    /// Let the guest send UDP datagrams to `addr` and receive them from it.
+    pub fn allow_udp(mut self, addr: SocketAddr) -> Self {
+        Arc::make_mut(&mut self.net).udp.push(addr);
+        self
+    }
+
+    /// Let the guest resolve names through `wasi:sockets/ip-name-lookup`.
+    /// Any name: a lookup is a query the host's resolver sends on the
+    /// guest's behalf, so it is also a channel out (to whoever serves the
+    /// queried domain), even when no connection may follow. Some guest
+    /// libcs (wasi-libc's `getaddrinfo`) resolve IP literals through it too.
+    pub fn allow_name_lookup(mut self) -> Self {
+        Arc::make_mut(&mut self.net).name_lookup = true;
         self
     }
 
@@ -224,25 +437,22 @@ impl Policy {
 
     /// The addresses the guest may connect to.
     pub fn connect_allowed(&self) -> &[SocketAddr] {
-        &self.connect
+        &self.net.connect
     }
 
     /// The WASI context for one new instance: exactly what was granted.
-    pub(crate) fn wasi_ctx(&self, label: &Arc<str>) -> anyhow::Result<WasiCtx> {
+    /// The WASI context for one new instance: exactly what was granted; and
+    /// the log streams standing for its stdout and stderr, if they go to the
+    /// log (to tag them anew once the plugin's identity is known).
+    pub(crate) fn wasi_ctx(&self, label: &Arc<str>) -> anyhow::Result<(WasiCtx, Vec<GuestOutput>)> {
         let mut builder = WasiCtxBuilder::new();
+        let mut outputs = Vec::new();
         match self.output {
             Output::Log => {
-                builder
-                    .stdout(GuestOutput::new(
-                        label.clone(),
-                        Stream::Stdout,
-                        self.output_limit,
-                    ))
-                    .stderr(GuestOutput::new(
-                        label.clone(),
-                        Stream::Stderr,
-                        self.output_limit,
-                    ));
+                let stdout = GuestOutput::new(label.clone(), Stream::Stdout, self.output_limit);
+                let stderr = GuestOutput::new(label.clone(), Stream::Stderr, self.output_limit);
+                builder.stdout(stdout.clone()).stderr(stderr.clone());
+                outputs = vec![stdout, stderr];
             }
             Output::Inherit => {
                 builder.inherit_stdout().inherit_stderr();
@@ -254,12 +464,12 @@ impl Policy {
                 DirAccess::ReadOnly => FsPerms::ReadOnly,
                 DirAccess::ReadWrite => FsPerms::ReadWrite,
             };
+            let grant = || format!("granting directory {} as {}", dir.host.display(), dir.guest);
+            let handle = dir.handle_path().with_context(grant)?;
             builder
-                .preopened_dir(&dir.host, &dir.guest, perms)
+                .preopened_dir(&handle, &dir.guest, perms)
                 .map_err(anyhow::Error::from)
-                .with_context(|| {
-                    format!("granting directory {} as {}", dir.host.display(), dir.guest)
-                })?;
+                .with_context(grant)?;
         }
         for (key, value) in &self.env {
             builder.env(key, value);
@@ -270,22 +480,19 @@ impl Policy {
             }
         }
         builder.args(&self.args);
-        if !self.connect.is_empty() {
-            let allowed = self.connect.clone();
-            // wasi-libc resolves even IP literals through `ip-name-lookup`;
-            // what may be connected to is still only the listed addresses.
+        let net = &self.net;
+        if **net != NetGrants::default() {
             builder
-                .allow_ip_name_lookup(true)
-                .allow_tcp(true)
-                .allow_udp(true);
-            builder.socket_addr_check(move |addr, _use| {
-                // A connect first binds implicitly to the wildcard address.
-                let ok =
-                    allowed.contains(&addr) || (addr.ip().is_unspecified() && addr.port() == 0);
+                .allow_ip_name_lookup(net.name_lookup)
+                .allow_tcp(!net.connect.is_empty() || !net.listen.is_empty())
+                .allow_udp(!net.udp.is_empty());
+            let net = net.clone();
+            builder.socket_addr_check(move |addr, use_| {
+                let ok = net.permits(addr, use_);
                 Box::pin(async move { ok })
             });
         }
-        Ok(builder.build())
+        Ok((builder.build(), outputs))
     }
 
     /// The limiter for one store; `total` adds up the linear memory of
@@ -408,5 +615,86 @@ impl ResourceLimiter for Limits {
 
     fn memories(&self) -> usize {
         self.instances
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn each_network_use_needs_its_own_grant() {
+        let peer = addr("127.0.0.1:6379");
+        let wildcard = addr("0.0.0.0:0");
+        let connect = NetGrants {
+            connect: vec![peer],
+            ..NetGrants::default()
+        };
+        assert!(connect.permits(peer, SocketAddrUse::TcpConnect));
+        assert!(
+            connect.permits(wildcard, SocketAddrUse::TcpBind),
+            "the implicit bind of a connect"
+        );
+        assert!(!connect.permits(addr("127.0.0.1:6380"), SocketAddrUse::TcpConnect));
+        // The review's hole: the implicit bind's wildcard admitted a listen
+        // on every interface.
+        assert!(!connect.permits(wildcard, SocketAddrUse::TcpListen));
+        assert!(!connect.permits(addr("0.0.0.0:4000"), SocketAddrUse::TcpListen));
+        assert!(!connect.permits(peer, SocketAddrUse::UdpSend));
+        assert!(!connect.permits(wildcard, SocketAddrUse::UdpBind));
+        assert!(!connect.permits(peer, SocketAddrUse::TcpAccept));
+
+        let listen = NetGrants {
+            listen: vec![addr("127.0.0.1:0")],
+            ..NetGrants::default()
+        };
+        assert!(listen.permits(addr("127.0.0.1:0"), SocketAddrUse::TcpBind));
+        assert!(listen.permits(addr("127.0.0.1:41000"), SocketAddrUse::TcpListen));
+        assert!(!listen.permits(addr("0.0.0.0:41000"), SocketAddrUse::TcpListen));
+        assert!(!listen.permits(wildcard, SocketAddrUse::TcpBind));
+        assert!(!listen.permits(peer, SocketAddrUse::TcpConnect));
+
+        let udp = NetGrants {
+            udp: vec![peer],
+            ..NetGrants::default()
+        };
+        assert!(udp.permits(wildcard, SocketAddrUse::UdpBind));
+        assert!(udp.permits(peer, SocketAddrUse::UdpSend));
+        assert!(udp.permits(peer, SocketAddrUse::UdpReceive));
+        assert!(!udp.permits(addr("127.0.0.1:53"), SocketAddrUse::UdpSend));
+        assert!(!udp.permits(peer, SocketAddrUse::TcpConnect));
+    }
+
+    #[test]
+    fn grants_are_opened_when_added_and_nesting_is_checked() {
+        let root = std::env::temp_dir().join(format!("wasmplug-policy-{}", std::process::id()));
+        let inner = root.join("a").join("b");
+        std::fs::create_dir_all(&inner).unwrap();
+        let missing = Policy::default().preopen_dir(root.join("nope"), "/x", DirAccess::ReadOnly);
+        let err = missing.check().unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("/x"), "{err}");
+
+        let nested = Policy::default()
+            .preopen_dir(&inner, "/b", DirAccess::ReadOnly)
+            .preopen_dir(root.join("a"), "/a", DirAccess::ReadWrite);
+        let err = nested.check().unwrap_err().to_string();
+        assert!(err.contains("/a") && err.contains("/b"), "{err}");
+        assert!(nested.clone().allow_nested_grants().check().is_ok());
+        // The same directory twice, once writable: nested too.
+        let twice = Policy::default()
+            .preopen_dir(&inner, "/w", DirAccess::ReadWrite)
+            .preopen_dir(&inner, "/r", DirAccess::ReadOnly);
+        assert!(twice.check().is_err());
+
+        // The grant is the directory as opened: renaming it keeps the handle.
+        let policy = Policy::default().preopen_dir(&inner, "/b", DirAccess::ReadOnly);
+        std::fs::rename(&inner, root.join("a").join("moved")).unwrap();
+        assert!(policy.check().is_ok());
+        assert!(policy.dirs()[0].handle_path().is_ok());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -391,6 +391,82 @@ pub enum Activation {
     Added,
 }
 
+/// Rules a new version must keep to be activated through
+/// [`Registry::activate_guarded`], as the [`Watcher`](crate::Watcher) does.
+/// The defaults ([`Guard::default`]) refuse both: a new file claiming a name
+/// that another source serves, and a new version that drops exports the
+/// serving version has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// Let any source take over a name another source serves (and receive
+    /// its handoff state). Off: a name belongs to the source that first
+    /// claimed it, until that source's versions are all gone.
+    pub shared_names: bool,
+    /// Let a new version whose exports are a strict subset of the serving
+    /// version's replace it (off: refused, as it would break callers of
+    /// the missing exports; typically a truncated or wrong file).
+    pub shrinking_exports: bool,
+}
+
+impl Guard {
+    /// Everything allowed: what [`Registry::activate`] uses.
+    pub fn trusting() -> Self {
+        Guard {
+            shared_names: true,
+            shrinking_exports: true,
+        }
+    }
+
+    fn check<W: World>(&self, state: &SlotState<W>, plugin: &Plugin<W>) -> Result<()> {
+        let refuse = |cause: String| {
+            Err(Error::Load {
+                plugin: plugin.plugin_ref(),
+                cause: anyhow::anyhow!(cause),
+            })
+        };
+        if !self.shared_names {
+            if let Some(owner) = state
+                .versions
+                .iter()
+                .find(|l| l.plugin.source() != plugin.source())
+            {
+                return refuse(format!(
+                    "the name `{}` belongs to {} (serving {}); {} claims it too, and was \
+                     refused (allow it with shared names)",
+                    plugin.identity().name,
+                    owner.plugin.source(),
+                    owner.plugin.identity(),
+                    plugin.source(),
+                ));
+            }
+        }
+        if !self.shrinking_exports {
+            let serving = state
+                .versions
+                .iter()
+                .find(|l| l.plugin.source() == plugin.source());
+            if let Some(serving) = serving {
+                let old = serving.plugin.export_names();
+                let new = plugin.export_names();
+                let missing: Vec<&str> = old
+                    .iter()
+                    .filter(|name| !new.contains(name))
+                    .map(String::as_str)
+                    .collect();
+                if !missing.is_empty() && new.iter().all(|name| old.contains(name)) {
+                    return refuse(format!(
+                        "it exports only part of what {} exports (missing: {}); refused \
+                         so callers of those keep working (a truncated or wrong file?)",
+                        serving.plugin.identity(),
+                        missing.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One line of [`Registry::list`].
 #[derive(Debug, Clone)]
 pub struct VersionInfo {
@@ -499,16 +575,48 @@ impl<W: World> Registry<W> {
     /// and the new one both export the handoff interface, the state is
     /// carried over, and a refused `restore` refuses the swap
     /// ([`Error::Handoff`]) with the old version still serving.
+    ///
+    /// This is the embedder's own, trusted call: a version from any source
+    /// may take over a name. The [`Watcher`](crate::Watcher) activates
+    /// through [`Guard`] checks instead (a name belongs to its source).
+    ///
+    /// # Errors
+    /// [`Error::Init`] or [`Error::Instantiate`] when its first instance
+    /// cannot be made, [`Error::Handoff`] when the state is refused.
     pub fn activate(&self, plugin: Plugin<W>) -> Result<Activation> {
+        self.activate_guarded(plugin, &Guard::trusting())
+    }
+
+    /// [`activate`](Self::activate), refused (with the old version still
+    /// serving) when it breaks one of `guard`'s rules.
+    ///
+    /// # Errors
+    /// As [`activate`](Self::activate), and [`Error::Load`] naming the rule
+    /// and both sources when `guard` refuses it.
+    pub fn activate_guarded(&self, plugin: Plugin<W>, guard: &Guard) -> Result<Activation> {
         let slot = self.slot_or_create(&plugin.identity().name);
+        // Check before instantiating, and again under the slot lock.
+        guard.check(&slot.lock(), &plugin)?;
         let new = Live::new(plugin.clone(), plugin.instantiate()?, self.pool_size);
         let mut state = slot.lock();
+        guard.check(&state, &plugin)?;
 
+        let old = slot.current.load_full();
+        // The new version replaces whatever came from the same source, and
+        // any other copy of the same name@version.
+        let replaces = |live: &Live<W>| {
+            live.plugin.source() == plugin.source() || live.plugin.identity() == plugin.identity()
+        };
+        // A pinned version replaced by its own file is gone: the pin goes
+        // with it, and the file's new version takes over.
+        if old.as_ref().is_some_and(|c| replaces(c)) && state.pinned.is_some() {
+            tracing::info!(target: "wasmplug::registry", "unpinned {}: its version was replaced by its own source", slot.name);
+            state.pinned = None;
+        }
         let pinned_elsewhere = state
             .pinned
             .as_ref()
             .is_some_and(|pin| *pin != plugin.identity().version);
-        let old = slot.current.load_full();
         let activation = match &old {
             _ if pinned_elsewhere => Activation::Added,
             None => {
@@ -516,7 +624,8 @@ impl<W: World> Registry<W> {
                 Activation::Installed
             }
             Some(old) => {
-                let state_carried = Self::swap(&slot, old, &new)?;
+                let carry = guard.shared_names || old.plugin.source() == plugin.source();
+                let state_carried = Self::swap(&slot, old, &new, carry)?;
                 Activation::Swapped {
                     from: old.plugin.identity().clone(),
                     state_carried,
@@ -524,11 +633,7 @@ impl<W: World> Registry<W> {
             }
         };
 
-        // The new version replaces whatever came from the same source, and
-        // any other copy of the same name@version.
-        let replaced = Self::take_versions(&mut state, |live| {
-            live.plugin.source() == plugin.source() || live.plugin.identity() == plugin.identity()
-        });
+        let replaced = Self::take_versions(&mut state, replaces);
         state.versions.push(new);
         drop(state);
 
@@ -551,12 +656,12 @@ impl<W: World> Registry<W> {
         Ok(activation)
     }
 
-    /// Make `new` current in place of `old`, carrying state when both can
-    /// and each serves through one instance. Waits for the calls in flight
+    /// Make `new` current in place of `old`, carrying state when `carry`,
+    /// both can, and each serves through one instance. Waits for the calls in flight
     /// on `old` and holds its pool throughout, so no call runs on `old`
     /// between the snapshot and the pointer store.
-    fn swap(slot: &Slot<W>, old: &Arc<Live<W>>, new: &Arc<Live<W>>) -> Result<bool> {
-        if old.size() > 1 || new.size() > 1 {
+    fn swap(slot: &Slot<W>, old: &Arc<Live<W>>, new: &Arc<Live<W>>, carry: bool) -> Result<bool> {
+        if !carry || old.size() > 1 || new.size() > 1 {
             // Each pooled instance has its own state: there is no one state
             // to carry. Calls in flight finish on `old`.
             slot.current.store(Some(new.clone()));
@@ -640,6 +745,12 @@ impl<W: World> Registry<W> {
             let taken = Self::take_versions(&mut state, &matches);
             if taken.is_empty() {
                 continue;
+            }
+            if taken
+                .iter()
+                .any(|t| state.pinned.as_ref() == Some(&t.plugin.identity().version))
+            {
+                state.pinned = None;
             }
             let current = slot.current.load_full();
             if current
@@ -729,7 +840,7 @@ impl<W: World> Registry<W> {
             .ok_or_else(not_loaded)?;
         match slot.current.load_full() {
             Some(old) if !Arc::ptr_eq(&old, &target) => {
-                let state_carried = Self::swap(&slot, &old, &target)?;
+                let state_carried = Self::swap(&slot, &old, &target, true)?;
                 self.emit(Event::Swapped {
                     from: old.plugin.identity().clone(),
                     to: target.plugin.identity().clone(),

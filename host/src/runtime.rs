@@ -35,6 +35,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::{CacheStats, DiskCache};
+use crate::deadline::EpochClock;
 use crate::error::{Error, PluginRef, Result};
 use crate::plugin::{Plugin, Source};
 use crate::{Policy, State, World};
@@ -84,6 +85,8 @@ pub(crate) struct RuntimeInner<W: World> {
     pub(crate) fuel: bool,
     compiled: Mutex<HashMap<ContentHash, Weak<Compiled<W>>>>,
     disk: Option<DiskCache>,
+    /// The epoch as the ticker counts it, for deadlines inside host calls.
+    pub(crate) clock: Arc<EpochClock>,
     _ticker: Ticker,
 }
 
@@ -359,6 +362,9 @@ impl<W: World> RuntimeBuilder<W> {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(anyhow::Error::from)
             .context("adding WASI to the linker")?;
+        crate::deadline::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("bounding WASI's blocking calls by the call deadline")?;
         W::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("adding the world's host imports to the linker")?;
@@ -367,7 +373,8 @@ impl<W: World> RuntimeBuilder<W> {
             Some((dir, max_bytes)) => Some(DiskCache::new(dir, max_bytes, &engine)?),
             None => None,
         };
-        let ticker = Ticker::start(engine.clone(), self.epoch_tick)?;
+        let clock = Arc::new(EpochClock::new(self.epoch_tick));
+        let ticker = Ticker::start(engine.clone(), clock.clone(), self.epoch_tick)?;
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -377,6 +384,7 @@ impl<W: World> RuntimeBuilder<W> {
                 fuel: self.fuel,
                 compiled: Mutex::new(HashMap::new()),
                 disk,
+                clock,
                 _ticker: ticker,
             }),
         })
@@ -428,6 +436,11 @@ impl<W: World> RuntimeInner<W> {
         fuel: Option<u64>,
     ) {
         store.set_epoch_deadline(ticks);
+        // The same deadline, for the blocking WASI calls (`deadline.rs`).
+        store
+            .data_mut()
+            .deadline
+            .arm((ticks < NEVER_TICKS).then_some(ticks));
         if self.fuel {
             // Fuel is on for this engine, so setting it cannot fail.
             let _ = store.set_fuel(fuel.unwrap_or(u64::MAX));
@@ -439,10 +452,7 @@ impl<W: World> RuntimeInner<W> {
     /// setting it may come at any moment. A call therefore runs at least
     /// `deadline` and is stopped within `deadline + tick`.
     pub(crate) fn deadline_ticks(&self, deadline: Option<Duration>) -> u64 {
-        // wasmtime adds this delta to the current epoch without saturating,
-        // so "no deadline" must leave room for the epoch to grow: 2^62 ticks
-        // outlast any process.
-        const NEVER: u64 = 1 << 62;
+        const NEVER: u64 = NEVER_TICKS;
         match deadline {
             None => NEVER,
             Some(d) => {
@@ -454,6 +464,11 @@ impl<W: World> RuntimeInner<W> {
     }
 }
 
+/// "No deadline", in ticks. wasmtime adds the deadline delta to the current
+/// epoch without saturating, so it must leave room for the epoch to grow:
+/// 2^62 ticks outlast any process.
+const NEVER_TICKS: u64 = 1 << 62;
+
 /// The background thread that advances the engine's epoch. It stops, and
 /// drops its engine handle, when the runtime (holding the sender) is dropped.
 struct Ticker {
@@ -461,13 +476,14 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engine: Engine, tick: Duration) -> anyhow::Result<Self> {
+    fn start(engine: Engine, clock: Arc<EpochClock>, tick: Duration) -> anyhow::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("wasmplug-epoch".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
                     engine.increment_epoch();
+                    clock.advance();
                 }
             })
             .context("starting the epoch ticker thread")?;

@@ -118,8 +118,22 @@ pub struct State<D> {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: crate::policy::Limits,
+    pub(crate) deadline: crate::deadline::CallDeadline,
     pub(crate) label: Arc<str>,
+    /// stdout and stderr, when they go to the log: relabelled once the
+    /// plugin's identity is known.
+    pub(crate) outputs: Vec<crate::log::GuestOutput>,
     pub(crate) data: D,
+}
+
+impl<D> State<D> {
+    /// Tag everything this store logs from now on with `label`.
+    pub(crate) fn relabel(&mut self, label: Arc<str>) {
+        for output in &self.outputs {
+            output.relabel(label.clone());
+        }
+        self.label = label;
+    }
 }
 
 impl<D> State<D> {

@@ -292,9 +292,11 @@ fn a_pooled_version_serves_concurrent_callers_on_instances_of_their_own() {
 fn linear_memory_is_counted_per_instance_and_per_version() {
     let rt = Runtime::<GreeterPlugin>::new().unwrap();
     let plugin = rt.load(guest("hello-v1")).unwrap();
-    assert_eq!(plugin.memory_bytes(), 0, "no live instance");
+    let loaded = plugin.memory_bytes();
+    // The instance that loading checked is kept as the first one.
     let first = plugin.instantiate().unwrap();
     let one = first.memory_bytes();
+    assert_eq!(loaded, one, "the loaded plugin held its first instance");
     assert!(one >= 64 << 10, "at least a page: {one}");
     let second = plugin.instantiate().unwrap();
     assert_eq!(plugin.memory_bytes(), one + second.memory_bytes());

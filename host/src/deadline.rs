@@ -1,0 +1,368 @@
+//! Deadlines that hold inside host calls.
+//!
+//! Epoch interruption stops a guest only while it runs wasm: a guest blocked
+//! in a host call (a WASI sleep through `poll`, a `blocking-read` on a
+//! socket) never reaches an epoch check, so before this module a 15 s sleep
+//! under a 1 s deadline returned after 15 s.
+//!
+//! The invariant kept here: **a call's wall-clock deadline covers the time it
+//! spends blocked in WASI**, to within one epoch tick. How:
+//!
+//! * The runtime's ticker advances an [`EpochClock`] beside the engine's
+//!   epoch, so the store knows "now" in ticks with one atomic load.
+//! * Every call arms its store with the epoch its deadline falls on
+//!   ([`CallDeadline`]), the same number wasmtime's epoch check uses.
+//! * The blocking WASI functions — `wasi:io/poll.poll`,
+//!   `pollable.block`, and the `blocking-*` methods of
+//!   `wasi:io/streams` — are re-registered in the linker (shadowing
+//!   wasmtime-wasi's own) by [`add_to_linker`]. Each runs wasmtime-wasi's own
+//!   implementation under a timeout of the time left; when it runs out, the
+//!   host call fails with [`DeadlineExceeded`], which ends the call as a
+//!   trap ([`Error::is_timeout`](crate::Error::is_timeout) is true) and
+//!   discards the instance like any other deadline.
+//!
+//! What is *not* covered: filesystem calls on granted directories (they run
+//! to completion on a blocking thread; a FIFO in a granted directory could
+//! block an `open`), and the embedder's own host imports, which are the
+//! embedder's code: a deadline that passes inside one stops the guest at its
+//! next epoch check after the import returns.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use streams::{InputStream, OutputStream};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
+use wasmtime_wasi::p2::{DynPollable, StreamError, StreamResult};
+use wasmtime_wasi::runtime::in_tokio;
+use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
+use wasmtime_wasi_io::bindings::wasi::io::streams::{
+    HostInputStream as AsyncInput, HostOutputStream as AsyncOutput,
+};
+
+use crate::State;
+
+/// The runtime's epoch, readable without asking the engine: the ticker
+/// advances it right after it advances the engine's.
+#[derive(Debug)]
+pub(crate) struct EpochClock {
+    epoch: AtomicU64,
+    tick: Duration,
+}
+
+impl EpochClock {
+    pub(crate) fn new(tick: Duration) -> Self {
+        EpochClock {
+            epoch: AtomicU64::new(0),
+            tick,
+        }
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn advance(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// When the call running in a store must end, in epochs of its runtime's
+/// clock. Set on every call by the runtime's `arm`.
+#[derive(Debug, Clone)]
+pub(crate) struct CallDeadline {
+    clock: Arc<EpochClock>,
+    /// The epoch the deadline falls on; `u64::MAX` for none.
+    at: u64,
+}
+
+impl CallDeadline {
+    pub(crate) fn new(clock: Arc<EpochClock>) -> Self {
+        CallDeadline {
+            clock,
+            at: u64::MAX,
+        }
+    }
+
+    /// Arm for a call that may run `ticks` more epochs; `None` for a call
+    /// without a deadline.
+    pub(crate) fn arm(&mut self, ticks: Option<u64>) {
+        self.at = match ticks {
+            Some(ticks) => self.clock.now().saturating_add(ticks),
+            None => u64::MAX,
+        };
+    }
+
+    /// The time left, `None` when the call has no deadline.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        if self.at == u64::MAX {
+            return None;
+        }
+        let ticks = self.at.saturating_sub(self.clock.now());
+        let ticks = u32::try_from(ticks).unwrap_or(u32::MAX);
+        Some(self.clock.tick.saturating_mul(ticks))
+    }
+}
+
+/// A call's deadline passed while the guest was blocked in a host call. The
+/// call fails as a trap and the instance is discarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadlineExceeded {
+    /// The host call it was blocked in, e.g. `wasi:io/poll.poll`.
+    pub inside: &'static str,
+}
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the call's deadline passed while the guest was blocked in {}",
+            self.inside
+        )
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// Run a blocking WASI future on wasmtime-wasi's runtime, for at most
+/// `remaining`.
+fn bounded<F: Future>(
+    remaining: Option<Duration>,
+    inside: &'static str,
+    future: F,
+) -> Result<F::Output, DeadlineExceeded> {
+    match remaining {
+        None => Ok(in_tokio(future)),
+        Some(left) => in_tokio(async move { tokio::time::timeout(left, future).await })
+            .map_err(|_| DeadlineExceeded { inside }),
+    }
+}
+
+fn trap(exceeded: DeadlineExceeded) -> wasmtime::Error {
+    wasmtime::Error::new(exceeded)
+}
+
+fn stream_trap(exceeded: DeadlineExceeded) -> StreamError {
+    StreamError::Trap(trap(exceeded))
+}
+
+/// The store's resource table and the time left for the current call: what
+/// the re-registered blocking functions see.
+pub(crate) struct Bounded<'a> {
+    table: &'a mut ResourceTable,
+    remaining: Option<Duration>,
+}
+
+struct BoundedIo;
+
+impl HasData for BoundedIo {
+    type Data<'a> = Bounded<'a>;
+}
+
+fn bounded_view<D: Send>(state: &mut State<D>) -> Bounded<'_> {
+    Bounded {
+        remaining: state.deadline.remaining(),
+        table: &mut state.table,
+    }
+}
+
+/// Replace wasmtime-wasi's blocking `wasi:io` functions in `linker` with
+/// ones bounded by the call's deadline. Call after
+/// `wasmtime_wasi::p2::add_to_linker_sync`.
+pub(crate) fn add_to_linker<D: Send + 'static>(
+    linker: &mut Linker<State<D>>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    poll::add_to_linker::<State<D>, BoundedIo>(linker, bounded_view)?;
+    streams::add_to_linker::<State<D>, BoundedIo>(linker, bounded_view)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+impl poll::Host for Bounded<'_> {
+    fn poll(&mut self, pollables: Vec<Resource<DynPollable>>) -> wasmtime::Result<Vec<u32>> {
+        let future = async_poll::Host::poll(&mut *self.table, pollables);
+        bounded(self.remaining, "wasi:io/poll.poll", future).map_err(trap)?
+    }
+}
+
+impl poll::HostPollable for Bounded<'_> {
+    fn ready(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<bool> {
+        poll::HostPollable::ready(&mut *self.table, pollable)
+    }
+
+    fn block(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
+        let future = async_poll::HostPollable::block(&mut *self.table, pollable);
+        bounded(self.remaining, "wasi:io/poll.pollable.block", future).map_err(trap)?
+    }
+
+    fn drop(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
+        poll::HostPollable::drop(&mut *self.table, pollable)
+    }
+}
+
+impl streams::Host for Bounded<'_> {
+    fn convert_stream_error(&mut self, err: StreamError) -> wasmtime::Result<streams::StreamError> {
+        streams::Host::convert_stream_error(&mut *self.table, err)
+    }
+}
+
+impl streams::HostOutputStream for Bounded<'_> {
+    fn drop(&mut self, stream: Resource<OutputStream>) -> wasmtime::Result<()> {
+        streams::HostOutputStream::drop(&mut *self.table, stream)
+    }
+
+    fn check_write(&mut self, stream: Resource<OutputStream>) -> StreamResult<u64> {
+        streams::HostOutputStream::check_write(&mut *self.table, stream)
+    }
+
+    fn write(&mut self, stream: Resource<OutputStream>, bytes: Vec<u8>) -> StreamResult<()> {
+        streams::HostOutputStream::write(&mut *self.table, stream, bytes)
+    }
+
+    fn blocking_write_and_flush(
+        &mut self,
+        stream: Resource<OutputStream>,
+        bytes: Vec<u8>,
+    ) -> StreamResult<()> {
+        let future = AsyncOutput::blocking_write_and_flush(&mut *self.table, stream, bytes);
+        bounded(
+            self.remaining,
+            "wasi:io/streams.output-stream.blocking-write-and-flush",
+            future,
+        )
+        .map_err(stream_trap)?
+    }
+
+    fn blocking_write_zeroes_and_flush(
+        &mut self,
+        stream: Resource<OutputStream>,
+        len: u64,
+    ) -> StreamResult<()> {
+        let future = AsyncOutput::blocking_write_zeroes_and_flush(&mut *self.table, stream, len);
+        bounded(
+            self.remaining,
+            "wasi:io/streams.output-stream.blocking-write-zeroes-and-flush",
+            future,
+        )
+        .map_err(stream_trap)?
+    }
+
+    fn subscribe(
+        &mut self,
+        stream: Resource<OutputStream>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        streams::HostOutputStream::subscribe(&mut *self.table, stream)
+    }
+
+    fn write_zeroes(&mut self, stream: Resource<OutputStream>, len: u64) -> StreamResult<()> {
+        streams::HostOutputStream::write_zeroes(&mut *self.table, stream, len)
+    }
+
+    fn flush(&mut self, stream: Resource<OutputStream>) -> StreamResult<()> {
+        streams::HostOutputStream::flush(&mut *self.table, stream)
+    }
+
+    fn blocking_flush(&mut self, stream: Resource<OutputStream>) -> StreamResult<()> {
+        let stream = Resource::new_borrow(stream.rep());
+        let future = AsyncOutput::blocking_flush(&mut *self.table, stream);
+        bounded(
+            self.remaining,
+            "wasi:io/streams.output-stream.blocking-flush",
+            future,
+        )
+        .map_err(stream_trap)?
+    }
+
+    fn splice(
+        &mut self,
+        dst: Resource<OutputStream>,
+        src: Resource<InputStream>,
+        len: u64,
+    ) -> StreamResult<u64> {
+        streams::HostOutputStream::splice(&mut *self.table, dst, src, len)
+    }
+
+    fn blocking_splice(
+        &mut self,
+        dst: Resource<OutputStream>,
+        src: Resource<InputStream>,
+        len: u64,
+    ) -> StreamResult<u64> {
+        let future = AsyncOutput::blocking_splice(&mut *self.table, dst, src, len);
+        bounded(
+            self.remaining,
+            "wasi:io/streams.output-stream.blocking-splice",
+            future,
+        )
+        .map_err(stream_trap)?
+    }
+}
+
+impl streams::HostInputStream for Bounded<'_> {
+    fn drop(&mut self, stream: Resource<InputStream>) -> wasmtime::Result<()> {
+        streams::HostInputStream::drop(&mut *self.table, stream)
+    }
+
+    fn read(&mut self, stream: Resource<InputStream>, len: u64) -> StreamResult<Vec<u8>> {
+        streams::HostInputStream::read(&mut *self.table, stream, len)
+    }
+
+    fn blocking_read(&mut self, stream: Resource<InputStream>, len: u64) -> StreamResult<Vec<u8>> {
+        let future = AsyncInput::blocking_read(&mut *self.table, stream, len);
+        bounded(
+            self.remaining,
+            "wasi:io/streams.input-stream.blocking-read",
+            future,
+        )
+        .map_err(stream_trap)?
+    }
+
+    fn skip(&mut self, stream: Resource<InputStream>, len: u64) -> StreamResult<u64> {
+        streams::HostInputStream::skip(&mut *self.table, stream, len)
+    }
+
+    fn blocking_skip(&mut self, stream: Resource<InputStream>, len: u64) -> StreamResult<u64> {
+        let future = AsyncInput::blocking_skip(&mut *self.table, stream, len);
+        bounded(
+            self.remaining,
+            "wasi:io/streams.input-stream.blocking-skip",
+            future,
+        )
+        .map_err(stream_trap)?
+    }
+
+    fn subscribe(
+        &mut self,
+        stream: Resource<InputStream>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        streams::HostInputStream::subscribe(&mut *self.table, stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_left_counts_down_with_the_clock_and_never_underflows() {
+        let clock = Arc::new(EpochClock::new(Duration::from_millis(10)));
+        let mut deadline = CallDeadline::new(clock.clone());
+        assert_eq!(deadline.remaining(), None, "no deadline until armed");
+        deadline.arm(Some(5));
+        assert_eq!(deadline.remaining(), Some(Duration::from_millis(50)));
+        clock.advance();
+        clock.advance();
+        assert_eq!(deadline.remaining(), Some(Duration::from_millis(30)));
+        for _ in 0..10 {
+            clock.advance();
+        }
+        assert_eq!(deadline.remaining(), Some(Duration::ZERO));
+        deadline.arm(None);
+        assert_eq!(deadline.remaining(), None);
+        deadline.arm(Some(1 << 62));
+        assert!(deadline.remaining().unwrap() > Duration::from_secs(365 * 24 * 3600));
+    }
+}
