@@ -19,12 +19,19 @@
 //! | `flood:<n>` | prints `n` bytes to stdout in lines of 99 `x`, returns `flooded` |
 //! | `huge:<n>` | returns `n` bytes of `y` |
 //! | `connect:<addr>` | opens a TCP connection: `connected` or `error:<why>` |
+//! | `listen:<addr>` | binds a TCP listener there: `listening:<local addr>` or `error:<why>` |
+//! | `udp:<addr>` | sends one UDP datagram there: `sent` or `error:<why>` |
+//! | `lookup:<name>` | resolves a host name (DNS): `resolved:<addrs>` or `error:<why>` |
+//! | `sleep:<ms>` | sleeps through WASI (`subscribe-duration` + `poll`): `slept` |
+//! | `remove:<path>` | removes a directory tree: `ok` or `error:<why>` |
 //! | `time` | the wall clock, in seconds since the Unix epoch |
 //! | `random` | 8 random bytes as 16 hex digits (see [`random`]) |
 //! | anything else | `Welcome, <cmd>!` |
 //!
 //! With the cargo feature `init-loop` it is `hostile-init-loop`, whose `init`
-//! spins forever: loading it must not hang the host.
+//! spins forever: loading it must not hang the host. With `init-sleep` it is
+//! `hostile-init-sleep`, whose `init` sleeps 60 s in a WASI host call, where
+//! epoch interruption cannot reach it.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -39,10 +46,12 @@ use exports::wasmplug::plugin::{greeter, lifecycle};
 use wasmplug::plugin::host::log;
 use wasmplug::plugin::types::{Identity, Level, User};
 
-#[cfg(not(feature = "init-loop"))]
+#[cfg(not(any(feature = "init-loop", feature = "init-sleep")))]
 const NAME: &str = "hostile";
 #[cfg(feature = "init-loop")]
 const NAME: &str = "hostile-init-loop";
+#[cfg(feature = "init-sleep")]
+const NAME: &str = "hostile-init-sleep";
 const VERSION: &str = "1.0.0";
 
 /// One allocation of the `alloc` attack.
@@ -192,6 +201,55 @@ fn connect(addr: &str) -> String {
     }
 }
 
+fn listen(addr: &str) -> String {
+    match std::net::TcpListener::bind(addr) {
+        Ok(listener) => match listener.local_addr() {
+            Ok(local) => format!("listening:{local}"),
+            Err(e) => format!("error:{e}"),
+        },
+        Err(e) => format!("error:{e}"),
+    }
+}
+
+fn udp(addr: &str) -> String {
+    let socket = match std::net::UdpSocket::bind("0.0.0.0:0") {
+        Ok(socket) => socket,
+        Err(e) => return format!("error:{e}"),
+    };
+    match socket.send_to(b"exfiltrated", addr) {
+        Ok(_) => "sent".to_string(),
+        Err(e) => format!("error:{e}"),
+    }
+}
+
+fn lookup(name: &str) -> String {
+    use std::net::ToSocketAddrs;
+    match (name, 80).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+            format!("resolved:{}", addrs.join(","))
+        }
+        Err(e) => format!("error:{e}"),
+    }
+}
+
+fn sleep(ms: &str) -> String {
+    match ms.parse() {
+        Ok(ms) => {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            "slept".to_string()
+        }
+        Err(e) => format!("error:{e}"),
+    }
+}
+
+fn remove(path: &str) -> String {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("error:{e}"),
+    }
+}
+
 fn time() -> String {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         Ok(since) => since.as_secs().to_string(),
@@ -225,6 +283,9 @@ impl lifecycle::Guest for Hostile {
         if cfg!(feature = "init-loop") {
             spin();
         }
+        if cfg!(feature = "init-sleep") {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
         INITIALISED.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -248,6 +309,11 @@ impl greeter::Guest for Hostile {
                 Some(("flood", n)) => flood(n),
                 Some(("huge", n)) => huge(n),
                 Some(("connect", addr)) => connect(addr),
+                Some(("listen", addr)) => listen(addr),
+                Some(("udp", addr)) => udp(addr),
+                Some(("lookup", name)) => lookup(name),
+                Some(("sleep", ms)) => sleep(ms),
+                Some(("remove", path)) => remove(path),
                 _ => format!("Welcome, {cmd}!"),
             },
         }
