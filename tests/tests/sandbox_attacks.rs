@@ -391,3 +391,72 @@ fn a_load_runs_init_once_and_its_instance_is_the_first_to_serve() {
     assert_eq!(second.count().unwrap(), 1);
     assert_eq!(plugin.live_instances(), 2);
 }
+
+/// A guest whose `cabi_realloc` never returns: the host calls it to place a
+/// string argument, inside the call, so the call's deadline stops it like
+/// any other guest code.
+#[test]
+fn a_guest_spinning_in_cabi_realloc_is_stopped_by_the_deadline() {
+    let wat = r#"(component
+        (core module $m
+            (memory (export "mem") 1)
+            (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+                (loop $spin (br $spin))
+                unreachable)
+            (func (export "f") (param i32 i32) (result i32) i32.const 7))
+        (core instance $i (instantiate $m))
+        (func (export "f") (param "s" string) (result u32)
+            (canon lift (core func $i "f") (memory (core memory $i "mem"))
+                (realloc (core func $i "realloc")))))"#;
+    let rt = Runtime::<Dynamic>::builder()
+        .policy(Policy::default().deadline(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let mut instance = rt
+        .load_bytes("spin-realloc", wat.as_bytes())
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let err = instance.call_wave(r#"f("hello")"#).unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(instance.is_poisoned());
+}
+
+/// A component type nested thousands deep (`list<list<…<u8>…>>`) must be
+/// refused or served; it must never overflow the host's stack while it is
+/// validated, type-checked, printed or called.
+#[test]
+fn a_deeply_nested_type_never_overflows_the_host_stack() {
+    let depth = 5000;
+    let mut wat = String::from("(component\n (type $t0 (list u8))\n");
+    for n in 1..depth {
+        wat.push_str(&format!(" (type $t{n} (list $t{}))\n", n - 1));
+    }
+    wat.push_str(&format!(
+        r#" (core module $m (memory (export "mem") 1)
+            (func (export "f") (param i32 i32) (result i32) i32.const 0)
+            (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 8))
+          (core instance $i (instantiate $m))
+          (func (export "f") (param "x" $t{}) (result u32)
+            (canon lift (core func $i "f") (memory (core memory $i "mem"))
+              (realloc (core func $i "realloc")))))"#,
+        depth - 1
+    ));
+    let rt = Runtime::<Dynamic>::new().unwrap();
+    match rt.load_bytes("deep", wat.as_bytes()) {
+        Err(err) => {
+            assert!(matches!(err, Error::Load { .. }), "{err:?}");
+            // Refused for its depth, not for a typo in this test.
+            let why = format!("{err:#}");
+            assert!(
+                why.contains("nest") || why.contains("deep") || why.contains("depth"),
+                "{why}"
+            );
+        }
+        Ok(plugin) => {
+            let _ = plugin.export_signatures();
+            let mut instance = plugin.instantiate().unwrap();
+            let _ = instance.call_wave("f([])");
+        }
+    }
+}
