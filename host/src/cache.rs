@@ -3,48 +3,72 @@
 //! Compiling a component is the slow part of loading it: ~20 ms for a 47 KB
 //! Rust plugin, seconds for a 12 MB JavaScript one. The cache keeps what
 //! `Component::serialize` produced, so the next process loads it with a
-//! checksum and a `Component::deserialize_file` instead: wasmtime maps the
-//! entry rather than copying it, so a 37 MB JavaScript entry costs a
-//! streaming checksum, not a read into fresh memory.
+//! keyed checksum and a `Component::deserialize_file` instead: wasmtime maps
+//! the entry rather than copying it, so a 37 MB JavaScript entry costs a
+//! streaming MAC, not a read into fresh memory.
 //!
 //! * **Key**: the component's SHA-256, plus wasmtime's
 //!   `precompile_compatibility_hash` of the engine (wasmtime version,
 //!   compiler settings, every `Config` option that affects code). Another
 //!   engine configuration simply has other entries.
 //! * **Entry**: the payload as `Component::serialize` wrote it (an ELF
-//!   object wasmtime maps in place), then a 16-byte footer: `WPC3`, the
-//!   payload's length and its CRC-32. An entry whose magic, length or
-//!   checksum is wrong (corrupt, truncated, written by something else) is
-//!   never deserialized: it is removed, counted in
-//!   [`CacheStats::rejected`], and the component is compiled again. wasmtime
-//!   additionally refuses a payload built for another version or config.
-//!   The footer sits after the object, where wasmtime's loader, which finds
-//!   everything through the ELF headers, never looks.
+//!   object wasmtime maps in place), then a footer: `WPC4`, the SHA-256 and
+//!   engine key the entry was stored under, the payload's length, and a
+//!   keyed BLAKE3 MAC over the payload and those fields. The footer sits
+//!   after the object, where wasmtime's loader, which finds everything
+//!   through the ELF headers, never looks.
+//! * **Secret**: the MAC key is 32 random bytes in the file `key` of the
+//!   cache directory, created once (mode 0600, never overwritten). Only a
+//!   process that can read it can write an entry this cache accepts.
+//! * **Checked before use**: an entry whose magic, length, hash, engine key
+//!   or MAC is wrong (corrupt, truncated, another component's entry copied
+//!   over this one's name, written by another cache or by anyone without
+//!   the key) is never deserialized: it is removed, counted in
+//!   [`CacheStats::rejected`], and the component is compiled again.
+//!   wasmtime additionally refuses a payload built for another version or
+//!   config.
+//! * **Private**: directories are created 0700, entries, temporary files
+//!   and the key 0600. A cache directory that other users may write (group
+//!   or world writable) or that another user owns is refused when the
+//!   runtime is built, as is one this process cannot write.
 //! * **Writes** go to a temporary file renamed into place, so a crash never
-//!   leaves half an entry under a real name.
+//!   leaves half an entry under a real name, and an entry is never written
+//!   in place (wasmtime maps it).
 //! * **Size**: bounded by `max_bytes`; after each write, the least recently
 //!   used entries (by modification time, refreshed on every hit) are
 //!   evicted until the total fits.
+//!
+//! Not covered: another process of the same user (or root) can read the key
+//! and write the directory, as it can replace the host's own files; and a
+//! plugin granted the cache directory (`--dir-rw ~/.cache/wasmplug`) is such
+//! a writer. Do not grant it.
 
+use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use anyhow::Context as _;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
 use crate::ContentHash;
 
-// CRC-32, not a cryptographic hash: it guards against corruption and
-// truncation, at memory speed (SHA-256 over a JavaScript component's 30 MB
-// of compiled code was most of a cached load). Whoever can write the cache
-// directory can already replace the host's files; the cache does not
-// defend against that.
-const MAGIC: &[u8; 4] = b"WPC3";
-/// `MAGIC`, the payload length (u64 LE), the payload's CRC-32 (u32 LE).
-const FOOTER: usize = 4 + 8 + 4;
+// BLAKE3 in keyed mode, not SHA-256 or an HMAC over it: a keyed MAC is what
+// binds an entry to this cache, and BLAKE3 streams a JavaScript component's
+// 30 MB of compiled code at several GB/s (SHA-256 over it was most of a
+// cached load).
+const MAGIC: &[u8; 4] = b"WPC4";
+/// `MAGIC`, the content hash (32 bytes), the engine key (u64 LE), the
+/// payload length (u64 LE): everything the MAC covers besides the payload.
+const FIELDS: usize = 4 + 32 + 8 + 8;
+/// The fields, then the MAC over payload and fields (32 bytes).
+const FOOTER: usize = FIELDS + blake3::OUT_LEN;
+/// The file holding the cache's MAC key.
+const KEY_FILE: &str = "key";
 
 /// Hits, misses and rejected entries of a [`Runtime`](crate::Runtime)'s
 /// on-disk cache since it started.
@@ -54,7 +78,8 @@ pub struct CacheStats {
     pub hits: u64,
     /// Loads that found no entry and compiled.
     pub misses: u64,
-    /// Entries found corrupt, truncated or foreign: removed and recompiled.
+    /// Entries found corrupt, truncated, foreign or not written under this
+    /// cache's key: removed and recompiled.
     pub rejected: u64,
 }
 
@@ -62,16 +87,30 @@ pub(crate) struct DiskCache {
     dir: PathBuf,
     max_bytes: u64,
     engine_key: u64,
+    key: [u8; blake3::KEY_LEN],
     hits: AtomicU64,
     misses: AtomicU64,
     rejected: AtomicU64,
+    /// A failed write has been reported (at WARN) once already.
+    store_warned: AtomicBool,
 }
 
 impl DiskCache {
+    /// Open (creating it 0700 if needed) the cache in `dir`, refusing a
+    /// directory other users could write, and read or create its key.
     pub(crate) fn new(dir: PathBuf, max_bytes: u64, engine: &Engine) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            anyhow::anyhow!("creating the compiled-code cache {}: {e}", dir.display())
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| {
+                format!(
+                    "creating the compiled-code cache directory {}",
+                    dir.display()
+                )
+            })?;
+        check_private(&dir)?;
+        let key = secret_key(&dir)?;
         // DefaultHasher::new() has fixed keys: stable for this binary, and
         // the compatibility hash itself covers the wasmtime version.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -80,9 +119,11 @@ impl DiskCache {
             dir,
             max_bytes,
             engine_key: hasher.finish(),
+            key,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            store_warned: AtomicBool::new(false),
         })
     }
 
@@ -100,33 +141,68 @@ impl DiskCache {
             .join(format!("{hash}-{:016x}.cwasm", self.engine_key))
     }
 
+    /// The footer fields an entry for `hash` with a payload of `len` bytes
+    /// must carry.
+    fn fields(&self, hash: &ContentHash, len: u64) -> [u8; FIELDS] {
+        let mut fields = [0u8; FIELDS];
+        fields[..4].copy_from_slice(MAGIC);
+        fields[4..36].copy_from_slice(&hash.0);
+        fields[36..44].copy_from_slice(&self.engine_key.to_le_bytes());
+        fields[44..].copy_from_slice(&len.to_le_bytes());
+        fields
+    }
+
+    /// `payload` with its footer: an entry for `hash` in this cache.
+    fn seal(&self, hash: &ContentHash, mut payload: Vec<u8>) -> Vec<u8> {
+        let fields = self.fields(hash, payload.len() as u64);
+        let mut mac = blake3::Hasher::new_keyed(&self.key);
+        mac.update(&payload).update(&fields);
+        payload.extend_from_slice(&fields);
+        payload.extend_from_slice(mac.finalize().as_bytes());
+        payload
+    }
+
     /// The cached compiled code for `hash`, if a sound entry exists.
     pub(crate) fn load(&self, engine: &Engine, hash: &ContentHash) -> Option<Component> {
         let path = self.path(hash);
-        let Ok(file) = std::fs::File::open(&path) else {
+        let Ok(mut file) = File::open(&path) else {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        if let Err(why) = verify(file) {
+        if let Err(why) = self.verify(&mut file, hash) {
             return self.reject(&path, why);
         }
-        // SAFETY: `Component::deserialize_file` trusts the file to hold the
-        // output of `Component::serialize`, unchanged while it is mapped.
-        // This one does, byte for byte: `verify` just streamed the payload
-        // through the CRC-32 this cache computed over exactly those bytes
-        // when it wrote them (`store`), so corruption and truncation are
-        // ruled out. Entries are only ever replaced whole, by rename, never
-        // written in place, so the mapped file cannot change under wasmtime.
-        // The file name carries this engine's compatibility hash, and
-        // wasmtime checks its own version and config header as well,
-        // refusing a foreign one.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        let opened = same_file(&file, &path);
+        // SAFETY: `Component::deserialize_file` requires the file to hold
+        // what `Component::serialize` wrote (for another wasmtime version or
+        // config wasmtime returns an error instead), unchanged while mapped.
+        // * What it maps is the very file `verify` read: `opened` names the
+        //   open `file` (`/proc/self/fd/N`), not whatever `path` holds now.
+        //   (Without /proc it is `path`, and the check below that it is
+        //   still the same inode leaves only a process of this user renaming
+        //   entries twice within microseconds.)
+        // * `verify` streamed every byte of it through a BLAKE3 MAC under
+        //   this cache's secret key, covering this component's SHA-256 and
+        //   this engine's key: so the bytes are exactly what `store`, in a
+        //   process holding the key, wrote from `Component::serialize` of
+        //   this component for an engine with this compatibility hash. The
+        //   key is a 0600 file of this user's, in a directory no other user
+        //   may write (`check_private`).
+        // * This cache never writes an entry in place: `store` renames a
+        //   finished temporary file over it and eviction unlinks it, both of
+        //   which leave a mapping intact. Entries are 0600, so only this user
+        //   (or root) could modify one in place, as they could the host.
+        match unsafe { Component::deserialize_file(engine, &opened) } {
+            Ok(component) if opened == path && !same_inode(&file, &path) => {
+                drop(component);
+                self.reject(&path, "replaced while it was being loaded")
+            }
             Ok(component) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 touch(&path);
                 Some(component)
             }
-            Err(err) => self.reject(&path, format!("wasmtime refused it: {err}")),
+            Err(err) => self.reject(&path, format!("wasmtime refused it: {err:#}")),
         }
     }
 
@@ -137,26 +213,79 @@ impl DiskCache {
         None
     }
 
-    /// Write the compiled code for `hash`. Failures are logged, never
-    /// fatal: the cache is an optimisation.
+    /// Check an entry's footer against `hash` and this engine, then stream
+    /// its payload and footer through the keyed MAC, in chunks: the payload
+    /// is never held in memory whole.
+    fn verify(
+        &self,
+        file: &mut (impl Read + Seek),
+        hash: &ContentHash,
+    ) -> Result<(), &'static str> {
+        const NOT_OURS: &str = "not a wasmplug cache entry";
+        let size = file.seek(SeekFrom::End(0)).map_err(|_| NOT_OURS)?;
+        let payload_len = size.checked_sub(FOOTER as u64).ok_or(NOT_OURS)?;
+        let mut footer = [0u8; FOOTER];
+        file.seek(SeekFrom::Start(payload_len))
+            .and_then(|_| file.read_exact(&mut footer))
+            .map_err(|_| NOT_OURS)?;
+        let (fields, mac) = footer.split_at(FIELDS);
+        if fields[..4] != MAGIC[..] {
+            return Err(NOT_OURS);
+        }
+        if fields[4..36] != hash.0[..] {
+            return Err("stored for another component (copied over this one's name)");
+        }
+        if fields[36..44] != self.engine_key.to_le_bytes() {
+            return Err("stored for another engine configuration");
+        }
+        if fields[44..] != payload_len.to_le_bytes() {
+            return Err("length mismatch (truncated or appended to)");
+        }
+        file.seek(SeekFrom::Start(0)).map_err(|_| NOT_OURS)?;
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        let mut chunk = vec![0u8; 256 << 10];
+        let mut left = payload_len;
+        while left > 0 {
+            let n = chunk.len().min(left as usize);
+            file.read_exact(&mut chunk[..n])
+                .map_err(|_| "unreadable (truncated while reading)")?;
+            hasher.update(&chunk[..n]);
+            left -= n as u64;
+        }
+        hasher.update(fields);
+        let mac: [u8; blake3::OUT_LEN] = mac.try_into().expect("32 bytes");
+        // `blake3::Hash` compares in constant time.
+        if hasher.finalize() != mac {
+            return Err("MAC mismatch (corrupt, or not written by this cache)");
+        }
+        Ok(())
+    }
+
+    /// Write the compiled code for `hash`. Failures are logged (the first
+    /// at WARN, later ones at DEBUG), never fatal: the cache is an
+    /// optimisation.
     pub(crate) fn store(&self, hash: &ContentHash, component: &Component) {
         if let Err(err) = self.try_store(hash, component) {
-            tracing::warn!(target: "wasmplug::cache", "not caching compiled code: {err:#}");
+            if self.store_warned.swap(true, Ordering::Relaxed) {
+                tracing::debug!(target: "wasmplug::cache", "not caching compiled code: {err:#}");
+            } else {
+                tracing::warn!(target: "wasmplug::cache", "not caching compiled code: {err:#}");
+            }
         }
         self.evict();
     }
 
     fn try_store(&self, hash: &ContentHash, component: &Component) -> anyhow::Result<()> {
-        let mut entry = component.serialize().map_err(anyhow::Error::from)?;
-        let (len, sum) = (entry.len() as u64, crc32fast::hash(&entry));
-        entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&len.to_le_bytes());
-        entry.extend_from_slice(&sum.to_le_bytes());
+        let entry = self.seal(hash, component.serialize().map_err(anyhow::Error::from)?);
         let path = self.path(hash);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &entry)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
+        let tmp = temp_name(&path);
+        let written = private_file(&tmp)
+            .and_then(|mut file| file.write_all(&entry))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.with_context(|| format!("writing {}", path.display()))
     }
 
     /// Remove least recently used entries until the total fits `max_bytes`.
@@ -185,6 +314,145 @@ impl DiskCache {
     }
 }
 
+/// Refuse a cache directory that is not a directory, that another user
+/// owns, or that group or others may write: whoever can write it can plant
+/// entries (or remove the key and plant a key of their own).
+fn check_private(dir: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(dir).with_context(|| {
+        format!(
+            "reading the compiled-code cache directory {}",
+            dir.display()
+        )
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    anyhow::ensure!(
+        meta.is_dir(),
+        "the compiled-code cache {} is not a directory",
+        dir.display()
+    );
+    let me = rustix::process::geteuid().as_raw();
+    anyhow::ensure!(
+        meta.uid() == me,
+        "refusing the compiled-code cache {}: it is owned by uid {}, not this user (uid {me}) \
+         (mode {mode:04o}); use a directory of your own",
+        dir.display(),
+        meta.uid()
+    );
+    anyhow::ensure!(
+        mode & 0o022 == 0,
+        "refusing the compiled-code cache {}: mode {mode:04o} lets other users write it; \
+         `chmod 700 {}` or use another directory",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// The cache's MAC key: read from `dir/key`, or created there (32 random
+/// bytes, 0600) when the cache is new. Creating it is also the check that
+/// the directory is writable; an existing key gets a probe file instead.
+fn secret_key(dir: &Path) -> anyhow::Result<[u8; blake3::KEY_LEN]> {
+    let path = dir.join(KEY_FILE);
+    match read_key(&path) {
+        Ok(key) => {
+            let probe = temp_name(&path);
+            private_file(&probe).with_context(|| {
+                format!("the compiled-code cache {} is not writable", dir.display())
+            })?;
+            let _ = std::fs::remove_file(&probe);
+            return Ok(key);
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut key = [0u8; blake3::KEY_LEN];
+    getrandom::fill(&mut key)
+        .map_err(|e| anyhow::anyhow!("getting random bytes for {}: {e}", path.display()))?;
+    // Written whole to a temporary file, then linked to its name: link
+    // fails if the name exists (O_EXCL semantics), so of two processes
+    // creating a cache at once one key wins and neither reads half a key.
+    let tmp = temp_name(&path);
+    let linked = private_file(&tmp)
+        .and_then(|mut file| file.write_all(&key))
+        .and_then(|()| std::fs::hard_link(&tmp, &path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(key),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_key(&path).with_context(|| format!("reading {}", path.display()))
+        }
+        Err(err) => Err(err).with_context(|| {
+            format!(
+                "creating the key of the compiled-code cache {} (is it writable?)",
+                dir.display()
+            )
+        }),
+    }
+}
+
+/// Read a key file, refusing one another user owns, that others may read or
+/// write, or of the wrong size.
+fn read_key(path: &Path) -> std::io::Result<[u8; blake3::KEY_LEN]> {
+    let mut file = File::open(path)?;
+    let meta = file.metadata()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_file() || meta.uid() != me || mode & 0o077 != 0 || meta.len() != 32 {
+        return Err(std::io::Error::other(format!(
+            "expected a 32-byte file of uid {me} with mode 0600, found {} bytes of uid {}, \
+             mode {mode:04o}; remove it to start a new cache",
+            meta.len(),
+            meta.uid()
+        )));
+    }
+    let mut key = [0u8; blake3::KEY_LEN];
+    file.read_exact(&mut key)?;
+    Ok(key)
+}
+
+/// Create `path` new, readable and writable by this user only.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// A fresh temporary name beside `path`, unique in this process and among
+/// processes; `evict` ignores it (it does not end in `.cwasm`).
+fn temp_name(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}-{n}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// A path that opens the very file `file` is: its `/proc/self/fd` link
+/// where there is one (Linux), which follows the open file through renames,
+/// otherwise `path` itself.
+fn same_file(file: &File, path: &Path) -> PathBuf {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let link = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if same_inode(file, &link) {
+            return link;
+        }
+    }
+    let _ = file;
+    path.to_path_buf()
+}
+
+/// Whether `path` is (now) the same file as `file`.
+fn same_inode(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Refresh an entry's age for LRU eviction, at most once a minute: a
 /// service loading the same entry in a loop need not write its metadata
 /// every time.
@@ -194,73 +462,55 @@ fn touch(path: &Path) {
         .and_then(|m| m.modified())
         .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age.as_secs() < 60));
     if !fresh {
-        if let Ok(file) = std::fs::File::options().append(true).open(path) {
+        if let Ok(file) = File::options().append(true).open(path) {
             let _ = file.set_modified(now);
         }
     }
 }
 
-/// Check an entry's footer and stream its payload through CRC-32, in
-/// chunks: the payload is never held in memory whole.
-fn verify(mut file: impl Read + Seek) -> Result<(), &'static str> {
-    const NOT_OURS: &str = "not a wasmplug cache entry";
-    let size = file.seek(SeekFrom::End(0)).map_err(|_| NOT_OURS)?;
-    let payload_len = size.checked_sub(FOOTER as u64).ok_or(NOT_OURS)?;
-    let mut footer = [0u8; FOOTER];
-    file.seek(SeekFrom::Start(payload_len))
-        .and_then(|_| file.read_exact(&mut footer))
-        .map_err(|_| NOT_OURS)?;
-    let (magic, rest) = footer.split_at(4);
-    let (len, sum) = rest.split_at(8);
-    if magic != MAGIC {
-        return Err(NOT_OURS);
-    }
-    if u64::from_le_bytes(len.try_into().expect("8 bytes")) != payload_len {
-        return Err("length mismatch (truncated or appended to)");
-    }
-    file.seek(SeekFrom::Start(0)).map_err(|_| NOT_OURS)?;
-    let mut crc = crc32fast::Hasher::new();
-    let mut chunk = vec![0u8; 256 << 10];
-    let mut left = payload_len;
-    while left > 0 {
-        let n = chunk.len().min(left as usize);
-        file.read_exact(&mut chunk[..n])
-            .map_err(|_| "unreadable (truncated while reading)")?;
-        crc.update(&chunk[..n]);
-        left -= n as u64;
-    }
-    if crc.finalize() != u32::from_le_bytes(sum.try_into().expect("4 bytes")) {
-        return Err("checksum mismatch (corrupt)");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{verify, MAGIC};
+    use super::*;
     use std::io::Cursor;
 
-    fn entry(payload: &[u8]) -> Vec<u8> {
-        let mut entry = payload.to_vec();
-        entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        entry.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        entry
+    fn cache(key: u8, engine_key: u64) -> DiskCache {
+        DiskCache {
+            dir: PathBuf::new(),
+            max_bytes: 0,
+            engine_key,
+            key: [key; 32],
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            store_warned: AtomicBool::new(false),
+        }
     }
 
     #[test]
-    fn entries_are_verified_before_use() {
-        let check = |bytes: &[u8]| verify(Cursor::new(bytes.to_vec()));
+    fn entries_are_verified_against_their_key_before_use() {
+        let (hash, other_hash) = (ContentHash([1; 32]), ContentHash([2; 32]));
+        let ours = cache(7, 42);
+        let check = |bytes: &[u8]| ours.verify(&mut Cursor::new(bytes.to_vec()), &hash);
         assert!(check(b"").is_err());
-        assert!(check(b"\x7fELF not ours, but long enough to have a footer....").is_err());
-        let good = entry(b"payload");
+        assert!(check(&[0x7f; FOOTER + 10])
+            .unwrap_err()
+            .contains("not a wasmplug"));
+        let good = ours.seal(&hash, b"payload".to_vec());
         assert_eq!(check(&good), Ok(()));
         let mut flipped = good.clone();
         flipped[3] ^= 1;
-        assert!(check(&flipped).unwrap_err().contains("checksum"));
+        assert!(check(&flipped).unwrap_err().contains("MAC"));
         assert!(check(&good[3..]).unwrap_err().contains("length"));
         assert!(check(&good[..good.len() - 3]).is_err());
+        let another_component = ours.seal(&other_hash, b"payload".to_vec());
+        assert!(check(&another_component)
+            .unwrap_err()
+            .contains("another component"));
+        let another_engine = cache(7, 43).seal(&hash, b"payload".to_vec());
+        assert!(check(&another_engine).unwrap_err().contains("engine"));
+        let another_key = cache(8, 42).seal(&hash, b"payload".to_vec());
+        assert!(check(&another_key).unwrap_err().contains("MAC"));
         let big: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
-        assert_eq!(check(&entry(&big)), Ok(()), "more than one chunk");
+        assert_eq!(check(&ours.seal(&hash, big)), Ok(()), "more than one chunk");
     }
 }

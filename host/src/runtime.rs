@@ -299,6 +299,11 @@ impl<W: World> RuntimeBuilder<W> {
 
     /// Keep compiled code in `dir` across processes (see the `cache`
     /// module docs), bounded to [`DEFAULT_CACHE_BYTES`].
+    ///
+    /// [`build`](Self::build) creates `dir` (mode 0700) and its secret key
+    /// file, and fails, naming `dir`, if it cannot be created or written,
+    /// or if another user owns it or other users may write it (its mode
+    /// has group or other write permission).
     pub fn cache_dir(self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.cache_dir_bounded(dir, DEFAULT_CACHE_BYTES)
     }

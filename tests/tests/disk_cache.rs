@@ -1,14 +1,32 @@
 //! The on-disk compiled-code cache: a second process (here, a second
 //! runtime) loads compiled code instead of compiling; a corrupt, truncated
-//! or foreign entry is detected, recompiled and never crashes the host; the
-//! cache stays within its size bound.
+//! or foreign entry is detected, recompiled and never crashes the host; an
+//! entry is bound to its component, engine and cache (another plugin's
+//! entry under this one's name is never run); the cache is private to its
+//! user; the cache stays within its size bound.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::{CacheStats, Runtime};
 use wasmplug_tests::{guest, guest_bytes, TempDir};
 
+/// The cache directory inside `dir`, created by the cache itself (so its
+/// mode is the cache's, whatever the umask made of `dir`).
+fn cache_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("cache")
+}
+
 fn cached_runtime(dir: &TempDir) -> Runtime<GreeterPlugin> {
-    Runtime::builder().cache_dir(dir.path()).build().unwrap()
+    Runtime::builder()
+        .cache_dir(cache_path(dir))
+        .build()
+        .unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
 fn welcome(rt: &Runtime<GreeterPlugin>) -> String {
@@ -55,16 +73,17 @@ fn corrupt_truncated_and_foreign_entries_are_recompiled_not_trusted() {
     corrupt[middle] ^= 0xff;
     let truncated = good[..good.len() / 3].to_vec();
     let foreign = b"\x7fELF definitely not a wasmplug cache entry".to_vec();
-    // Code compiled by an engine with another configuration, under this
-    // engine's name: the header is sound, wasmtime must refuse the payload.
-    let other_dir = TempDir::new("cache-other");
+    // Code compiled by an engine with another configuration, in the same
+    // cache (so under the same key), copied over this engine's name.
     let other: Runtime<GreeterPlugin> = Runtime::builder()
         .fuel(true)
-        .cache_dir(other_dir.path())
+        .cache_dir(cache_path(&dir))
         .build()
         .unwrap();
     welcome(&other);
-    let other_config = std::fs::read(other.cache_entry(&guest_bytes("hello-v1")).unwrap()).unwrap();
+    let other_entry = other.cache_entry(&guest_bytes("hello-v1")).unwrap();
+    assert_ne!(other_entry, entry, "another engine, another name");
+    let other_config = std::fs::read(other_entry).unwrap();
 
     for (what, bytes) in [
         ("corrupt", corrupt),
@@ -96,7 +115,7 @@ fn the_cache_stays_within_its_size_bound() {
     };
     let bound = one_entry * 2 + one_entry / 2; // room for two entries
     let rt: Runtime<GreeterPlugin> = Runtime::builder()
-        .cache_dir_bounded(dir.path(), bound)
+        .cache_dir_bounded(cache_path(&dir), bound)
         .build()
         .unwrap();
     for name in [
@@ -107,9 +126,119 @@ fn the_cache_stays_within_its_size_bound() {
     ] {
         let _ = rt.load(guest(name));
     }
-    let total: u64 = std::fs::read_dir(dir.path())
+    let total: u64 = std::fs::read_dir(cache_path(&dir))
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     assert!(total <= bound, "cache holds {total} bytes, bound {bound}");
+}
+
+#[test]
+fn a_cache_entry_copied_over_another_plugins_entry_is_rejected_and_recompiled() {
+    let dir = TempDir::new("cache-swap");
+    let rt = cached_runtime(&dir);
+    rt.load(guest("hostile")).unwrap();
+    welcome(&rt);
+    let hello = rt.cache_entry(&guest_bytes("hello-v1")).unwrap();
+    let hostile = rt.cache_entry(&guest_bytes("hostile")).unwrap();
+    let good = std::fs::read(&hello).unwrap();
+    // Another plugin's sound entry, written by this very cache (same key),
+    // under hello-v1's name.
+    std::fs::copy(&hostile, &hello).unwrap();
+
+    let fresh = cached_runtime(&dir);
+    let plugin = fresh.load(guest("hello-v1")).unwrap();
+    assert_eq!(
+        plugin.label(),
+        "hello@1.0.0",
+        "hello-v1's code, not hostile's"
+    );
+    assert_eq!(
+        plugin.instantiate().unwrap().welcome("time").unwrap(),
+        "Welcome, time!"
+    );
+    assert_eq!(fresh.cache_stats(), stats(0, 0, 1), "the copy is rejected");
+    assert_eq!(
+        std::fs::read(&hello).unwrap().len(),
+        good.len(),
+        "rewritten"
+    );
+}
+
+#[test]
+fn an_entry_written_under_another_cache_key_is_rejected_and_recompiled() {
+    // A sound entry for the same component and engine, from another cache
+    // (another secret key), under this cache's name for it.
+    let ours = TempDir::new("cache-ours");
+    let theirs = TempDir::new("cache-theirs");
+    let rt = cached_runtime(&ours);
+    welcome(&rt);
+    welcome(&cached_runtime(&theirs));
+    let entry = rt.cache_entry(&guest_bytes("hello-v1")).unwrap();
+    let foreign = cache_path(&theirs).join(entry.file_name().unwrap());
+    assert!(foreign.is_file(), "same name in the other cache");
+    std::fs::copy(&foreign, &entry).unwrap();
+    let fresh = cached_runtime(&ours);
+    assert_eq!(welcome(&fresh), "Welcome, Gopher!");
+    assert_eq!(fresh.cache_stats(), stats(0, 0, 1), "another key's entry");
+
+    // The key replaced (here: removed, so a new one is made): every entry
+    // written under the old key is rejected.
+    std::fs::remove_file(cache_path(&ours).join("key")).unwrap();
+    let rekeyed = cached_runtime(&ours);
+    assert_eq!(welcome(&rekeyed), "Welcome, Gopher!");
+    assert_eq!(rekeyed.cache_stats(), stats(0, 0, 1), "the old key's entry");
+    let again = cached_runtime(&ours);
+    welcome(&again);
+    assert_eq!(again.cache_stats(), stats(1, 0, 0), "the new entry is good");
+}
+
+#[test]
+fn the_cache_directory_and_its_files_are_private_to_their_user() {
+    let dir = TempDir::new("cache-private");
+    let rt: Runtime<GreeterPlugin> = Runtime::builder()
+        .cache_dir(dir.path().join("deep").join("cache"))
+        .build()
+        .unwrap();
+    welcome(&rt);
+    let cache = dir.path().join("deep").join("cache");
+    assert_eq!(mode(&dir.path().join("deep")), 0o700, "created parent");
+    assert_eq!(mode(&cache), 0o700, "cache directory");
+    let mut names = Vec::new();
+    for file in std::fs::read_dir(&cache).unwrap() {
+        let path = file.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    names.sort();
+    assert_eq!(
+        names.len(),
+        2,
+        "the key and one entry, no temp files: {names:?}"
+    );
+    assert_eq!(names[1], "key");
+    assert!(names[0].ends_with(".cwasm"), "{names:?}");
+    assert_eq!(std::fs::metadata(cache.join("key")).unwrap().len(), 32);
+}
+
+#[test]
+fn a_cache_directory_other_users_can_write_is_refused() {
+    let dir = TempDir::new("cache-shared");
+    for shared in [0o777, 0o770, 0o1777] {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(shared)).unwrap();
+        let err = Runtime::<GreeterPlugin>::builder()
+            .cache_dir(dir.path())
+            .build()
+            .err()
+            .unwrap_or_else(|| panic!("mode {shared:o} accepted"));
+        let err = format!("{err:#}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(err.contains(&format!("{shared:04o}")), "{err}");
+        assert!(err.contains("other users"), "{err}");
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing written into a refused directory"
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
 }

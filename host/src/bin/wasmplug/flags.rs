@@ -1,8 +1,10 @@
 //! Flags shared by the commands that run plugins: grants, limits, cache.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Args;
 use wasmplug::{DirAccess, Policy, Runtime, RuntimeBuilder, World};
 
@@ -58,35 +60,74 @@ impl Grants {
 #[derive(Args, Debug)]
 pub struct Cache {
     /// The compiled-code cache directory [default: $XDG_CACHE_HOME/wasmplug
-    /// or ~/.cache/wasmplug].
+    /// or ~/.cache/wasmplug]. It must be private: created 0700, refused if
+    /// other users may write it. If it cannot be used, commands warn once
+    /// and compile every time.
     #[arg(long, value_name = "DIR", env = "WASMPLUG_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
     /// Compile every time; neither read nor write the cache.
     #[arg(long, global = true, conflicts_with = "cache_dir")]
     no_cache: bool,
+    /// The cache failed once (and the user was warned): do not try again.
+    #[arg(skip)]
+    unusable: Cell<bool>,
 }
 
 impl Cache {
+    /// The cache directory: `--cache-dir`, `WASMPLUG_CACHE_DIR`,
+    /// `$XDG_CACHE_HOME/wasmplug` or `$HOME/.cache/wasmplug`. An empty or
+    /// relative `XDG_CACHE_HOME` counts as unset (as the XDG spec says),
+    /// and so does an empty `HOME`.
     pub fn dir(&self) -> Option<PathBuf> {
         if self.no_cache {
             return None;
         }
-        self.cache_dir.clone().or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
+        let absolute = |var: &str| {
+            std::env::var_os(var)
                 .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+                .filter(|path| path.is_absolute())
+        };
+        self.cache_dir.clone().or_else(|| {
+            let base =
+                absolute("XDG_CACHE_HOME").or_else(|| Some(absolute("HOME")?.join(".cache")))?;
             Some(base.join("wasmplug"))
         })
     }
 
     /// A runtime for world `W` with this cache and `policy` as the default.
+    /// When the cache cannot be used (not creatable, not writable, refused
+    /// as not private), the first call warns on stderr and every call
+    /// returns a runtime without it: the cache only saves time.
     pub fn runtime<W: World>(&self, policy: Policy) -> anyhow::Result<Runtime<W>> {
-        let builder = RuntimeBuilder::<W>::new().policy(policy);
-        match self.dir() {
-            Some(dir) => builder.cache_dir(dir),
-            None => builder,
+        let builder = || RuntimeBuilder::<W>::new().policy(policy.clone());
+        if let Some(dir) = self.dir().filter(|_| !self.unusable.get()) {
+            match builder().cache_dir(dir).build() {
+                Ok(runtime) => return Ok(runtime),
+                Err(err) => {
+                    self.unusable.set(true);
+                    eprintln!(
+                        "warning: running without the compiled-code cache (every load \
+                         compiles): {err:#}"
+                    );
+                }
+            }
         }
-        .build()
+        builder().build()
+    }
+
+    /// A runtime for world `W` that must have the cache, and its directory.
+    pub fn runtime_with_cache<W: World>(
+        &self,
+        policy: Policy,
+    ) -> anyhow::Result<(Runtime<W>, PathBuf)> {
+        let dir = self
+            .dir()
+            .context("no cache directory: pass --cache-dir or set WASMPLUG_CACHE_DIR (or HOME)")?;
+        let runtime = RuntimeBuilder::<W>::new()
+            .policy(policy)
+            .cache_dir(&dir)
+            .build()?;
+        Ok((runtime, dir))
     }
 }
 

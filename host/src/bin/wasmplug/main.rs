@@ -1,10 +1,11 @@
 //! `wasmplug`: look inside a plugin component, check it against a WIT
 //! world, call it, run a directory of plugins, fill the compiled-code cache.
 
+#[macro_use]
+mod out;
 mod fit;
 mod flags;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -167,7 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .load(&component)?;
             let mut instance = plugin.instantiate()?;
             for result in instance.call_wave(&call)? {
-                println!("{result}");
+                outln!("{result}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -178,9 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Into a buffer first: clap_complete panics when a write fails.
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "wasmplug", &mut script);
-            std::io::stdout()
-                .write_all(&script)
-                .context("writing the completion script")?;
+            out::write(&script);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -204,22 +203,22 @@ fn inspect(
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?,
     };
-    println!("component  {}", path.display());
-    println!("size       {} bytes", bytes.len());
-    println!("sha256     {}", ContentHash::of(&bytes));
+    outln!("component  {}", path.display());
+    outln!("size       {} bytes", bytes.len());
+    outln!("sha256     {}", ContentHash::of(&bytes));
     match loaded {
-        Ok(plugin) => println!("identity   {}", plugin.label()),
-        Err(err) => println!("identity   unknown: {err}"),
+        Ok(plugin) => outln!("identity   {}", plugin.label()),
+        Err(err) => outln!("identity   unknown: {err}"),
     }
     let fits = match wit {
         Some(wit) => {
             let fit = fit::check(engine, &component, wit, world)?;
             if fit.problems.is_empty() {
-                println!("world      fits {} ({})", fit.world, wit.display());
+                outln!("world      fits {} ({})", fit.world, wit.display());
             } else {
-                println!("world      does not fit {} ({}):", fit.world, wit.display());
+                outln!("world      does not fit {} ({}):", fit.world, wit.display());
                 for problem in &fit.problems {
-                    println!("             - {problem}");
+                    outln!("             - {problem}");
                 }
             }
             fit.problems.is_empty()
@@ -229,22 +228,22 @@ fn inspect(
                 .runtime::<GreeterPlugin>(Default::default())?
                 .load(path)
             {
-                Ok(_) => println!("world      fits wasmplug:plugin/greeter-plugin@1.0.0"),
+                Ok(_) => outln!("world      fits wasmplug:plugin/greeter-plugin@1.0.0"),
                 Err(err) => {
-                    println!("world      does not fit wasmplug:plugin/greeter-plugin@1.0.0: {err}")
+                    outln!("world      does not fit wasmplug:plugin/greeter-plugin@1.0.0: {err}")
                 }
             }
             true // not asked for: informational
         }
     };
     let ty = component.component_type();
-    println!("imports");
+    outln!("imports");
     for (name, _) in ty.imports(engine) {
-        println!("  {name}");
+        outln!("  {name}");
     }
-    println!("exports");
+    outln!("exports");
     for (name, func) in signature::funcs(engine, ty.exports(engine)) {
-        println!("  {name}: {}", signature::func(&func));
+        outln!("  {name}: {}", signature::func(&func));
     }
     Ok(if fits {
         ExitCode::SUCCESS
@@ -254,10 +253,8 @@ fn inspect(
 }
 
 fn compile(cache: &Cache, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let dir = cache
-        .dir()
-        .context("no cache directory: pass --cache-dir or set WASMPLUG_CACHE_DIR (or HOME)")?;
-    let runtime = cache.runtime::<Dynamic>(Default::default())?;
+    // Filling the cache is the whole point: no running without it here.
+    let (runtime, dir) = cache.runtime_with_cache::<Dynamic>(Default::default())?;
     let mut failed = 0;
     for path in components {
         let started = std::time::Instant::now();
@@ -270,7 +267,7 @@ fn compile(cache: &Cache, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 } else {
                     "compiled"
                 };
-                println!(
+                outln!(
                     "{how:<15} {:<28} {} ({:.0} ms)",
                     plugin.label(),
                     path.display(),
@@ -283,7 +280,7 @@ fn compile(cache: &Cache, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!("cache      {}", dir.display());
+    outln!("cache      {}", dir.display());
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -310,15 +307,15 @@ fn serve(cache: &Cache, dir: &Path, watch: bool, grants: &Grants) -> anyhow::Res
     // The first scan is done: its events first, in order, then the rest as
     // they come.
     for event in events.try_iter() {
-        println!("{event}");
+        outln!("{event}");
     }
     std::thread::spawn(move || {
         for event in events {
-            println!("{event}");
+            outln!("{event}");
         }
     });
     let doing = if watch { "watching" } else { "serving" };
-    println!(
+    outln!(
         "{doing} {} (type `<plugin> <call>` or `list`)",
         dir.display()
     );
@@ -332,7 +329,7 @@ fn serve(cache: &Cache, dir: &Path, watch: bool, grants: &Grants) -> anyhow::Res
         if line == "list" {
             for v in registry.list() {
                 let mark = if v.current { "*" } else { " " };
-                println!(
+                outln!(
                     "{mark} {:<28} {:<12} instances {:<3} {}",
                     v.identity.to_string(),
                     v.content_hash.short(),
@@ -343,15 +340,15 @@ fn serve(cache: &Cache, dir: &Path, watch: bool, grants: &Grants) -> anyhow::Res
             continue;
         }
         let Some((name, call)) = line.split_once(char::is_whitespace) else {
-            println!("error: expected `<plugin> <call>`, e.g. `hello welcome(\"Zoë\")`, or `list`");
+            outln!("error: expected `<plugin> <call>`, e.g. `hello welcome(\"Zoë\")`, or `list`");
             continue;
         };
         let answer = registry
             .get(name)
             .and_then(|h| h.call(|i| i.call_wave(call.trim())));
         match answer {
-            Ok(results) => results.iter().for_each(|r| println!("{r}")),
-            Err(err) => println!("error: {err}"),
+            Ok(results) => results.iter().for_each(|r| outln!("{r}")),
+            Err(err) => outln!("error: {err}"),
         }
     }
     if !watch {
