@@ -226,3 +226,42 @@ fn every_command_ends_quietly_when_its_stdout_is_closed() {
         assert!(out.status.success(), "{args:?}: {:?}: {stderr}", out.status);
     }
 }
+
+/// The review's CLI escape, `--dir-rw data::/data --dir data/pub::/pub`, is
+/// refused before anything runs, naming both grants; `--connect` grants no
+/// DNS, `--dns` does.
+#[test]
+fn the_cli_refuses_a_nested_grant_and_grants_the_network_one_use_at_a_time() {
+    let dir = TempDir::new("cli-grants");
+    let cache = dir.path().join("cache");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("pub")).unwrap();
+    let hostile = guest("hostile");
+    let (out, _, stderr) = run(wasmplug(&cache)
+        .arg("call")
+        .arg(&hostile)
+        .arg(r#"welcome("list:/pub")"#)
+        .arg("--dir-rw")
+        .arg(format!("{}::/data", data.display()))
+        .arg("--dir")
+        .arg(format!("{}::/pub", data.join("pub").display())));
+    assert!(!out.status.success(), "a nested grant ran");
+    assert!(
+        stderr.contains("inside the writable grant") && stderr.contains("/pub"),
+        "{stderr}"
+    );
+
+    let lookup = |flags: &[&str]| {
+        let (out, stdout, stderr) = run(wasmplug(&cache)
+            .arg("call")
+            .arg(&hostile)
+            .arg(r#"welcome("lookup:localhost")"#)
+            .args(flags));
+        assert!(out.status.success(), "{stderr}");
+        stdout
+    };
+    let denied = lookup(&["--connect", "127.0.0.1:9"]);
+    assert!(denied.contains("error:"), "{denied}");
+    let resolved = lookup(&["--dns"]);
+    assert!(resolved.contains("resolved:"), "{resolved}");
+}

@@ -26,9 +26,28 @@ pub struct Grants {
     /// GiB; e.g. `64MiB`).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memory: Option<usize>,
-    /// Deadline for each call (and for `init`), e.g. `500ms`, `2s`.
+    /// Deadline for each call (and for `init`), e.g. `500ms`, `2s`. It
+    /// holds while the plugin is blocked in WASI too (a sleep, a read).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
+    /// Let the plugin open TCP connections to `IP:PORT` (only there; no DNS,
+    /// no listening, no UDP). Repeatable.
+    #[arg(long = "connect", value_name = "IP:PORT")]
+    connect: Vec<std::net::SocketAddr>,
+    /// Let the plugin listen for TCP on the local `IP:PORT` (port 0: any
+    /// port of that IP). Repeatable.
+    #[arg(long = "listen", value_name = "IP:PORT")]
+    listen: Vec<std::net::SocketAddr>,
+    /// Let the plugin exchange UDP datagrams with `IP:PORT`. Repeatable.
+    #[arg(long = "udp", value_name = "IP:PORT")]
+    udp: Vec<std::net::SocketAddr>,
+    /// Let the plugin resolve host names (DNS, any name).
+    #[arg(long = "dns")]
+    dns: bool,
+    /// Allow a granted directory inside a writable one (refused by default:
+    /// through the writable grant the plugin could rewrite the other).
+    #[arg(long = "allow-nested-grants")]
+    nested: bool,
 }
 
 impl Grants {
@@ -51,6 +70,21 @@ impl Grants {
         }
         if let Some(timeout) = self.timeout {
             policy = policy.deadline(timeout);
+        }
+        for addr in &self.connect {
+            policy = policy.allow_connect(*addr);
+        }
+        for addr in &self.listen {
+            policy = policy.allow_listen(*addr);
+        }
+        for addr in &self.udp {
+            policy = policy.allow_udp(*addr);
+        }
+        if self.dns {
+            policy = policy.allow_name_lookup();
+        }
+        if self.nested {
+            policy = policy.allow_nested_grants();
         }
         policy
     }
