@@ -397,6 +397,7 @@ fn new_store<W: World>(
         wasi: policy.wasi_ctx(label)?,
         table: ResourceTable::new(),
         limits: policy.limits(memory.clone()),
+        log: policy.guest_log(),
         label: label.clone(),
         data,
     };
