@@ -13,6 +13,11 @@
 //!   cap). The instance is discarded: later calls on it are refused.
 //! * [`Error::BadCall`]: the call itself was wrong (no such export, wrong
 //!   argument types on the dynamic path). Nothing ran; the instance is fine.
+//!   One exception, for [`Instance::call_wave`](crate::Instance::call_wave)
+//!   only: a result WAVE cannot write (a resource, say). The guest ran; its
+//!   result was dropped (resources handed back to the guest), and the
+//!   instance is still fine. An answer that breaks the canonical ABI (a
+//!   string out of bounds, invalid UTF-8) is the guest's fault: `Trap`.
 //! * [`Error::NotLoaded`]: a registry has no version of that name (or none
 //!   matching the requirement).
 //! * [`Error::Instantiate`]: the host could not create an instance (an
@@ -90,7 +95,9 @@ pub enum Error {
         cause: anyhow::Error,
     },
     /// The call was malformed: an unknown export or arguments of the wrong
-    /// type. The guest never ran.
+    /// type. The guest never ran. (Or, from
+    /// [`Instance::call_wave`](crate::Instance::call_wave), its result cannot
+    /// be written as WAVE: see the module docs.) The instance is healthy.
     #[error("{plugin}: {message}")]
     BadCall {
         /// The plugin that was called.

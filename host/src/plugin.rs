@@ -430,6 +430,7 @@ fn new_store<W: World>(
         table: ResourceTable::new(),
         limits: policy.limits(memory.clone()),
         deadline: crate::deadline::CallDeadline::new(runtime.clock.clone()),
+        log: policy.guest_log(),
         label: label.clone(),
         data,
     };

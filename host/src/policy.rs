@@ -16,21 +16,53 @@
 //! a grant, and they reveal nothing about the host). The guest's stdout and
 //! stderr go to the host's `tracing` log, tagged with the plugin's
 //! `name@version`, up to [`Policy::output_limit`] bytes per stream per
-//! instance.
+//! instance (see **Output** below).
 //!
 //! Limits, each turning into an [`Error::Trap`](crate::Error::Trap) for the
 //! call that hits it (the instance is then discarded):
-//! * **memory**: linear memory per instance (default 256 MiB). A
-//!   `memory.grow` past it fails inside the guest, which in practice aborts:
-//!   the error's [`limit`](crate::Error::limit) says which limit was hit.
-//! * **tables** (default 1,000,000 elements) and **instances** (default 100
-//!   core instances, memories and tables per store).
+//! * **memory** (default 256 MiB): the linear memory of one instance, summed
+//!   over **every** memory of every core instance inside the component (the
+//!   program's, the WASI adapter's, any shim's), from each memory's first
+//!   page. A component cannot get round it by declaring several memories.
+//!   A `memory.grow` past it fails inside the guest, which in practice
+//!   aborts: the error's [`limit`](crate::Error::limit) says which limit was
+//!   hit.
+//! * **tables** (default 1,000,000 elements): the elements of every table of
+//!   the instance, summed the same way.
+//! * **instances** (default 100): core instances, and separately memories
+//!   and tables, one instance may create.
 //! * **time**: a deadline per call into the guest, `init` included (default
 //!   10 s), by epoch interruption; [`Error::is_timeout`](crate::Error::is_timeout).
 //!   An instance may override it per call with
 //!   [`Instance::set_deadline`](crate::Instance::set_deadline).
 //! * **fuel** (optional, [`RuntimeBuilder::fuel`](crate::RuntimeBuilder::fuel)):
 //!   a budget of wasm instructions per call, for deterministic limits.
+//!
+//! What the memory cap does **not** cover is host memory spent on the
+//! guest's behalf. It is bounded otherwise:
+//! * values crossing the boundary (a string argument of an import, a result)
+//!   are copied out of linear memory, so they are no bigger than the memory
+//!   cap, and are freed when the call returns;
+//! * log lines are cut at 16 KiB and bounded in all by the output limit;
+//! * the store's resource table (the WASI streams, pollables, files and
+//!   sockets the guest holds) is outside the memory cap: wasmtime caps it at
+//!   1,000,000 entries per instance, and the grants decide what may be
+//!   opened at all;
+//! * WASI's buffers for one read (wasmtime-wasi allocates at most 64 KiB)
+//!   or one write are freed when the host call returns;
+//! * compiled code belongs to the plugin, not to an instance: it is shared
+//!   by every instance and counted by neither cap.
+//!
+//! Dropping the instance frees all of it.
+//!
+//! **Output** ([`Policy::output_limit`], default 1 MiB) is a budget, not a
+//! trap: what one instance may write to the host's log through stdout,
+//! through stderr and through the reference world's `host.log` import, each
+//! stream on a budget of its own. Past it the rest is dropped, with one
+//! warning, and the guest's writes still succeed. Every line is escaped
+//! before it is logged (see [`emit_guest_log`](crate::emit_guest_log)): a
+//! guest cannot start a line of its own in the host's log, nor make one
+//! look like the host's.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,7 +75,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
-use crate::log::{GuestOutput, Stream};
+use crate::log::{GuestLog, GuestOutput, Stream};
 
 /// Where a guest's stdout and stderr go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -251,13 +283,15 @@ impl Policy {
         self
     }
 
-    /// The most linear memory one instance may hold, in bytes.
+    /// The most linear memory one instance may hold, in bytes, summed over
+    /// all its memories.
     pub fn memory_limit(mut self, bytes: usize) -> Self {
         self.memory_limit = bytes;
         self
     }
 
-    /// The most elements any one table of an instance may hold.
+    /// The most table elements one instance may hold, summed over all its
+    /// tables.
     pub fn table_limit(mut self, elements: usize) -> Self {
         self.table_elements = elements;
         self
@@ -282,8 +316,10 @@ impl Policy {
         self
     }
 
-    /// The most bytes of stdout, and of stderr, one instance may write to
-    /// the log; the rest is dropped, with one warning. Default 1 MiB.
+    /// The most bytes of stdout, of stderr, and of `host.log` messages one
+    /// instance may write to the log (each on its own budget, counted as
+    /// written: escaped, a line break counting one); the rest is dropped,
+    /// with one warning. Default 1 MiB.
     pub fn output_limit(mut self, bytes: usize) -> Self {
         self.output_limit = bytes;
         self
@@ -495,6 +531,11 @@ impl Policy {
         Ok((builder.build(), outputs))
     }
 
+    /// The `log` import's budget for one store: the output limit.
+    pub(crate) fn guest_log(&self) -> GuestLog {
+        GuestLog::new(self.output_limit)
+    }
+
     /// The limiter for one store; `total` adds up the linear memory of
     /// every store of one plugin.
     pub(crate) fn limits(&self, total: Arc<AtomicUsize>) -> Limits {
@@ -504,6 +545,7 @@ impl Policy {
             instances: self.instances,
             hit: None,
             memory_bytes: 0,
+            table_total: 0,
             total,
         }
     }
@@ -516,14 +558,16 @@ pub enum LimitHit {
     Memory {
         /// The cap, in bytes.
         limit: usize,
-        /// What the guest asked for, in bytes.
+        /// What the instance would have held with the growth, in bytes,
+        /// summed over all its memories.
         requested: usize,
     },
-    /// It asked for a bigger table than the policy allows.
+    /// It asked for more table elements than the policy allows.
     Table {
         /// The cap, in elements.
         limit: usize,
-        /// What the guest asked for.
+        /// What the instance would have held with the growth, in elements,
+        /// summed over all its tables.
         requested: usize,
     },
 }
@@ -549,15 +593,24 @@ impl std::fmt::Display for LimitHit {
 
 /// The store's resource limiter: the policy's caps, a note of the last cap
 /// hit (so a trap that follows can be reported as "out of memory"), and the
-/// linear memory the store holds.
+/// linear memory and table elements the store holds.
+///
+/// A store holds one component instance, so the caps bound the **sum** over
+/// every linear memory (and every table) of every core instance inside it:
+/// the program's, the WASI adapter's, any shim's. wasmtime calls
+/// [`memory_growing`](ResourceLimiter::memory_growing) once per memory
+/// when it is created (with `current` 0) and again on every `memory.grow`,
+/// so the running sum sees every byte from a memory's first page on.
 pub(crate) struct Limits {
     memory: usize,
     table_elements: usize,
     instances: usize,
     pub(crate) hit: Option<LimitHit>,
-    /// Linear memory of this store, in bytes.
+    /// Linear memory of this store, in bytes: every memory, summed.
     pub(crate) memory_bytes: usize,
-    /// The same, summed over the plugin's stores.
+    /// Elements of every table of this store, summed.
+    table_total: usize,
+    /// The store's linear memory, summed over the plugin's stores.
     total: Arc<AtomicUsize>,
 }
 
@@ -567,42 +620,85 @@ impl Drop for Limits {
     }
 }
 
+/// What a store would hold if one of its memories or tables went from
+/// `current` to `desired`, when that growth is allowed under `cap`.
+///
+/// A growth past the memory's or table's own declared `maximum` is left to
+/// wasmtime, which refuses it after asking (so it is not counted). Any other
+/// growth the limiter allows is counted even if wasmtime then fails it (the
+/// OS out of memory): the sum errs on the side of the cap.
+fn grow(held: usize, current: usize, desired: usize, maximum: Option<usize>, cap: usize) -> Growth {
+    if maximum.is_some_and(|max| desired > max) {
+        return Growth::Refused;
+    }
+    // `current` is part of `held` (it was counted when it was allowed), so
+    // this never underflows; saturate anyway rather than wrap.
+    let after = held.saturating_sub(current).saturating_add(desired);
+    if after > cap {
+        Growth::OverCap { requested: after }
+    } else {
+        Growth::Allowed { after }
+    }
+}
+
+enum Growth {
+    Allowed { after: usize },
+    OverCap { requested: usize },
+    Refused,
+}
+
 impl ResourceLimiter for Limits {
     fn memory_growing(
         &mut self,
         current: usize,
         desired: usize,
-        _max: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
-            self.hit = Some(LimitHit::Memory {
-                limit: self.memory,
-                requested: desired,
-            });
-            return Ok(false);
+        match grow(self.memory_bytes, current, desired, maximum, self.memory) {
+            Growth::Allowed { after } => {
+                let grown = after.saturating_sub(self.memory_bytes);
+                self.memory_bytes = after;
+                self.total.fetch_add(grown, Ordering::Relaxed);
+                Ok(true)
+            }
+            Growth::OverCap { requested } => {
+                self.hit = Some(LimitHit::Memory {
+                    limit: self.memory,
+                    requested,
+                });
+                Ok(false)
+            }
+            // wasmtime refuses it itself, past asking us.
+            Growth::Refused => Ok(true),
         }
-        // Called with `current` 0 when a memory is created, so this counts
-        // every memory from its first page.
-        let grown = desired.saturating_sub(current);
-        self.memory_bytes += grown;
-        self.total.fetch_add(grown, Ordering::Relaxed);
-        Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _max: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.table_elements {
-            self.hit = Some(LimitHit::Table {
-                limit: self.table_elements,
-                requested: desired,
-            });
-            return Ok(false);
+        match grow(
+            self.table_total,
+            current,
+            desired,
+            maximum,
+            self.table_elements,
+        ) {
+            Growth::Allowed { after } => {
+                self.table_total = after;
+                Ok(true)
+            }
+            Growth::OverCap { requested } => {
+                self.hit = Some(LimitHit::Table {
+                    limit: self.table_elements,
+                    requested,
+                });
+                Ok(false)
+            }
+            Growth::Refused => Ok(true),
         }
-        Ok(true)
     }
 
     fn instances(&self) -> usize {
@@ -696,5 +792,73 @@ mod tests {
         assert!(policy.check().is_ok());
         assert!(policy.dirs()[0].handle_path().is_ok());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    const MIB: usize = 1 << 20;
+
+    fn limits(memory: usize, tables: usize) -> Limits {
+        let policy = Policy::default().memory_limit(memory).table_limit(tables);
+        policy.limits(Arc::new(AtomicUsize::new(0)))
+    }
+
+    #[test]
+    fn the_memory_cap_bounds_the_sum_of_every_memory() {
+        let mut l = limits(64 * MIB, 10);
+        // Two memories created (current 0), then each grown.
+        assert!(l.memory_growing(0, 16 * MIB, None).unwrap());
+        assert!(l.memory_growing(0, 16 * MIB, None).unwrap());
+        assert!(l.memory_growing(16 * MIB, 32 * MIB, None).unwrap());
+        assert_eq!(l.memory_bytes, 48 * MIB);
+        // The second memory to 32 MiB would make 64 MiB + 16 MiB.
+        assert!(!l.memory_growing(16 * MIB, 48 * MIB, None).unwrap());
+        assert_eq!(
+            l.hit,
+            Some(LimitHit::Memory {
+                limit: 64 * MIB,
+                requested: 80 * MIB
+            })
+        );
+        assert_eq!(l.memory_bytes, 48 * MIB);
+        // Up to the cap exactly is allowed.
+        assert!(l.memory_growing(16 * MIB, 32 * MIB, None).unwrap());
+        assert_eq!(l.memory_bytes, 64 * MIB);
+        assert!(!l.memory_growing(0, 64 * 1024, None).unwrap());
+    }
+
+    #[test]
+    fn a_growth_past_the_memorys_own_maximum_is_not_counted() {
+        let mut l = limits(64 * MIB, 10);
+        assert!(l.memory_growing(0, MIB, Some(2 * MIB)).unwrap());
+        // wasmtime refuses this one itself after asking.
+        assert!(l.memory_growing(MIB, 3 * MIB, Some(2 * MIB)).unwrap());
+        assert_eq!(l.memory_bytes, MIB);
+        assert_eq!(l.hit, None);
+    }
+
+    #[test]
+    fn the_table_cap_bounds_the_sum_of_every_table() {
+        let mut l = limits(64 * MIB, 10);
+        assert!(l.table_growing(0, 4, None).unwrap());
+        assert!(l.table_growing(0, 4, None).unwrap());
+        assert!(!l.table_growing(4, 7, None).unwrap());
+        assert_eq!(
+            l.hit,
+            Some(LimitHit::Table {
+                limit: 10,
+                requested: 11
+            })
+        );
+        assert!(l.table_growing(4, 6, None).unwrap());
+    }
+
+    #[test]
+    fn a_dropped_store_gives_its_memory_back_to_the_plugins_total() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let mut l = Policy::default().limits(total.clone());
+        assert!(l.memory_growing(0, MIB, None).unwrap());
+        assert!(l.memory_growing(0, MIB, None).unwrap());
+        assert_eq!(total.load(Ordering::Relaxed), 2 * MIB);
+        drop(l);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
     }
 }

@@ -13,7 +13,7 @@ use wasmtime::component::{HasSelf, Instance as RawInstance, InstancePre, Linker}
 use wasmtime::Store;
 
 use crate::error::Result;
-use crate::log::{emit, Level as HostLevel};
+use crate::log::Level as HostLevel;
 use crate::{check_export, Identity, Instance, State, World};
 
 /// What `bindgen!` generates for `wit/plugin.wit` (documented in the WIT).
@@ -42,7 +42,8 @@ impl wasmplug::plugin::host::Host for State<()> {
             Level::Warn => HostLevel::Warn,
             Level::Error => HostLevel::Error,
         };
-        emit(self.plugin_label(), level, &message);
+        // Escaped and within the instance's output budget.
+        State::log(self, level, &message);
     }
 }
 

@@ -9,8 +9,8 @@
 //!
 //! Every instance lives in its own `Store<State<W::Data>>`. [`State`] holds the
 //! WASI context (empty unless the [`Policy`](crate::Policy) grants something),
-//! the store's resource limits, the plugin's label for logs, and the
-//! embedder's own per-instance data.
+//! the store's resource limits, the budget of its `log` import, the plugin's
+//! label for logs, and the embedder's own per-instance data.
 
 use std::sync::Arc;
 
@@ -119,6 +119,8 @@ pub struct State<D> {
     pub(crate) table: ResourceTable,
     pub(crate) limits: crate::policy::Limits,
     pub(crate) deadline: crate::deadline::CallDeadline,
+    /// What the guest may still log, per [`Policy::output_limit`](crate::Policy::output_limit).
+    pub(crate) log: crate::log::GuestLog,
     pub(crate) label: Arc<str>,
     /// stdout and stderr, when they go to the log: relabelled once the
     /// plugin's identity is known.
@@ -152,6 +154,24 @@ impl<D> State<D> {
     /// log line the guest writes.
     pub fn plugin_label(&self) -> &str {
         &self.label
+    }
+
+    /// Log a message from the guest, tagged with its plugin: the body of a
+    /// world's log import. The message is escaped so it stays one line (a
+    /// guest cannot forge a host line), and what one instance may log is
+    /// capped at the policy's [`output_limit`](crate::Policy::output_limit):
+    /// past it the rest is dropped, with one warning. The reference world's
+    /// `host.log` is exactly this.
+    ///
+    /// ```no_run
+    /// # use wasmplug::{Level, State};
+    /// # struct MyData;
+    /// # fn my_log_import(state: &mut State<MyData>, message: String) {
+    /// state.log(Level::Info, &message);
+    /// # }
+    /// ```
+    pub fn log(&mut self, level: crate::Level, message: &str) {
+        self.log.write(&self.label, level, message);
     }
 
     /// The store's resource table, for embedders whose worlds use resources.

@@ -115,6 +115,47 @@ fn call_errors_say_what_to_fix() {
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
 }
 
+/// A component exporting a resource and a function returning it (the
+/// text format: wasmtime reads it as it reads the binary one).
+const RESOURCE_COMPONENT: &str = r#"
+(component
+  (type $r (resource (rep i32)))
+  (export $counter "counter" (type $r))
+  (core func $new (canon resource.new $r))
+  (core module $m
+    (import "" "new" (func $new (param i32) (result i32)))
+    (func (export "make") (param i32) (result i32) (call $new (local.get 0))))
+  (core instance $i (instantiate $m (with "" (instance (export "new" (func $new))))))
+  (func (export "make-counter") (param "start" u32) (result (own $counter))
+    (canon lift (core func $i "make"))))
+"#;
+
+#[test]
+fn call_of_an_export_returning_a_resource_is_an_error_not_a_crash() {
+    let path = std::env::temp_dir().join(format!("wasmplug-cli-audit-{}.wasm", std::process::id()));
+    std::fs::write(&path, RESOURCE_COMPONENT).unwrap();
+    let out = command()
+        .args(["call", path.to_str().unwrap(), "make-counter(1)"])
+        .output()
+        .unwrap();
+    let (ok, inspected, _) = wasmplug(&["inspect", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an error, not a panic (101): {stderr}"
+    );
+    assert!(stderr.contains("`make-counter`"), "{stderr}");
+    assert!(stderr.contains("unsupported in WAVE"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(ok, "inspect works on it");
+    assert!(
+        inspected.contains("make-counter: func(start: u32) -> own<resource>"),
+        "{inspected}"
+    );
+}
+
 #[test]
 fn run_watch_shows_events_and_calls_the_current_version_while_files_are_swapped() {
     let dir = std::env::temp_dir().join(format!("wasmplug-cli-watch-{}", std::process::id()));

@@ -17,6 +17,9 @@
 //! | `env` | every environment variable as `K=V`, joined with `;` |
 //! | `args` | the command-line arguments, joined with a space |
 //! | `flood:<n>` | prints `n` bytes to stdout in lines of 99 `x`, returns `flooded` |
+//! | `print:<msg>` | prints `msg` and a newline to stdout, as is, returns `printed` |
+//! | `log:<msg>` | sends `msg` (newlines, escape sequences and all) through `host.log` at `warn`, returns `logged` |
+//! | `logflood:<n>` | sends `n` bytes through `host.log`, in messages of 1,000 `x`, returns `logged` |
 //! | `huge:<n>` | returns `n` bytes of `y` |
 //! | `connect:<addr>` | opens a TCP connection: `connected` or `error:<why>` |
 //! | `listen:<addr>` | binds a TCP listener there: `listening:<local addr>` or `error:<why>` |
@@ -61,6 +64,8 @@ const CHUNK: usize = 1 << 20;
 const TOUCH_STRIDE: usize = 4096;
 /// Bytes per line of the `flood` attack: 99 `x` and a newline.
 const FLOOD_LINE: usize = 100;
+/// Bytes per message of the `logflood` attack.
+const LOG_LINE: usize = 1000;
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -187,6 +192,22 @@ fn flood(n: &str) -> String {
     "flooded".to_string()
 }
 
+/// Send `n` bytes through `host.log`, in messages of [`LOG_LINE`] `x`, the
+/// last one shorter.
+fn log_flood(n: &str) -> String {
+    let mut left: usize = match n.parse() {
+        Ok(n) => n,
+        Err(e) => return format!("error:{e}"),
+    };
+    let line = "x".repeat(LOG_LINE);
+    while left > 0 {
+        let len = left.min(LOG_LINE);
+        log(Level::Info, &line[..len]);
+        left -= len;
+    }
+    "logged".to_string()
+}
+
 fn huge(n: &str) -> String {
     match n.parse::<usize>() {
         Ok(n) => "y".repeat(n),
@@ -307,6 +328,15 @@ impl greeter::Guest for Hostile {
                 Some(("list", path)) => list(path),
                 Some(("write", path)) => write(path),
                 Some(("flood", n)) => flood(n),
+                Some(("print", msg)) => {
+                    println!("{msg}");
+                    "printed".to_string()
+                }
+                Some(("log", msg)) => {
+                    log(Level::Warn, msg);
+                    "logged".to_string()
+                }
+                Some(("logflood", n)) => log_flood(n),
                 Some(("huge", n)) => huge(n),
                 Some(("connect", addr)) => connect(addr),
                 Some(("listen", addr)) => listen(addr),
