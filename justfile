@@ -31,6 +31,7 @@ bench: guests
     cargo bench --locked -p wasmplug --bench guests
     cargo bench --locked -p wasmplug --bench overhead
     cargo run --release --locked -q -p wasmplug-tests --bin soak
+    cargo run --release --locked -q -p wasmplug-tests --bin idle
     just bench-extism
 
 # Its own crate and wasmtime build, outside the workspace: host/benches/extism/.

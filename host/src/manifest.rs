@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use serde::Deserialize;
 
 use crate::{DirAccess, Policy};
@@ -121,11 +121,40 @@ impl Manifest {
         component.with_extension("toml")
     }
 
-    /// Read and parse a manifest file.
+    /// Read and parse a manifest file. An error names the file and, for a
+    /// file that is not a valid manifest, gives the TOML message with its
+    /// line and column but never the file's text: a manifest path may be
+    /// made to point at a file that is not a manifest (a secret).
     pub fn load(path: &Path) -> anyhow::Result<Manifest> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading manifest {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing manifest {}", path.display()))
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading manifest {}", path.display()))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parse a manifest already read from `path` (named in errors only), as
+    /// [`load`](Self::load) does.
+    pub(crate) fn from_bytes(bytes: &[u8], path: &Path) -> anyhow::Result<Manifest> {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            anyhow!(
+                "manifest {} is not UTF-8 text (invalid byte at offset {})",
+                path.display(),
+                e.valid_up_to()
+            )
+        })?;
+        toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let (line, column) = line_column(text, span.start);
+                    format!(" at line {line}, column {column}")
+                })
+                .unwrap_or_default();
+            anyhow!(
+                "manifest {} is not a valid manifest{at}: {}",
+                path.display(),
+                redact(e.message())
+            )
+        })
     }
 
     /// `base` plus what this manifest asks for, if `allowance` permits all
@@ -207,6 +236,62 @@ impl Manifest {
     }
 }
 
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// The manifest's own keys: the only quoted words an error may repeat.
+const KEYS: [&str; 8] = [
+    "env",
+    "dirs",
+    "connect",
+    "memory_mb",
+    "deadline_ms",
+    "host",
+    "guest",
+    "write",
+];
+
+/// A TOML or serde message on one line, with every quoted or backquoted
+/// fragment that is not one of the manifest's keys replaced by `…`: serde
+/// repeats the values and unknown keys it read ("invalid type: string
+/// \"hunter2\"", "unknown field `ROOT_PASSWORD`"), which would echo the
+/// content of a file that is not a manifest.
+fn redact(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(['`', '"', '\'']) {
+        let quote = rest[start..].chars().next().unwrap_or('`');
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find(quote) {
+            Some(end) => {
+                let inner = &after[..end];
+                if KEYS.contains(&inner) || inner.chars().all(|c| !c.is_alphanumeric()) {
+                    out.push(quote);
+                    out.push_str(inner);
+                    out.push(quote);
+                } else {
+                    out.push(quote);
+                    out.push('…');
+                    out.push(quote);
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push(quote);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +357,35 @@ mod tests {
             .is_ok());
         assert!(escape.apply(Policy::default(), &allowance, &root).is_err());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_manifest_is_never_echoed() {
+        for text in [
+            "ROOT_PASSWORD=hunter2\n",
+            "ROOT_PASSWORD = \"hunter2\"\n",
+            "env = \"hunter2\"\n",
+            "memory_mb = 1\n[hunter2]\nx = 1\n",
+            "memory_mb = 1\nhunter2 hunter2\n",
+            "deadline_ms = 'hunter2'\n",
+        ] {
+            let err = Manifest::from_bytes(text.as_bytes(), Path::new("x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.contains("hunter2") && !err.contains("ROOT_PASSWORD"),
+                "{text:?}: {err}"
+            );
+            assert!(
+                err.contains("x.toml is not a valid manifest at line"),
+                "{err}"
+            );
+        }
+        let err = Manifest::from_bytes(b"memory_mb = 1\nmemroy_mb = 2\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at line 2, column 1"), "{err}");
+        assert!(err.contains("expected one of `env`"), "{err}");
     }
 
     #[test]

@@ -83,6 +83,19 @@ pub enum Event {
         /// From where.
         source: Source,
     },
+    /// The watched directory was deleted or moved away. What was loaded
+    /// from it is unloaded (an [`Event::Unloaded`] each); the watcher looks
+    /// for the directory to come back.
+    DirectoryLost {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The watched directory is back and watched again; what is in it is
+    /// loaded as new files.
+    DirectoryBack {
+        /// The directory.
+        path: PathBuf,
+    },
 }
 
 impl std::fmt::Display for Event {
@@ -103,6 +116,14 @@ impl std::fmt::Display for Event {
             }
             Event::Failed { path, error } => write!(f, "failed {}: {error}", path.display()),
             Event::Unloaded { identity, source } => write!(f, "unloaded {identity} ({source})"),
+            Event::DirectoryLost { path } => write!(
+                f,
+                "lost the watched directory {}: waiting for it to come back",
+                path.display()
+            ),
+            Event::DirectoryBack { path } => {
+                write!(f, "watching {} again", path.display())
+            }
         }
     }
 }
@@ -337,7 +358,9 @@ struct Subscribers {
 impl Subscribers {
     fn emit(&self, event: Event) {
         match &event {
-            Event::Failed { .. } => tracing::warn!(target: "wasmplug::registry", "{event}"),
+            Event::Failed { .. } | Event::DirectoryLost { .. } => {
+                tracing::warn!(target: "wasmplug::registry", "{event}")
+            }
             _ => tracing::info!(target: "wasmplug::registry", "{event}"),
         }
         let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());

@@ -2,60 +2,103 @@
 //! [`Registry`].
 //!
 //! Strategy:
-//! * **notify + a debouncer** (`notify-debouncer-mini`) report that *some*
-//!   change happened to a path, once the path has been quiet for the
-//!   debounce window (50 ms by default). We never trust an event's kind:
-//!   every reported path is *reconciled* against the disk as it is now.
-//! * **Reconcile** runs on the watcher's own thread, off every call path:
-//!   - the path is a `*.wasm` file → read it; if its bytes are those of the
-//!     version already loaded from it, nothing happens; otherwise load it
-//!     (compile, link, type-check, identity, `init`) and
-//!     [`Registry::activate`] it, which swaps it in atomically, with state
-//!     handoff. A file now holding another plugin name unloads the old name's
-//!     version from that file.
-//!   - the path no longer exists → [`Registry::remove_source`]: unloaded once
-//!     its in-flight calls end.
-//!   - `x.toml` beside `x.wasm` is x's manifest: its requests, within the
-//!     [`WatchOptions::allowance`], make x's policy; a changed manifest
-//!     reloads x.
-//!   - anything else (temporary files, editors' swap files, directories) is
-//!     ignored. Writing `x.wasm.tmp` then renaming it to `x.wasm` is
-//!     therefore one clean change of `x.wasm`.
-//! * **Failure keeps the old version.** A file that does not load (partly
-//!   written, garbage, mistyped, `init` failing or trapping, state refused)
-//!   gives an [`Event::Failed`] naming the file and the cause; whatever
-//!   served keeps serving. A partly written file is picked up by the change
-//!   event of its final write.
-//! * **What it does not do:** watch subdirectories, or order loads of
-//!   different files (each is independent).
+//! * **notify, read by kind.** The watcher takes notify's raw events for the
+//!   directory (not recursive) and keeps, per `*.wasm` / `*.toml` path, what
+//!   is happening to it. Only these make a path *due* for a load:
+//!   - a write that finished: the writer closed the file (`Close(Write)`);
+//!   - a rename into the directory (`Modify(Name)`), the way deploy tools
+//!     replace a file;
+//!   - a creation (`Create`) with no data written after it, e.g. a hard link
+//!     (an empty new file is not due: it is waiting for its data);
+//!   - a deletion or a rename out of the directory (the path is gone).
+//!
+//!   A data change without a close (`Modify(Data)`) means "being written":
+//!   the path is not loaded until its writer closes it. Opens, reads
+//!   (`Access(Open)`, `Access(Close(Read))`) and metadata changes
+//!   (`touch`, `chmod`) are ignored, so the watcher's own reads never
+//!   trigger it. A due path is loaded once it has been quiet for the debounce
+//!   window ([`DEFAULT_DEBOUNCE`], 50 ms). On backends that report no
+//!   close-write (macOS, Windows, BSD), a data change counts as finished once
+//!   quiet for the window. An idle directory costs no reads and no wake-ups.
+//! * **Reconcile** runs on the watcher's own thread, off every call path,
+//!   for the component `x.wasm` of each due path (`x.toml` is x's manifest):
+//!   - the component and its manifest are read once and hashed. If the pair
+//!     (component hash, manifest hash or absence) is the one last loaded from
+//!     that path, or the one that last failed there, nothing happens: an
+//!     unchanged pair is never reloaded, and a `Failed` is reported once per
+//!     content pair;
+//!   - otherwise the component is loaded (compile, link, type-check,
+//!     identity, `init`) with the runtime's policy plus what its manifest
+//!     asks for within [`WatchOptions::allowance`], and
+//!     [`Registry::activate`]d: swapped in atomically, with state handoff. A
+//!     file now holding another plugin name unloads the old name's version
+//!     from that file;
+//!   - the component no longer exists → [`Registry::remove_source`]:
+//!     unloaded once its in-flight calls end.
+//!   - anything else (temporary files, editors' swap files, directories,
+//!     FIFOs) is ignored. Writing `x.wasm.tmp` then renaming it to `x.wasm`
+//!     is therefore one clean change of `x.wasm`.
+//! * **Symbolic links** (a component or a manifest) that resolve outside the
+//!   watched directory are refused with an [`Event::Failed`] naming the link
+//!   and its target, unless [`WatchOptions::follow_symlinks_out`] is set.
+//!   Only the directory is watched: a change to a link's target is seen when
+//!   the target lies in the directory (as a change of the target's own
+//!   path), or when the link itself is replaced.
+//! * **Failure keeps the old version.** A file that does not load (garbage,
+//!   mistyped, `init` failing or trapping, state refused, a manifest that is
+//!   not valid) gives an [`Event::Failed`] naming the file and the cause;
+//!   whatever served keeps serving. A manifest error gives the TOML message
+//!   and its line and column, never the text of the file.
+//! * **The directory itself.** When the watched directory is deleted or
+//!   moved away, the watcher reports [`Event::DirectoryLost`] and unloads
+//!   what came from it. It then checks every 200 ms (only while the
+//!   directory is missing) for it to be back; when it is, it watches it
+//!   again, reports [`Event::DirectoryBack`] and loads what is in it, as
+//!   created files. An event queue overflow is handled the same way as a
+//!   return: every file is reconsidered (and read once).
+//! * **What it does not do:** watch subdirectories, order loads of
+//!   different files (each is independent), or notice a write through an
+//!   `mmap` or by a writer that never closes the file.
 //!
 //! Events go to the registry's subscribers and to `tracing`.
 
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
+use anyhow::{anyhow, Context as _};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::manifest::{Allowance, Manifest};
 use crate::registry::Event;
-use crate::runtime::read_component;
-use crate::{ContentHash, Error, Policy, Registry, Runtime, Source, World};
+use crate::{ContentHash, Error, Guard, Policy, Registry, Runtime, Source, World};
 
 /// The default debounce window.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// How often a lost directory is looked for.
+const DIR_POLL: Duration = Duration::from_millis(200);
+
+/// Whether the backend reports close-after-write (inotify does), so that a
+/// data change alone means "still being written".
+const CLOSE_WRITE_REPORTED: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// Watches a directory and keeps a registry in sync with it. Dropping the
 /// watcher stops watching; loaded plugins stay in the registry.
 pub struct Watcher {
     dir: PathBuf,
-    debouncer: Option<Debouncer<RecommendedWatcher>>,
+    stop: mpsc::Sender<Msg>,
     worker: Option<JoinHandle<()>>,
+}
+
+enum Msg {
+    Notify(notify::Result<notify::Event>),
+    Stop,
 }
 
 impl Watcher {
@@ -69,64 +112,51 @@ impl Watcher {
         Self::start_with(dir, runtime, registry, WatchOptions::default())
     }
 
-    /// [`start`](Self::start) with options: the debounce window, and what
-    /// manifests beside component files may grant.
+    /// [`start`](Self::start) with options: the debounce window, what
+    /// manifests beside component files may grant, and whether symbolic
+    /// links may lead out of the directory.
     pub fn start_with<W: World>(
         dir: impl AsRef<Path>,
         runtime: Runtime<W>,
         registry: Registry<W>,
         options: WatchOptions,
     ) -> anyhow::Result<Self> {
-        let WatchOptions {
-            debounce,
-            allowance,
-        } = options;
         let dir = dir
             .as_ref()
             .canonicalize()
             .with_context(|| format!("watching {}", dir.as_ref().display()))?;
-        let reconciler = Reconciler {
-            runtime,
-            registry,
-            allowance,
-            failed: Mutex::new(HashMap::new()),
-        };
+        let debounce = options.debounce;
+        let mut reconciler = Reconciler::new(&dir, runtime, registry, options);
 
         // Watch first, then scan: a file written between the two is seen by
-        // both, and reconciling twice is harmless.
-        let (tx, rx) = mpsc::channel::<DebounceEventResult>();
-        let mut debouncer = new_debouncer(debounce, tx).context("starting the file watcher")?;
-        debouncer
-            .watcher()
+        // both, and reconciling an unchanged file is a no-op.
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let events = tx.clone();
+        let mut notifier = notify::recommended_watcher(move |event| {
+            let _ = events.send(Msg::Notify(event));
+        })
+        .context("starting the file watcher")?;
+        notifier
             .watch(&dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("watching {}", dir.display()))?;
 
-        reconciler.scan(&dir)?;
+        reconciler.scan()?;
 
+        let worker = Worker {
+            dir: dir.clone(),
+            notifier,
+            reconciler,
+            debounce,
+            pending: HashMap::new(),
+            lost: false,
+        };
         let worker = std::thread::Builder::new()
             .name("wasmplug-watcher".into())
-            .spawn(move || {
-                for result in rx {
-                    match result {
-                        Ok(events) => {
-                            let mut paths: Vec<PathBuf> =
-                                events.into_iter().map(|e| e.path).collect();
-                            paths.sort();
-                            paths.dedup();
-                            for path in paths {
-                                reconciler.reconcile(&path);
-                            }
-                        }
-                        Err(err) => {
-                            tracing::warn!(target: "wasmplug::watcher", "watch error: {err}")
-                        }
-                    }
-                }
-            })
+            .spawn(move || worker.run(rx))
             .context("starting the watcher thread")?;
         Ok(Watcher {
             dir,
-            debouncer: Some(debouncer),
+            stop: tx,
             worker: Some(worker),
         })
     }
@@ -145,13 +175,7 @@ impl Watcher {
             .as_ref()
             .canonicalize()
             .with_context(|| format!("loading {}", dir.as_ref().display()))?;
-        Reconciler {
-            runtime,
-            registry,
-            allowance: options.allowance,
-            failed: Mutex::new(HashMap::new()),
-        }
-        .scan(&dir)
+        Reconciler::new(&dir, runtime, registry, options).scan()
     }
 
     /// The directory being watched (canonical path).
@@ -162,8 +186,8 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        // Dropping the debouncer closes the channel; the worker then ends.
-        drop(self.debouncer.take());
+        // The worker owns the notify watcher; it drops it when it stops.
+        let _ = self.stop.send(Msg::Stop);
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
@@ -173,11 +197,23 @@ impl Drop for Watcher {
 /// How a [`Watcher`] works.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
-    /// How long a path must be quiet before it is reconciled.
+    /// How long a path whose write finished must be quiet before it is
+    /// loaded.
     pub debounce: Duration,
     /// What a manifest (`x.toml` beside `x.wasm`) may grant. The default
     /// grants nothing: manifests may only tighten limits.
     pub allowance: Allowance,
+    /// Whether a component or manifest that is a symbolic link resolving
+    /// outside the watched directory is followed. Off by default: such a
+    /// link is refused with an [`Event::Failed`] naming the link and its
+    /// target.
+    pub follow_symlinks_out: bool,
+    /// The rules a new file must keep to be swapped in
+    /// ([`Registry::activate_guarded`]). The default: a name belongs to the
+    /// file that first claimed it (another file claiming it gets an
+    /// [`Event::Failed`] naming both, and no handoff state), and a version
+    /// exporting a strict subset of the serving one's exports is refused.
+    pub guard: Guard,
 }
 
 impl Default for WatchOptions {
@@ -185,116 +221,476 @@ impl Default for WatchOptions {
         WatchOptions {
             debounce: DEFAULT_DEBOUNCE,
             allowance: Allowance::none(),
+            follow_symlinks_out: false,
+            guard: Guard::default(),
         }
     }
 }
 
+/// What is happening to one watched path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Data written, not yet closed: not loaded.
+    Writing,
+    /// Created, nothing written since: due after the window, unless empty.
+    Created,
+    /// Closed after a write, or renamed into place: due after the window.
+    Finished,
+    /// Deleted or renamed away: due after the window.
+    Gone,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    phase: Phase,
+    quiet_since: Instant,
+}
+
+/// The watcher's thread: notify's events in, reconciles out.
+struct Worker<W: World> {
+    dir: PathBuf,
+    notifier: RecommendedWatcher,
+    reconciler: Reconciler<W>,
+    debounce: Duration,
+    pending: HashMap<PathBuf, Pending>,
+    /// The directory is gone; looked for every [`DIR_POLL`].
+    lost: bool,
+}
+
+impl<W: World> Worker<W> {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        loop {
+            let msg = match self.next_wake() {
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            let mut msgs = match msg {
+                Ok(msg) => vec![msg],
+                Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            // Take everything already queued before acting on any of it.
+            msgs.extend(rx.try_iter());
+            for msg in msgs {
+                match msg {
+                    Msg::Stop => return,
+                    Msg::Notify(Ok(event)) => self.note(event, Instant::now()),
+                    Msg::Notify(Err(err)) => {
+                        tracing::warn!(target: "wasmplug::watcher", "watch error: {err}");
+                        if !self.dir.is_dir() {
+                            self.lose();
+                        }
+                    }
+                }
+            }
+            if self.lost {
+                self.look_for_dir();
+            }
+            self.reconcile_due(Instant::now());
+        }
+    }
+
+    /// When the worker must wake without an event: the first pending path
+    /// to become due, or the next look for a lost directory. `None`: sleep
+    /// until an event comes.
+    fn next_wake(&self) -> Option<Instant> {
+        let due = self
+            .pending
+            .values()
+            .filter(|p| p.phase != Phase::Writing)
+            .map(|p| p.quiet_since + self.debounce)
+            .min();
+        let poll = self.lost.then(|| Instant::now() + DIR_POLL);
+        due.into_iter().chain(poll).min()
+    }
+
+    /// Record what one notify event says about its paths.
+    fn note(&mut self, event: notify::Event, now: Instant) {
+        if event.need_rescan() {
+            self.rescan(now);
+            return;
+        }
+        for (index, path) in event.paths.iter().enumerate() {
+            if *path == self.dir {
+                if matches!(
+                    event.kind,
+                    EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                ) {
+                    self.lose();
+                }
+                continue;
+            }
+            if path.parent() != Some(self.dir.as_path()) || !is_watched_name(path) {
+                continue;
+            }
+            let phase = match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => Phase::Finished,
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Phase::Gone,
+                // `Both` carries [from, to].
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if index == 0 => Phase::Gone,
+                EventKind::Modify(ModifyKind::Name(_)) => Phase::Finished,
+                EventKind::Create(_) => Phase::Created,
+                EventKind::Remove(_) => Phase::Gone,
+                EventKind::Modify(ModifyKind::Data(_)) if CLOSE_WRITE_REPORTED => Phase::Writing,
+                EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other) => {
+                    Phase::Finished
+                }
+                // Opens, reads, metadata: nothing to load.
+                _ => continue,
+            };
+            self.pending.insert(
+                path.clone(),
+                Pending {
+                    phase,
+                    quiet_since: now,
+                },
+            );
+        }
+    }
+
+    /// Reconcile every component whose path, or whose manifest's path, has
+    /// been quiet for the debounce window after its write finished.
+    fn reconcile_due(&mut self, now: Instant) {
+        if self.lost {
+            return;
+        }
+        let due: Vec<(PathBuf, Phase)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.phase != Phase::Writing && now >= p.quiet_since + self.debounce)
+            .map(|(path, p)| (path.clone(), p.phase))
+            .collect();
+        let mut components = Vec::new();
+        for (path, phase) in due {
+            self.pending.remove(&path);
+            // A new empty file is waiting for its data; its close-write
+            // will make it due again.
+            if phase == Phase::Created && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                continue;
+            }
+            components.push(path.with_extension("wasm"));
+        }
+        components.sort();
+        components.dedup();
+        for component in components {
+            // Still being written, or changed again within the window: it
+            // is reconciled when it is due itself.
+            if self.pending.contains_key(&component) {
+                continue;
+            }
+            self.reconciler.reconcile_component(&component);
+        }
+    }
+
+    /// The directory was deleted or moved away: report it, stop watching
+    /// it, and unload what came from it.
+    fn lose(&mut self) {
+        if self.lost {
+            return;
+        }
+        self.lost = true;
+        self.pending.clear();
+        let _ = self.notifier.unwatch(&self.dir);
+        self.reconciler.registry.emit(Event::DirectoryLost {
+            path: self.dir.clone(),
+        });
+        self.reconciler.unload_all();
+    }
+
+    /// While the directory is lost: if it is back, watch it again, report
+    /// it, and consider every file in it.
+    fn look_for_dir(&mut self) {
+        if !self.dir.is_dir() {
+            return;
+        }
+        if let Err(err) = self.notifier.watch(&self.dir, RecursiveMode::NonRecursive) {
+            tracing::debug!(target: "wasmplug::watcher", "{} is back but cannot be watched yet: {err}", self.dir.display());
+            return;
+        }
+        self.lost = false;
+        self.reconciler.registry.emit(Event::DirectoryBack {
+            path: self.dir.clone(),
+        });
+        self.rescan(Instant::now());
+    }
+
+    /// Consider every file in the directory, and every file loaded before,
+    /// as if just created (after a queue overflow, or the directory's
+    /// return). Each is read once; unchanged ones stay as they are.
+    fn rescan(&mut self, now: Instant) {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(_) => {
+                self.lose();
+                return;
+            }
+        };
+        let paths = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| is_watched_name(path))
+            .chain(self.reconciler.last.keys().cloned())
+            .collect::<Vec<_>>();
+        for path in paths {
+            self.pending.entry(path).or_insert(Pending {
+                phase: Phase::Created,
+                quiet_since: now,
+            });
+        }
+    }
+}
+
+/// `*.wasm` and `*.toml`: the names the watcher acts on.
+fn is_watched_name(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("wasm" | "toml")
+    )
+}
+
+/// What a component or manifest path held when it was last read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Print {
+    Absent,
+    Bytes(ContentHash),
+    /// Refused before reading (a link out of the directory, an unreadable
+    /// file): the reason stands for the content.
+    Refused(String),
+}
+
+/// The (component, manifest) pair last loaded or last failed at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    component: Print,
+    manifest: Print,
+    failed: bool,
+}
+
+/// A path's content, read without following links out of the directory.
+enum Content {
+    Absent,
+    /// A directory, a FIFO, a socket: not ours.
+    NotAFile,
+    Bytes(Vec<u8>),
+    Refused(anyhow::Error),
+}
+
 struct Reconciler<W: World> {
+    dir: PathBuf,
     runtime: Runtime<W>,
     registry: Registry<W>,
     allowance: Allowance,
-    /// The bytes that last failed to load, per path: reported once, not
-    /// recompiled on every event for the same content.
-    failed: Mutex<HashMap<PathBuf, ContentHash>>,
+    follow_symlinks_out: bool,
+    guard: Guard,
+    /// Per component path: what was last loaded from it, or last failed.
+    last: HashMap<PathBuf, Seen>,
 }
 
 impl<W: World> Reconciler<W> {
+    fn new(dir: &Path, runtime: Runtime<W>, registry: Registry<W>, options: WatchOptions) -> Self {
+        Reconciler {
+            dir: dir.to_path_buf(),
+            runtime,
+            registry,
+            allowance: options.allowance,
+            follow_symlinks_out: options.follow_symlinks_out,
+            guard: options.guard,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Reconcile every component of the directory, in name order.
+    fn scan(&mut self) -> anyhow::Result<()> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("listing {}", self.dir.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            self.reconcile_component(&path);
+        }
+        Ok(())
+    }
+
+    /// Unload everything loaded from the directory (it is gone).
+    fn unload_all(&mut self) {
+        for path in std::mem::take(&mut self.last).into_keys() {
+            self.registry.remove_source(&Source::File(path));
+        }
+    }
+
+    /// Read `path` (a component or a manifest), refusing a symbolic link
+    /// that resolves outside the directory unless the options allow it.
+    fn read(&self, path: &Path) -> Content {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Content::Absent,
+            Err(e) => {
+                return Content::Refused(anyhow!(e).context(format!("reading {}", path.display())))
+            }
+        };
+        let target = if meta.file_type().is_symlink() {
+            let target = match std::fs::canonicalize(path) {
+                Ok(target) => target,
+                Err(e) => {
+                    let to = std::fs::read_link(path).unwrap_or_default();
+                    return Content::Refused(anyhow!(
+                        "{} is a symbolic link to {}, which cannot be resolved: {e}",
+                        path.display(),
+                        to.display()
+                    ));
+                }
+            };
+            let dir = self.dir.canonicalize().unwrap_or_else(|_| self.dir.clone());
+            if !self.follow_symlinks_out && !target.starts_with(&dir) {
+                return Content::Refused(anyhow!(
+                    "{} is a symbolic link to {}, outside the watched directory {}; refused \
+                     (WatchOptions::follow_symlinks_out allows it)",
+                    path.display(),
+                    target.display(),
+                    dir.display()
+                ));
+            }
+            target
+        } else {
+            path.to_path_buf()
+        };
+        match read_regular_file(&target) {
+            Ok(Some(bytes)) => Content::Bytes(bytes),
+            Ok(None) => Content::NotAFile,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Content::Absent,
+            Err(e) => Content::Refused(anyhow!(e).context(format!("reading {}", path.display()))),
+        }
+    }
+
+    fn reconcile_component(&mut self, path: &Path) {
+        let source = Source::File(path.to_path_buf());
+        let bytes = match self.read(path) {
+            Content::Absent => {
+                self.last.remove(path);
+                self.registry.remove_source(&source);
+                return;
+            }
+            Content::NotAFile => return,
+            Content::Bytes(bytes) => Ok(bytes),
+            Content::Refused(cause) => Err(cause),
+        };
+        let manifest_path = Manifest::beside(path);
+        let manifest = match self.read(&manifest_path) {
+            Content::Absent | Content::NotAFile => Ok(None),
+            Content::Bytes(bytes) => Ok(Some(bytes)),
+            Content::Refused(cause) => Err(cause),
+        };
+
+        let bytes = bytes.map(|bytes| {
+            let hash = ContentHash::of(&bytes);
+            (bytes, hash)
+        });
+        let seen = Seen {
+            component: match &bytes {
+                Ok((_, hash)) => Print::Bytes(*hash),
+                Err(cause) => Print::Refused(format!("{cause:#}")),
+            },
+            manifest: match &manifest {
+                Ok(None) => Print::Absent,
+                Ok(Some(text)) => Print::Bytes(ContentHash::of(text)),
+                Err(cause) => Print::Refused(format!("{cause:#}")),
+            },
+            failed: false,
+        };
+        if let Some(last) = self.last.get(path) {
+            let same = last.component == seen.component && last.manifest == seen.manifest;
+            // Unchanged since it failed, or since it was loaded and is
+            // still the version from this file: nothing to do.
+            let still_loaded = || match &seen.component {
+                Print::Bytes(hash) => self.registry.hash_of_source(&source) == Some(*hash),
+                _ => false,
+            };
+            if same && (last.failed || still_loaded()) {
+                return;
+            }
+        }
+
+        let outcome = match bytes {
+            Ok((bytes, hash)) => self
+                .policy_for(path, &manifest_path, manifest)
+                .map_err(|cause| Error::Load {
+                    plugin: source.provisional_ref(),
+                    cause,
+                })
+                .and_then(|policy| {
+                    self.runtime
+                        .load_hashed(&bytes, hash, source.clone(), policy)
+                })
+                .and_then(|plugin| {
+                    self.registry
+                        .activate_guarded(plugin.clone(), &self.guard)
+                        .map(|_| plugin)
+                }),
+            Err(cause) => Err(Error::Load {
+                plugin: source.provisional_ref(),
+                cause,
+            }),
+        };
+        match outcome {
+            Ok(plugin) => {
+                self.last.insert(path.to_path_buf(), seen);
+                self.registry
+                    .remove_source_except(&source, plugin.identity());
+            }
+            Err(error) => {
+                self.last.insert(
+                    path.to_path_buf(),
+                    Seen {
+                        failed: true,
+                        ..seen
+                    },
+                );
+                self.registry.emit(Event::Failed {
+                    path: path.to_path_buf(),
+                    error: Arc::new(error),
+                });
+            }
+        }
+    }
+
     /// The runtime's policy, plus what the manifest beside `component`
     /// asks for, within the allowance.
-    fn policy_for(&self, component: &Path) -> anyhow::Result<Policy> {
+    fn policy_for(
+        &self,
+        component: &Path,
+        manifest_path: &Path,
+        manifest: anyhow::Result<Option<Vec<u8>>>,
+    ) -> anyhow::Result<Policy> {
         let base = self.runtime.policy().clone();
-        let manifest_path = Manifest::beside(component);
-        if !manifest_path.is_file() {
+        let Some(text) = manifest? else {
             return Ok(base);
-        }
-        let manifest = Manifest::load(&manifest_path)?;
+        };
+        let manifest = Manifest::from_bytes(&text, manifest_path)?;
         let dir = component.parent().unwrap_or(Path::new("."));
         manifest
             .apply(base, &self.allowance, dir)
             .with_context(|| format!("applying manifest {}", manifest_path.display()))
     }
+}
 
-    /// Reconcile every entry of `dir`, in name order.
-    fn scan(&self, dir: &Path) -> anyhow::Result<()> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("listing {}", dir.display()))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .collect();
-        paths.sort();
-        for path in paths {
-            self.reconcile(&path);
-        }
-        Ok(())
+/// The bytes of `path` if it is a regular file (`None` for a directory,
+/// FIFO or socket). Does not follow a symbolic link in the last component
+/// and does not block on a FIFO: `path` is already resolved.
+fn read_regular_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     }
-
-    fn reconcile(&self, path: &Path) {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("wasm") => self.reconcile_component(path, false),
-            // A changed manifest reloads its component, even unchanged.
-            Some("toml") => {
-                let component = path.with_extension("wasm");
-                if component.is_file() {
-                    self.reconcile_component(&component, true);
-                }
-            }
-            _ => {}
-        }
+    let mut file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
     }
-
-    fn reconcile_component(&self, path: &Path, manifest_changed: bool) {
-        let source = Source::File(path.to_path_buf());
-        if !path.exists() {
-            self.failed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(path);
-            self.registry.remove_source(&source);
-            return;
-        }
-        if !path.is_file() {
-            return;
-        }
-        // Read and hash once: the same bytes decide "unchanged" and are loaded.
-        let bytes = match read_component(path) {
-            Ok(bytes) => bytes,
-            Err(error) => return self.fail(path, error),
-        };
-        let hash = ContentHash::of(&bytes);
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        // Unchanged bytes (a touch, a second event for one write): no-op.
-        let unchanged = Some(hash) == self.registry.hash_of_source(&source)
-            || Some(hash) == failed.get(path).copied();
-        if unchanged && !manifest_changed {
-            return;
-        }
-        let policy = self.policy_for(path).map_err(|cause| Error::Load {
-            plugin: source.provisional_ref(),
-            cause,
-        });
-        let outcome = policy
-            .and_then(|policy| {
-                self.runtime
-                    .load_hashed(&bytes, hash, source.clone(), policy)
-            })
-            .and_then(|plugin| self.registry.activate(plugin.clone()).map(|_| plugin));
-        match outcome {
-            Ok(plugin) => {
-                failed.remove(path);
-                self.registry
-                    .remove_source_except(&source, plugin.identity());
-            }
-            Err(error) => {
-                failed.insert(path.to_path_buf(), hash);
-                drop(failed);
-                self.fail(path, error);
-            }
-        }
-    }
-
-    fn fail(&self, path: &Path, error: Error) {
-        self.registry.emit(Event::Failed {
-            path: path.to_path_buf(),
-            error: Arc::new(error),
-        });
-    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
 }

@@ -138,6 +138,93 @@ pub fn wait_for_event(
     }
 }
 
+/// Every event that arrives within `period` (waiting the whole period).
+pub fn events_within(
+    events: &std::sync::mpsc::Receiver<wasmplug::Event>,
+    period: std::time::Duration,
+) -> Vec<wasmplug::Event> {
+    let deadline = std::time::Instant::now() + period;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match events.recv_timeout(left) {
+            Ok(event) => seen.push(event),
+            Err(_) => return seen,
+        }
+    }
+}
+
+/// The offsets at which the top-level sections of a component (or core
+/// module) end: every prefix of this length is a whole number of sections.
+pub fn section_ends(wasm: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut at = 8; // magic and version
+    while at < wasm.len() {
+        let mut size = 0u64;
+        let mut shift = 0;
+        let mut p = at + 1; // the section id
+        loop {
+            let byte = wasm[p];
+            size |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            p += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        at = p + size as usize;
+        ends.push(at);
+    }
+    ends
+}
+
+/// Counts the opens of the files in one directory, from an inotify
+/// instance of its own (so it sees the watcher's reads, and its own
+/// watches change nothing for the watcher).
+#[cfg(target_os = "linux")]
+pub struct OpenCounter {
+    inotify: inotify::Inotify,
+}
+
+#[cfg(target_os = "linux")]
+impl OpenCounter {
+    /// Start counting opens in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        let inotify = inotify::Inotify::init().expect("inotify_init");
+        inotify
+            .watches()
+            .add(dir, inotify::WatchMask::OPEN)
+            .expect("watching the directory for opens");
+        OpenCounter { inotify }
+    }
+
+    /// The opens since the last call, per file name.
+    pub fn take(&mut self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match self.inotify.read_events(&mut buffer) {
+                Ok(events) => {
+                    let mut any = false;
+                    for event in events {
+                        any = true;
+                        let name = event
+                            .name
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| ".".into());
+                        *counts.entry(name).or_insert(0) += 1;
+                    }
+                    if !any {
+                        return counts;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return counts,
+                Err(e) => panic!("reading inotify events: {e}"),
+            }
+        }
+    }
+}
+
 /// A watched directory with `hello.wasm` = hello v1 in it, loaded and
 /// serving through a registry, and the registry's event stream.
 pub struct Deployment {
@@ -149,6 +236,8 @@ pub struct Deployment {
     pub events: std::sync::mpsc::Receiver<wasmplug::Event>,
     /// The watched `hello.wasm` (canonical path).
     pub file: PathBuf,
+    /// The watched directory (canonical path).
+    pub dir: PathBuf,
     /// How long the tests wait for an event.
     pub wait: std::time::Duration,
     _watcher: wasmplug::Watcher,
@@ -159,24 +248,40 @@ impl Deployment {
     /// Deploy hello v1 into a fresh watched directory and wait until it is
     /// loaded.
     pub fn hello_v1(tag: &str) -> Self {
+        let d = Self::start(
+            tag,
+            &[("hello.wasm", &guest_bytes("hello-v1"))],
+            wasmplug::WatchOptions::default(),
+        );
+        wait_for_event(&d.events, d.wait, "initial load", |e| {
+            matches!(e, wasmplug::Event::Loaded { .. })
+        });
+        d
+    }
+
+    /// Write `files` (name, bytes) into a fresh directory and start a
+    /// watcher on it with `options`; the first scan's events are in
+    /// `events`. `file` is the directory's `hello.wasm`, whether or not it
+    /// was among `files`.
+    pub fn start(tag: &str, files: &[(&str, &[u8])], options: wasmplug::WatchOptions) -> Self {
         let dir = TempDir::new(tag);
-        let file = dir.path().join("hello.wasm");
-        std::fs::copy(guest("hello-v1"), &file).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
         let runtime = wasmplug::Runtime::new().unwrap();
         let registry = wasmplug::Registry::new();
         let events = registry.subscribe();
         let watcher =
-            wasmplug::Watcher::start(dir.path(), runtime.clone(), registry.clone()).unwrap();
-        let wait = std::time::Duration::from_secs(10);
-        wait_for_event(&events, wait, "initial load", |e| {
-            matches!(e, wasmplug::Event::Loaded { .. })
-        });
+            wasmplug::Watcher::start_with(dir.path(), runtime.clone(), registry.clone(), options)
+                .unwrap();
+        let canonical = dir.path().canonicalize().unwrap();
         Deployment {
             runtime,
             registry,
             events,
-            file: file.canonicalize().unwrap(),
-            wait,
+            file: canonical.join("hello.wasm"),
+            dir: canonical,
+            wait: std::time::Duration::from_secs(10),
             _watcher: watcher,
             _dir: dir,
         }

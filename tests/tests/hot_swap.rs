@@ -238,3 +238,36 @@ fn a_manifest_beside_a_component_asks_for_grants_and_the_host_decides() {
     );
     assert_eq!(hostile.call(|i| i.welcome("env")).unwrap(), env);
 }
+
+/// The review's takeover: a new `evil.wasm` claiming `hello` became current
+/// and received hello's handoff state. A name belongs to the file that
+/// first claimed it: the claim is a `Failed` event naming both files, and
+/// hello keeps serving with its state.
+#[test]
+fn a_new_file_claiming_another_plugins_name_is_refused_and_gets_no_state() {
+    let d = Deployment::hello_v1("claim");
+    let hello = d.registry.get("hello").unwrap();
+    assert_eq!(hello.call(|i| i.count()).unwrap(), 1);
+    let evil = d.file.with_file_name("evil.wasm");
+    std::fs::copy(guest("hello-v2"), &evil).unwrap();
+    let event = wait_for_event(&d.events, d.wait, "refused claim", |e| {
+        matches!(e, Event::Failed { .. })
+    });
+    let Event::Failed { path, error } = event else {
+        unreachable!()
+    };
+    assert_eq!(path, evil);
+    let message = error.to_string();
+    assert!(
+        message.contains("hello.wasm") && message.contains("evil.wasm"),
+        "{message}"
+    );
+    let serving = hello.plugin().unwrap();
+    assert_eq!(serving.source(), &wasmplug::Source::File(d.file.clone()));
+    assert_eq!(
+        hello.call(|i| i.count()).unwrap(),
+        2,
+        "state stayed with hello"
+    );
+    assert_eq!(d.registry.list().len(), 1, "evil was not added beside it");
+}

@@ -152,6 +152,8 @@ impl Service {
                         Event::Swapped { .. } => "swapped",
                         Event::Failed { .. } => "failed",
                         Event::Unloaded { .. } => "unloaded",
+                        Event::DirectoryLost { .. } => "directory_lost",
+                        Event::DirectoryBack { .. } => "directory_back",
                     });
                 }
             })
