@@ -2,7 +2,8 @@
 //! costs once its first scan is done and nothing changes.
 //!
 //! The directory holds the built guests that load in the dynamic world
-//! (Rust, C, JavaScript and Python ones, each its own identity) and, up to
+//! (Rust, C, JavaScript and Python ones, each its own identity: the
+//! watcher refuses a second file claiming a name) and, up to
 //! 100, small distinct components (a core module with its own data), each
 //! named for its file. `Watcher::start` loads them all (the first scan);
 //! then the process idles for `IDLE_SECS` (default 30) and this prints:
@@ -27,7 +28,7 @@ const COMPONENTS: usize = 100;
 /// The guests of `guest-plugins/dist/` that load in the dynamic world.
 const GUESTS: [&str; 9] = [
     "hello-v1",
-    "hello-v2",
+    "hostile",
     "hello-c",
     "hello-js",
     "hello-py",
