@@ -281,7 +281,7 @@ impl Deployment {
             events,
             file: canonical.join("hello.wasm"),
             dir: canonical,
-            wait: std::time::Duration::from_secs(10),
+            wait: std::time::Duration::from_secs(60),
             _watcher: watcher,
             _dir: dir,
         }

@@ -19,7 +19,7 @@ use wasmplug_tests::{
     with_custom_section, Deployment, OpenCounter, TempDir,
 };
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn welcome(registry: &Registry<GreeterPlugin>) -> String {
     registry
