@@ -41,11 +41,44 @@ impl fmt::Display for Identity {
 }
 
 impl Identity {
-    /// Parse what a guest returned: a non-empty name and a semver version.
+    /// The longest name a plugin may give itself, in bytes.
+    pub const MAX_NAME: usize = 128;
+
+    /// Parse what a guest returned: a name and a semver version.
+    ///
+    /// A name is what events, logs and metrics show, so it must read as one
+    /// plain token: not empty, at most [`MAX_NAME`](Self::MAX_NAME) bytes,
+    /// no whitespace at either end, and no control or invisible formatting
+    /// character (a newline, ESC, a bidi override) that could make it pass
+    /// for something else.
+    ///
+    /// # Errors
+    /// When the name breaks one of those rules, or the version is not
+    /// semver; the error shows the name escaped.
     pub fn parse(name: &str, version: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !name.trim().is_empty(),
             "the plugin's identity has an empty name"
+        );
+        anyhow::ensure!(
+            name.len() <= Self::MAX_NAME,
+            "the plugin's name is {} bytes long; at most {} are allowed",
+            name.len(),
+            Self::MAX_NAME
+        );
+        let shown = || name.escape_debug().to_string();
+        if let Some(c) = name.chars().find(|&c| is_hidden(c)) {
+            anyhow::bail!(
+                "the plugin's name \"{}\" holds the control or formatting character {:?}; \
+                 a name must be printable",
+                shown(),
+                c
+            );
+        }
+        anyhow::ensure!(
+            name.trim() == name,
+            "the plugin's name \"{}\" starts or ends with whitespace",
+            shown()
         );
         let version = semver::Version::parse(version).map_err(|e| {
             anyhow!("identity: expected a semver version like `1.2.3`, found `{version}` ({e})")
@@ -55,6 +88,17 @@ impl Identity {
             version,
         })
     }
+}
+
+/// A character that does not show as itself: C0/C1 controls, DEL, line
+/// and paragraph separators, zero-width and bidi formatting characters.
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}')
 }
 
 /// Where a plugin was loaded from.
@@ -437,4 +481,49 @@ fn new_store<W: World>(
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.limits);
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Identity;
+
+    #[test]
+    fn a_plain_name_and_semver_version_parse() {
+        let id = Identity::parse("hello-c", "1.2.3-rc.1").unwrap();
+        assert_eq!(id.to_string(), "hello-c@1.2.3-rc.1");
+        assert!(Identity::parse("héllo_wörld.v2", "0.1.0").is_ok());
+    }
+
+    #[test]
+    fn a_name_that_could_forge_a_log_line_is_refused_escaped() {
+        for name in [
+            "hello\nWARN wasmplug::registry: swapped",
+            "hello\r",
+            "he\u{1b}[2Kllo",
+            "hello\u{202e}olleh",
+            "hel\u{200b}lo",
+            "hello\u{2028}x",
+            "hello\u{7f}",
+        ] {
+            let err = Identity::parse(name, "1.0.0").unwrap_err().to_string();
+            assert!(err.contains("control or formatting"), "{name:?}: {err}");
+            assert!(!err.contains('\n') && !err.contains('\u{1b}'), "{err}");
+        }
+    }
+
+    #[test]
+    fn empty_padded_and_overlong_names_are_refused() {
+        assert!(Identity::parse("  ", "1.0.0").is_err());
+        assert!(Identity::parse(" hello", "1.0.0").is_err());
+        let long = "x".repeat(Identity::MAX_NAME + 1);
+        let err = Identity::parse(&long, "1.0.0").unwrap_err().to_string();
+        assert!(err.contains("129 bytes"), "{err}");
+        assert!(Identity::parse(&"x".repeat(Identity::MAX_NAME), "1.0.0").is_ok());
+    }
+
+    #[test]
+    fn a_version_that_is_not_semver_is_refused_naming_it() {
+        let err = Identity::parse("hello", "v1").unwrap_err().to_string();
+        assert!(err.contains("`v1`"), "{err}");
+    }
 }
