@@ -20,8 +20,15 @@
 //!   window ([`DEFAULT_DEBOUNCE`], 50 ms). On backends that report no
 //!   close-write (macOS, Windows, BSD), a data change counts as finished once
 //!   quiet for the window. An idle directory costs no reads and no wake-ups.
-//! * **Reconcile** runs on the watcher's own thread, off every call path,
-//!   for the component `x.wasm` of each due path (`x.toml` is x's manifest):
+//! * **Reconcile** runs off every call path, for the component `x.wasm` of
+//!   each due path (`x.toml` is x's manifest), on a load thread of its own:
+//!   up to [`WatchOptions::load_threads`] files load at once (default: the
+//!   number of cores, at least 2), so a slow compile or an `init` sleeping
+//!   to its deadline never holds up another file's load or swap. One file is
+//!   never reconciled twice at once: a change that comes in while it loads
+//!   is reconciled when that load ends. The first scan loads every file in
+//!   parallel too, then activates them in name order, so which of two files
+//!   claiming one name wins does not depend on which compiled first:
 //!   - the component and its manifest are read once and hashed. If the pair
 //!     (component hash, manifest hash or absence) is the one last loaded from
 //!     that path, or the one that last failed there, nothing happens: an
@@ -55,18 +62,21 @@
 //!   directory is missing) for it to be back; when it is, it watches it
 //!   again, reports [`Event::DirectoryBack`] and loads what is in it, as
 //!   created files. An event queue overflow is handled the same way as a
-//!   return: every file is reconsidered (and read once).
+//!   return: every file is reconsidered (and read once). A load still in
+//!   flight when the directory goes (or the watcher is dropped) is thrown
+//!   away, never activated.
 //! * **What it does not do:** watch subdirectories, order loads of
-//!   different files (each is independent), or notice a write through an
-//!   `mmap` or by a writer that never closes the file.
+//!   different files after the first scan (each is independent, and two
+//!   files changed at once and claiming one name race for it), or notice a
+//!   write through an `mmap` or by a writer that never closes the file.
 //!
 //! Events go to the registry's subscribers and to `tracing`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -76,7 +86,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::manifest::{Allowance, Manifest};
 use crate::registry::Event;
-use crate::{ContentHash, Error, Guard, Policy, Registry, Runtime, Source, World};
+use crate::{ContentHash, Error, Guard, Plugin, Policy, Registry, Runtime, Source, World};
 
 /// The default debounce window.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
@@ -89,7 +99,9 @@ const DIR_POLL: Duration = Duration::from_millis(200);
 const CLOSE_WRITE_REPORTED: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// Watches a directory and keeps a registry in sync with it. Dropping the
-/// watcher stops watching; loaded plugins stay in the registry.
+/// watcher stops watching; loaded plugins stay in the registry, and a load
+/// still in flight is abandoned (its thread ends with the load, by the
+/// load's deadline, and activates nothing).
 pub struct Watcher {
     dir: PathBuf,
     stop: mpsc::Sender<Msg>,
@@ -98,6 +110,8 @@ pub struct Watcher {
 
 enum Msg {
     Notify(notify::Result<notify::Event>),
+    /// A load thread finished reconciling this component.
+    Done(PathBuf),
     Stop,
 }
 
@@ -126,7 +140,8 @@ impl Watcher {
             .canonicalize()
             .with_context(|| format!("watching {}", dir.as_ref().display()))?;
         let debounce = options.debounce;
-        let mut reconciler = Reconciler::new(&dir, runtime, registry, options);
+        let lanes = options.lanes();
+        let reconciler = Arc::new(Reconciler::new(&dir, runtime, registry, options));
 
         // Watch first, then scan: a file written between the two is seen by
         // both, and reconciling an unchanged file is a no-op.
@@ -140,7 +155,7 @@ impl Watcher {
             .watch(&dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("watching {}", dir.display()))?;
 
-        reconciler.scan()?;
+        reconciler.scan(lanes)?;
 
         let worker = Worker {
             dir: dir.clone(),
@@ -149,6 +164,10 @@ impl Watcher {
             debounce,
             pending: HashMap::new(),
             lost: false,
+            lanes,
+            queue: VecDeque::new(),
+            loading: HashSet::new(),
+            done: tx.clone(),
         };
         let worker = std::thread::Builder::new()
             .name("wasmplug-watcher".into())
@@ -175,7 +194,8 @@ impl Watcher {
             .as_ref()
             .canonicalize()
             .with_context(|| format!("loading {}", dir.as_ref().display()))?;
-        Reconciler::new(&dir, runtime, registry, options).scan()
+        let lanes = options.lanes();
+        Reconciler::new(&dir, runtime, registry, options).scan(lanes)
     }
 
     /// The directory being watched (canonical path).
@@ -214,6 +234,23 @@ pub struct WatchOptions {
     /// [`Event::Failed`] naming both, and no handoff state), and a version
     /// exporting a strict subset of the serving one's exports is refused.
     pub guard: Guard,
+    /// How many files load at once, each on a thread of its own (0: the
+    /// number of cores, at least 2). With one, a file whose `init` runs to
+    /// its deadline delays every other file's load by that long.
+    pub load_threads: usize,
+}
+
+impl WatchOptions {
+    /// The number of load threads: [`load_threads`](Self::load_threads),
+    /// or the number of cores (at least 2) when it is 0.
+    fn lanes(&self) -> usize {
+        match self.load_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(2, usize::from)
+                .max(2),
+            n => n,
+        }
+    }
 }
 
 impl Default for WatchOptions {
@@ -223,6 +260,7 @@ impl Default for WatchOptions {
             allowance: Allowance::none(),
             follow_symlinks_out: false,
             guard: Guard::default(),
+            load_threads: 0,
         }
     }
 }
@@ -246,15 +284,25 @@ struct Pending {
     quiet_since: Instant,
 }
 
-/// The watcher's thread: notify's events in, reconciles out.
+/// The watcher's thread: notify's events in, reconciles out (each on a
+/// load thread).
 struct Worker<W: World> {
     dir: PathBuf,
     notifier: RecommendedWatcher,
-    reconciler: Reconciler<W>,
+    reconciler: Arc<Reconciler<W>>,
     debounce: Duration,
     pending: HashMap<PathBuf, Pending>,
     /// The directory is gone; looked for every [`DIR_POLL`].
     lost: bool,
+    /// How many components load at once.
+    lanes: usize,
+    /// Components due, in the order they became due, waiting for a load
+    /// thread (or for their own load in flight to end).
+    queue: VecDeque<PathBuf>,
+    /// Components a load thread is reconciling now.
+    loading: HashSet<PathBuf>,
+    /// Where a load thread says it is done.
+    done: mpsc::Sender<Msg>,
 }
 
 impl<W: World> Worker<W> {
@@ -273,7 +321,10 @@ impl<W: World> Worker<W> {
             msgs.extend(rx.try_iter());
             for msg in msgs {
                 match msg {
-                    Msg::Stop => return,
+                    Msg::Stop => return self.stop(),
+                    Msg::Done(component) => {
+                        self.loading.remove(&component);
+                    }
                     Msg::Notify(Ok(event)) => self.note(event, Instant::now()),
                     Msg::Notify(Err(err)) => {
                         tracing::warn!(target: "wasmplug::watcher", "watch error: {err}");
@@ -287,7 +338,50 @@ impl<W: World> Worker<W> {
                 self.look_for_dir();
             }
             self.reconcile_due(Instant::now());
+            self.start_loads();
         }
+    }
+
+    /// Stop: nothing still loading is activated. The load threads are not
+    /// waited for: each ends with its load (by the load's deadline), and
+    /// what it loaded is dropped.
+    fn stop(self) {
+        self.reconciler.discard_in_flight();
+    }
+
+    /// Give queued components to load threads, up to `lanes` at once,
+    /// never two loads of one component.
+    fn start_loads(&mut self) {
+        let mut waiting = VecDeque::new();
+        while let Some(component) = self.queue.pop_front() {
+            if self.loading.len() >= self.lanes || self.loading.contains(&component) {
+                waiting.push_back(component);
+                continue;
+            }
+            let reconciler = self.reconciler.clone();
+            let done = self.done.clone();
+            let generation = reconciler.generation();
+            let path = component.clone();
+            let spawned = std::thread::Builder::new()
+                .name("wasmplug-load".into())
+                .spawn(move || {
+                    let step = reconciler.prepare(&path);
+                    reconciler.commit(&path, step, generation);
+                    let _ = done.send(Msg::Done(path));
+                });
+            match spawned {
+                Ok(_detached) => {
+                    self.loading.insert(component);
+                }
+                Err(err) => {
+                    // No thread to be had: load it here, as before.
+                    tracing::warn!(target: "wasmplug::watcher", "no load thread ({err}); loading {} on the watcher's thread", component.display());
+                    let step = self.reconciler.prepare(&component);
+                    self.reconciler.commit(&component, step, generation);
+                }
+            }
+        }
+        self.queue = waiting;
     }
 
     /// When the worker must wake without an event: the first pending path
@@ -375,10 +469,10 @@ impl<W: World> Worker<W> {
         for component in components {
             // Still being written, or changed again within the window: it
             // is reconciled when it is due itself.
-            if self.pending.contains_key(&component) {
+            if self.pending.contains_key(&component) || self.queue.contains(&component) {
                 continue;
             }
-            self.reconciler.reconcile_component(&component);
+            self.queue.push_back(component);
         }
     }
 
@@ -390,6 +484,7 @@ impl<W: World> Worker<W> {
         }
         self.lost = true;
         self.pending.clear();
+        self.queue.clear();
         let _ = self.notifier.unwatch(&self.dir);
         self.reconciler.registry.emit(Event::DirectoryLost {
             path: self.dir.clone(),
@@ -428,7 +523,7 @@ impl<W: World> Worker<W> {
         let paths = entries
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|path| is_watched_name(path))
-            .chain(self.reconciler.last.keys().cloned())
+            .chain(self.reconciler.last().keys().cloned())
             .collect::<Vec<_>>();
         for path in paths {
             self.pending.entry(path).or_insert(Pending {
@@ -474,6 +569,23 @@ enum Content {
     Refused(anyhow::Error),
 }
 
+/// What a load thread found a component path needs.
+enum Step<W: World> {
+    /// Unchanged since it was loaded or since it failed; or not a file.
+    Nothing,
+    /// The component is gone: unload what came from it.
+    Remove,
+    /// New content: the loaded plugin (or why it did not load), and what was
+    /// read.
+    Activate {
+        seen: Seen,
+        loaded: Result<Plugin<W>, Error>,
+    },
+}
+
+/// Reads, loads and activates component files. Shared by the watcher's
+/// thread and its load threads; one component path is never reconciled by
+/// two threads at once.
 struct Reconciler<W: World> {
     dir: PathBuf,
     runtime: Runtime<W>,
@@ -482,7 +594,11 @@ struct Reconciler<W: World> {
     follow_symlinks_out: bool,
     guard: Guard,
     /// Per component path: what was last loaded from it, or last failed.
-    last: HashMap<PathBuf, Seen>,
+    last: Mutex<HashMap<PathBuf, Seen>>,
+    /// Bumped when the directory is lost or the watcher stops: a load that
+    /// began before is not activated. Activations hold it for reading, so
+    /// none is half done while it is bumped.
+    generation: RwLock<usize>,
 }
 
 impl<W: World> Reconciler<W> {
@@ -494,27 +610,71 @@ impl<W: World> Reconciler<W> {
             allowance: options.allowance,
             follow_symlinks_out: options.follow_symlinks_out,
             guard: options.guard,
-            last: HashMap::new(),
+            last: Mutex::new(HashMap::new()),
+            generation: RwLock::new(0),
         }
     }
 
-    /// Reconcile every component of the directory, in name order.
-    fn scan(&mut self) -> anyhow::Result<()> {
+    fn last(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Seen>> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn generation(&self) -> usize {
+        *self
+            .generation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Loads in flight are not activated from now on.
+    fn discard_in_flight(&self) {
+        *self
+            .generation
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) += 1;
+    }
+
+    /// Reconcile every component of the directory: loaded `lanes` at a
+    /// time, then activated in name order (so which of two files claiming
+    /// one name wins never depends on which compiled first).
+    fn scan(&self, lanes: usize) -> anyhow::Result<()> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .with_context(|| format!("listing {}", self.dir.display()))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|path| path.extension().is_some_and(|e| e == "wasm"))
             .collect();
         paths.sort();
-        for path in paths {
-            self.reconcile_component(&path);
+        let generation = self.generation();
+        let next = AtomicUsize::new(0);
+        let steps: Vec<Mutex<Option<Step<W>>>> = paths.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..lanes.min(paths.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else { return };
+                    let step = self.prepare(path);
+                    *steps[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(step);
+                });
+            }
+        });
+        for (path, step) in paths.iter().zip(steps) {
+            let step = step.into_inner().unwrap_or_else(PoisonError::into_inner);
+            // A lane that panicked left its step empty: load it here.
+            let step = step.unwrap_or_else(|| self.prepare(path));
+            self.commit(path, step, generation);
         }
         Ok(())
     }
 
-    /// Unload everything loaded from the directory (it is gone).
-    fn unload_all(&mut self) {
-        for path in std::mem::take(&mut self.last).into_keys() {
+    /// Unload everything loaded from the directory (it is gone), and let
+    /// no load in flight activate.
+    fn unload_all(&self) {
+        let mut generation = self
+            .generation
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        *generation += 1;
+        for path in std::mem::take(&mut *self.last()).into_keys() {
             self.registry.remove_source(&Source::File(path));
         }
     }
@@ -563,15 +723,14 @@ impl<W: World> Reconciler<W> {
         }
     }
 
-    fn reconcile_component(&mut self, path: &Path) {
+    /// Read the component at `path` and its manifest; if they changed
+    /// since they were last loaded or failed, load the component. Nothing
+    /// here touches what serves: that is [`commit`](Self::commit).
+    fn prepare(&self, path: &Path) -> Step<W> {
         let source = Source::File(path.to_path_buf());
         let bytes = match self.read(path) {
-            Content::Absent => {
-                self.last.remove(path);
-                self.registry.remove_source(&source);
-                return;
-            }
-            Content::NotAFile => return,
+            Content::Absent => return Step::Remove,
+            Content::NotAFile => return Step::Nothing,
             Content::Bytes(bytes) => Ok(bytes),
             Content::Refused(cause) => Err(cause),
         };
@@ -598,7 +757,8 @@ impl<W: World> Reconciler<W> {
             },
             failed: false,
         };
-        if let Some(last) = self.last.get(path) {
+        let last = self.last().get(path).cloned();
+        if let Some(last) = last {
             let same = last.component == seen.component && last.manifest == seen.manifest;
             // Unchanged since it failed, or since it was loaded and is
             // still the version from this file: nothing to do.
@@ -607,39 +767,61 @@ impl<W: World> Reconciler<W> {
                 _ => false,
             };
             if same && (last.failed || still_loaded()) {
-                return;
+                return Step::Nothing;
             }
         }
 
-        let outcome = match bytes {
+        let loaded = match bytes {
             Ok((bytes, hash)) => self
                 .policy_for(path, &manifest_path, manifest)
                 .map_err(|cause| Error::Load {
                     plugin: source.provisional_ref(),
                     cause,
                 })
-                .and_then(|policy| {
-                    self.runtime
-                        .load_hashed(&bytes, hash, source.clone(), policy)
-                })
-                .and_then(|plugin| {
-                    self.registry
-                        .activate_guarded(plugin.clone(), &self.guard)
-                        .map(|_| plugin)
-                }),
+                .and_then(|policy| self.runtime.load_hashed(&bytes, hash, source, policy)),
             Err(cause) => Err(Error::Load {
                 plugin: source.provisional_ref(),
                 cause,
             }),
         };
+        Step::Activate { seen, loaded }
+    }
+
+    /// Act on what [`prepare`](Self::prepare) found for `path`: swap the
+    /// loaded plugin in (or report why not), or unload a deleted file's.
+    /// Nothing happens if the directory was lost, or the watcher stopped,
+    /// since `generation`.
+    fn commit(&self, path: &Path, step: Step<W>, generation: usize) {
+        let now = self
+            .generation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *now != generation {
+            return;
+        }
+        let source = Source::File(path.to_path_buf());
+        let (seen, loaded) = match step {
+            Step::Nothing => return,
+            Step::Remove => {
+                self.last().remove(path);
+                self.registry.remove_source(&source);
+                return;
+            }
+            Step::Activate { seen, loaded } => (seen, loaded),
+        };
+        let outcome = loaded.and_then(|plugin| {
+            self.registry
+                .activate_guarded(plugin.clone(), &self.guard)
+                .map(|_| plugin)
+        });
         match outcome {
             Ok(plugin) => {
-                self.last.insert(path.to_path_buf(), seen);
+                self.last().insert(path.to_path_buf(), seen);
                 self.registry
                     .remove_source_except(&source, plugin.identity());
             }
             Err(error) => {
-                self.last.insert(
+                self.last().insert(
                     path.to_path_buf(),
                     Seen {
                         failed: true,

@@ -6,6 +6,10 @@
 //! missing: it fails and says how to build it.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use wasmplug::reference::GreeterPlugin;
+use wasmplug::{Policy, Registry, Runtime};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -264,11 +268,21 @@ impl Deployment {
     /// `events`. `file` is the directory's `hello.wasm`, whether or not it
     /// was among `files`.
     pub fn start(tag: &str, files: &[(&str, &[u8])], options: wasmplug::WatchOptions) -> Self {
+        Self::start_on(Runtime::new().unwrap(), tag, files, options)
+    }
+
+    /// [`start`](Self::start), loading with `runtime` (its policy, its
+    /// deadline).
+    pub fn start_on(
+        runtime: Runtime<GreeterPlugin>,
+        tag: &str,
+        files: &[(&str, &[u8])],
+        options: wasmplug::WatchOptions,
+    ) -> Self {
         let dir = TempDir::new(tag);
         for (name, bytes) in files {
             std::fs::write(dir.path().join(name), bytes).unwrap();
         }
-        let runtime = wasmplug::Runtime::new().unwrap();
         let registry = wasmplug::Registry::new();
         let events = registry.subscribe();
         let watcher =
@@ -295,5 +309,57 @@ impl Deployment {
             &format!("swap to {version}"),
             |e| matches!(e, wasmplug::Event::Swapped { to, .. } if to.version.to_string() == version),
         );
+    }
+}
+
+/// hello's `welcome("Gopher")` through the registry's current version.
+pub fn welcome(registry: &Registry<GreeterPlugin>) -> String {
+    registry
+        .get("hello")
+        .unwrap()
+        .call(|i| i.welcome("Gopher"))
+        .unwrap()
+}
+
+/// Run the attack `cmd` (see `guest-plugins/hostile`) in a fresh `hostile`
+/// instance loaded under `policy`.
+pub fn attack(rt: &Runtime<GreeterPlugin>, policy: Policy, cmd: &str) -> wasmplug::Result<String> {
+    let plugin = rt.load_with_policy(guest("hostile"), policy).unwrap();
+    let mut instance = plugin.instantiate().unwrap();
+    instance.welcome(cmd)
+}
+
+/// Run `f` with `tracing` captured by a subscriber of this thread's own, up
+/// to `level`; return what was written. `tracing` caches per-callsite
+/// interest globally, so a test binary whose tests capture logs must run
+/// them one at a time (or alone in the binary) to see every line.
+pub fn capture_logs(level: tracing::Level, f: impl FnOnce()) -> String {
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let logs = logs.clone();
+        move || CaptureWriter(logs.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_max_level(level)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    String::from_utf8(bytes).expect("the log is UTF-8")
+}
+
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

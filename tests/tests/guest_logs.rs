@@ -4,27 +4,15 @@
 //! globally, so capturing with a thread-local subscriber is only reliable
 //! when no other test thread hits the same callsites at the same time.
 
-use std::sync::{Arc, Mutex};
-
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::{Error, Runtime};
-use wasmplug_tests::guest;
+use wasmplug_tests::{capture_logs, guest};
 
 // Go's `init()` runs once per process. Here `init` runs once per instance,
 // and what a guest logs or prints is tagged with its name@version.
 #[test]
 fn init_runs_in_every_instance_and_guest_output_is_tagged_with_the_plugin() {
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let logs = logs.clone();
-        move || CaptureWriter(logs.clone())
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    let logs = capture_logs(tracing::Level::INFO, || {
         let rt = Runtime::<GreeterPlugin>::new().unwrap();
         // A load instantiates once and runs init once; that instance is
         // the first one handed out, so `_a` runs no init of its own.
@@ -35,7 +23,6 @@ fn init_runs_in_every_instance_and_guest_output_is_tagged_with_the_plugin() {
         let err = rt.load(guest("broken-init-trap")).unwrap_err();
         assert!(matches!(err, Error::Init { .. }), "{err:?}");
     });
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
 
     let inits: Vec<&str> = logs
         .lines()
@@ -62,16 +49,4 @@ fn init_runs_in_every_instance_and_guest_output_is_tagged_with_the_plugin() {
         "{panic_line}"
     );
     assert!(panic_line.contains("stream=\"stderr\""), "{panic_line}");
-}
-
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CaptureWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -7,17 +7,8 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use wasmplug::reference::GreeterPlugin;
 use wasmplug::{Error, Event, Registry};
-use wasmplug_tests::{guest, guest_bytes, replace_atomically, wait_for_event, Deployment};
-
-fn welcome(registry: &Registry<GreeterPlugin>) -> String {
-    registry
-        .get("hello")
-        .unwrap()
-        .call(|i| i.welcome("Gopher"))
-        .unwrap()
-}
+use wasmplug_tests::{guest, guest_bytes, replace_atomically, wait_for_event, welcome, Deployment};
 
 fn wait_failed(d: &Deployment, what: &str) -> std::sync::Arc<Error> {
     let event = wait_for_event(&d.events, d.wait, what, |e| {

@@ -13,12 +13,12 @@
 //! keeps per-callsite interest globally, so they take turns (`LOGS`), and
 //! the other tests here use inline WAT components that log nothing.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::wasmtime::component::Val;
 use wasmplug::{Dynamic, Error, LimitHit, Policy, Registry, Runtime};
-use wasmplug_tests::guest;
+use wasmplug_tests::{capture_logs, guest};
 
 const MIB: usize = 1 << 20;
 /// One wasm page.
@@ -173,35 +173,12 @@ fn an_instance_cannot_start_with_more_memory_than_the_cap() {
 /// Log tests take turns: see the module docs.
 static LOGS: Mutex<()> = Mutex::new(());
 
-/// Run `f` with the `tracing` log captured; return what was written.
+/// Run `f` with the `tracing` log captured (one test at a time); return
+/// what was written.
 fn capture(f: impl FnOnce()) -> String {
     let _turn = LOGS.lock().unwrap_or_else(|e| e.into_inner());
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let logs = logs.clone();
-        move || CaptureWriter(logs.clone())
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        // Not TRACE: wasmtime-wasi traces every host call at that level.
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = logs.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
-}
-
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CaptureWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    // Not TRACE: wasmtime-wasi traces every host call at that level.
+    capture_logs(tracing::Level::DEBUG, f)
 }
 
 /// A host line the guest would like to slip into the log, after a newline

@@ -12,17 +12,10 @@ use std::time::{Duration, Instant};
 
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::{DirAccess, Error, LimitHit, Policy, Registry, Runtime};
-use wasmplug_tests::{guest, TempDir};
+use wasmplug_tests::{attack, guest, TempDir};
 
 fn runtime() -> Runtime<GreeterPlugin> {
     Runtime::new().unwrap()
-}
-
-/// Run the attack `cmd` in a fresh `hostile` instance under `policy`.
-fn attack(rt: &Runtime<GreeterPlugin>, policy: Policy, cmd: &str) -> wasmplug::Result<String> {
-    let plugin = rt.load_with_policy(guest("hostile"), policy).unwrap();
-    let mut instance = plugin.instantiate().unwrap();
-    instance.welcome(cmd)
 }
 
 /// A well-behaved plugin, called continuously from another thread.

@@ -10,17 +10,10 @@ use std::time::Duration;
 
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::{DirAccess, Dynamic, Error, Event, Guard, Policy, Registry, Runtime};
-use wasmplug_tests::{guest, wait_for_event, TempDir};
+use wasmplug_tests::{attack, guest, wait_for_event, TempDir};
 
 fn runtime() -> Runtime<GreeterPlugin> {
     Runtime::new().unwrap()
-}
-
-/// Run the attack `cmd` in a fresh `hostile` instance under `policy`.
-fn attack(rt: &Runtime<GreeterPlugin>, policy: Policy, cmd: &str) -> wasmplug::Result<String> {
-    let plugin = rt.load_with_policy(guest("hostile"), policy).unwrap();
-    let mut instance = plugin.instantiate().unwrap();
-    instance.welcome(cmd)
 }
 
 /// `data/` granted read-write as `/data`, `data/pub/` read-only as `/pub`:

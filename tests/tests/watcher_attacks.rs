@@ -12,22 +12,13 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use wasmplug::reference::GreeterPlugin;
 use wasmplug::{Dynamic, Event, Registry, Runtime, WatchOptions, Watcher};
 use wasmplug_tests::{
-    events_within, guest, guest_bytes, replace_atomically, section_ends, wait_for_event,
+    events_within, guest, guest_bytes, replace_atomically, section_ends, wait_for_event, welcome,
     with_custom_section, Deployment, OpenCounter, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn welcome(registry: &Registry<GreeterPlugin>) -> String {
-    registry
-        .get("hello")
-        .unwrap()
-        .call(|i| i.welcome("Gopher"))
-        .unwrap()
-}
 
 fn is_load_or_failure(event: &Event) -> bool {
     matches!(
@@ -443,5 +434,54 @@ fn a_file_replaced_while_its_load_is_in_flight_ends_with_the_last_content_servin
         from_file,
         ["hello@2.0.0"],
         "only the last content is loaded"
+    );
+}
+
+/// Issue 10, finding 2: "an `init` that slept 8 s delayed an unrelated
+/// plugin's hot swap by ~7 s". Here `a-slow.wasm`'s `init` sleeps 60 s in
+/// a WASI call (within its 120 s deadline) and is written first, and sorts
+/// first; hello v2 is renamed in next. hello must swap while the slow load
+/// is still sleeping: its `Swapped` comes before any word of `a-slow`.
+/// Before load threads the watcher loaded one file at a time, so hello
+/// waited the whole minute.
+#[test]
+fn a_plugin_whose_init_sleeps_never_delays_another_plugins_swap() {
+    let runtime = Runtime::builder()
+        .policy(wasmplug::Policy::default().deadline(Duration::from_secs(120)))
+        .build()
+        .unwrap();
+    let d = Deployment::start_on(
+        runtime,
+        "slow-init-bystander",
+        &[("hello.wasm", &guest_bytes("hello-v1"))],
+        WatchOptions::default(),
+    );
+    wait_for_event(&d.events, WAIT, "initial load", |e| {
+        matches!(e, Event::Loaded { .. })
+    });
+
+    replace_atomically(
+        &d.dir.join("a-slow.wasm"),
+        &guest_bytes("hostile-init-sleep"),
+    );
+    // Let the slow load begin first (not needed for the order asserted).
+    std::thread::sleep(Duration::from_millis(300));
+    replace_atomically(&d.file, &guest_bytes("hello-v2"));
+
+    let first = wait_for_event(&d.events, WAIT, "hello's swap or a-slow's load", |e| {
+        matches!(e, Event::Swapped { to, .. } if to.name == "hello")
+            || matches!(e, Event::Loaded { identity, .. } if identity.name != "hello")
+            || matches!(e, Event::Failed { .. })
+    });
+    assert!(
+        matches!(&first, Event::Swapped { to, .. } if to.version.major == 2),
+        "hello's swap waited for the slow plugin: first came {first}"
+    );
+    assert_eq!(welcome(&d.registry), "Welcome back, Gopher!");
+    // The slow plugin is still loading: not in the registry yet.
+    assert!(
+        d.registry.get("hostile-init-sleep").is_err(),
+        "the slow plugin loaded already: {:?}",
+        d.registry.list()
     );
 }
