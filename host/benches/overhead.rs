@@ -8,7 +8,8 @@
 //! record-in/string-out call (`hello(user)`), and instantiation (new Store +
 //! instance + `init`), each as a `wasmplug` and a `raw` function of one
 //! group. After criterion's own report, the ratios wasmplug / raw of the
-//! medians it measured are printed, then what criterion does not time:
+//! medians it measured are printed (and `Handle::call` through a registry
+//! against the same call on an `Instance`), then what criterion does not time:
 //! memory per idle instance, and calls per second on 1 and 2 threads, with an
 //! instance per thread and through a `Registry` with a pool of 2.
 //!
@@ -140,6 +141,12 @@ fn main() {
             })
         });
         group.bench_function("wasmplug", |b| b.iter(|| ours.count().unwrap()));
+        // The registry's path: resolve the current version, check its one
+        // instance out of the pool, call, give it back.
+        let registry = wasmplug::Registry::new();
+        registry.activate(plugin.clone()).unwrap();
+        let handle = registry.get("hello").unwrap();
+        group.bench_function("handle", |b| b.iter(|| handle.call(|i| i.count()).unwrap()));
         group.finish();
     }
     {
@@ -181,6 +188,14 @@ fn main() {
             "{what:<40} wasmplug {ours:>9.1} ns   raw {raw:>9.1} ns   ratio {ratio:.2}x   (target <= {target}x: {verdict})"
         );
     }
+
+    let (handle, instance) = (median_ns("count", "handle"), median_ns("count", "wasmplug"));
+    let ratio = handle / instance;
+    let verdict = if ratio <= 1.1 { "met" } else { "MISSED" };
+    println!(
+        "{:<40} handle   {handle:>9.1} ns   instance {instance:>5.1} ns   ratio {ratio:.2}x   (target <= 1.1x: {verdict})",
+        "Handle::call vs Instance call: count()"
+    );
 
     // Memory per live, idle instance: RSS before and after holding 500.
     let before = rss_kib();
