@@ -42,8 +42,6 @@ use wasmtime_wasi_io::bindings::wasi::io::streams::{
     HostInputStream as AsyncInput, HostOutputStream as AsyncOutput,
 };
 
-use crate::State;
-
 /// The runtime's epoch, readable without asking the engine: the ticker
 /// advances it right after it advances the engine's.
 #[derive(Debug)]
@@ -161,22 +159,28 @@ impl HasData for BoundedIo {
     type Data<'a> = Bounded<'a>;
 }
 
-fn bounded_view<D: Send>(state: &mut State<D>) -> Bounded<'_> {
-    Bounded {
-        remaining: state.deadline.remaining(),
-        table: &mut state.table,
+impl<'a> Bounded<'a> {
+    /// A store's view for the bounded functions: its resource table, and
+    /// the time its current call has left.
+    pub(crate) fn new(table: &'a mut ResourceTable, deadline: &CallDeadline) -> Self {
+        Bounded {
+            remaining: deadline.remaining(),
+            table,
+        }
     }
 }
 
 /// Replace wasmtime-wasi's blocking `wasi:io` functions in `linker` with
 /// ones bounded by the call's deadline. Call after
 /// `wasmtime_wasi::p2::add_to_linker_sync`.
-pub(crate) fn add_to_linker<D: Send + 'static>(
-    linker: &mut Linker<State<D>>,
+/// `view` gives the store's [`Bounded`] view.
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Bounded<'_>,
 ) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    poll::add_to_linker::<State<D>, BoundedIo>(linker, bounded_view)?;
-    streams::add_to_linker::<State<D>, BoundedIo>(linker, bounded_view)?;
+    poll::add_to_linker::<T, BoundedIo>(linker, view)?;
+    streams::add_to_linker::<T, BoundedIo>(linker, view)?;
     linker.allow_shadowing(false);
     Ok(())
 }

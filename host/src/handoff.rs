@@ -27,6 +27,10 @@ impl<W: World> Instance<W> {
 
     /// This instance's state, from the guest's `handoff.snapshot`; `None`
     /// when the plugin does not export the handoff interface.
+    ///
+    /// # Errors
+    /// [`Error::BadCall`] when the plugin does not export the handoff interface
+    /// or exports it with the wrong type; [`Error::Trap`] when the guest traps.
     pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>> {
         let Some(index) = self.handoff_func("snapshot") else {
             return Ok(None);
@@ -41,6 +45,10 @@ impl<W: World> Instance<W> {
     ///
     /// [`Error::Guest`]: crate::Error::Guest
     /// [`Error::BadCall`]: crate::Error::BadCall
+    ///
+    /// # Errors
+    /// As [`snapshot`](Self::snapshot), and [`Error::Guest`] when the plugin
+    /// refuses the state.
     pub fn restore(&mut self, state: &[u8]) -> Result<()> {
         let Some(index) = self.handoff_func("restore") else {
             return Err(self.bad_call(format!("the plugin does not export `{HANDOFF}`")));

@@ -43,16 +43,21 @@ mod cache;
 mod deadline;
 mod dynamic;
 mod error;
+mod event;
+mod handle;
 mod handoff;
+mod identity;
 mod instance;
 mod log;
 mod manifest;
 mod plugin;
 mod policy;
+mod pool;
 pub mod reference;
 mod registry;
 mod runtime;
 pub mod signature;
+mod slot;
 mod watcher;
 mod world;
 
@@ -60,16 +65,18 @@ pub use cache::CacheStats;
 pub use deadline::DeadlineExceeded;
 pub use dynamic::Dynamic;
 pub use error::{Error, PluginRef, Result};
+pub use event::Event;
+pub use handle::Handle;
 pub use handoff::HANDOFF;
+pub use identity::{ContentHash, Identity, Source};
 pub use instance::Instance;
 pub use log::{emit as emit_guest_log, Level};
 pub use manifest::{Allowance, Manifest, ManifestDir};
-pub use plugin::{Identity, Plugin, Source};
+pub use plugin::Plugin;
 pub use policy::{DirAccess, DirGrant, LimitHit, Output, Policy};
-pub use registry::{
-    Activation, Event, Guard, Handle, Health, Registry, VersionInfo, BACKOFF_FIRST, BACKOFF_MAX,
-};
-pub use runtime::{default_pooling, ContentHash, Runtime, RuntimeBuilder, DEFAULT_CACHE_BYTES};
+pub use pool::{Health, BACKOFF_FIRST, BACKOFF_MAX};
+pub use registry::{Activation, Guard, Registry, VersionInfo};
+pub use runtime::{default_pooling, Runtime, RuntimeBuilder, DEFAULT_CACHE_BYTES};
 pub use watcher::{WatchOptions, Watcher, DEFAULT_DEBOUNCE};
 pub use world::{check_export, State, World};
 
@@ -80,3 +87,149 @@ pub use wasmtime;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The modules in layers, lowest first: a module may use only modules of
+/// lower layers, so the crate reads bottom to top with no import circle.
+/// `ARCHITECTURE.md` ("Layers") explains each step; this test keeps it true.
+#[cfg(test)]
+mod layers {
+    const LAYERS: &[&[&str]] = &[
+        &["log", "signature", "deadline"],
+        &["policy"],
+        &["error"],
+        &["identity"],
+        &["cache", "manifest", "event"],
+        &["world"],
+        &["runtime"],
+        &["plugin"],
+        &["instance"],
+        &["handoff", "reference"],
+        &["dynamic"],
+        &["pool"],
+        &["slot"],
+        &["handle"],
+        &["registry"],
+        &["watcher"],
+    ];
+
+    fn layer_of(module: &str) -> Option<usize> {
+        LAYERS.iter().position(|layer| layer.contains(&module))
+    }
+
+    /// Every `crate::x` a module names, as the module it comes from (a name
+    /// re-exported at the root counts as its own module).
+    fn uses(source: &str, roots: &std::collections::HashMap<String, String>) -> Vec<String> {
+        let code: String = without_test_modules(source)
+            .lines()
+            .map(|line| line.split("//").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut found = Vec::new();
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find("crate::") {
+            rest = &rest[at + "crate::".len()..];
+            let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                let end = group.find('}').unwrap_or(group.len());
+                group[..end]
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .collect()
+            } else {
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                vec![&rest[..end]]
+            };
+            for name in names.into_iter().filter(|n| !n.is_empty()) {
+                if layer_of(name).is_some() {
+                    found.push(name.to_string());
+                } else if let Some(module) = roots.get(name) {
+                    found.push(module.clone());
+                }
+            }
+        }
+        found
+    }
+
+    /// `source` less each `#[cfg(test)]` item (up to its matching brace):
+    /// tests may use any layer for their fixtures.
+    fn without_test_modules(source: &str) -> String {
+        let mut out = String::new();
+        let mut rest = source;
+        while let Some(at) = rest.find("#[cfg(test)]") {
+            out.push_str(&rest[..at]);
+            rest = &rest[at..];
+            let Some(open) = rest.find('{') else {
+                return out;
+            };
+            let mut depth = 0;
+            let mut end = rest.len();
+            for (i, c) in rest[open..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = open + i + 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    #[test]
+    fn every_module_uses_only_modules_of_lower_layers() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+        // `pub use module::{A, B};` and `pub use module::A;` at the root.
+        let mut roots = std::collections::HashMap::new();
+        for line in lib.lines().filter_map(|l| l.strip_prefix("pub use ")) {
+            let Some((module, names)) = line.split_once("::") else {
+                continue;
+            };
+            for name in names.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+                if !name.is_empty() && name != "as" {
+                    roots.insert(name.to_string(), module.to_string());
+                }
+            }
+        }
+        let mut broken = Vec::new();
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            let Some(module) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if path.extension().is_none_or(|e| e != "rs") || module == "lib" {
+                continue;
+            }
+            seen.push(module.to_string());
+            let Some(own) = layer_of(module) else {
+                broken.push(format!("{module}.rs is in no layer: add it to LAYERS"));
+                continue;
+            };
+            let source = std::fs::read_to_string(&path).unwrap();
+            for used in uses(&source, &roots) {
+                let theirs = layer_of(&used).expect("uses() returns layered modules");
+                if used != module && theirs >= own {
+                    broken.push(format!(
+                        "{module} (layer {own}) uses {used} (layer {theirs})"
+                    ));
+                }
+            }
+        }
+        broken.sort();
+        broken.dedup();
+        assert!(broken.is_empty(), "layering broken:\n{}", broken.join("\n"));
+        for layer in LAYERS {
+            for module in *layer {
+                assert!(seen.iter().any(|m| m == module), "no {module}.rs");
+            }
+        }
+    }
+}

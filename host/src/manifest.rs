@@ -125,6 +125,11 @@ impl Manifest {
     /// file that is not a valid manifest, gives the TOML message with its
     /// line and column but never the file's text: a manifest path may be
     /// made to point at a file that is not a manifest (a secret).
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not UTF-8 or not a valid manifest: the
+    /// message names the file and, for TOML errors, the line and column, never
+    /// the file's text.
     pub fn load(path: &Path) -> anyhow::Result<Manifest> {
         let bytes =
             std::fs::read(path).with_context(|| format!("reading manifest {}", path.display()))?;
@@ -160,6 +165,11 @@ impl Manifest {
     /// `base` plus what this manifest asks for, if `allowance` permits all
     /// of it; otherwise an error naming the first request refused.
     /// `manifest_dir` anchors the manifest's relative directory paths.
+    ///
+    /// # Errors
+    /// When the manifest asks for more than `allowance` permits (naming the
+    /// request), or a directory it asks for cannot be opened or lies outside
+    /// every allowed root.
     pub fn apply(
         &self,
         base: Policy,

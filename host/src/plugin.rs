@@ -10,7 +10,7 @@
 //! freed too.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
@@ -21,116 +21,10 @@ use wasmtime::component::{Instance as RawInstance, ResourceTable};
 use wasmtime::Store;
 
 use crate::error::{Error, PluginRef, Result};
-use crate::instance::Instance;
-use crate::runtime::{Compiled, ContentHash, RuntimeInner};
+use crate::identity::ContentHash;
+use crate::identity::{Identity, Source};
+use crate::runtime::{Compiled, Runtime, RuntimeInner};
 use crate::{Policy, State, World};
-
-/// Who a plugin says it is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Identity {
-    /// The plugin's name, e.g. `hello`.
-    pub name: String,
-    /// Its semver version, e.g. `1.0.0`.
-    pub version: semver::Version,
-}
-
-impl fmt::Display for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.name, self.version)
-    }
-}
-
-impl Identity {
-    /// The longest name a plugin may give itself, in bytes.
-    pub const MAX_NAME: usize = 128;
-
-    /// Parse what a guest returned: a name and a semver version.
-    ///
-    /// A name is what events, logs and metrics show, so it must read as one
-    /// plain token: not empty, at most [`MAX_NAME`](Self::MAX_NAME) bytes,
-    /// no whitespace at either end, and no control or invisible formatting
-    /// character (a newline, ESC, a bidi override) that could make it pass
-    /// for something else.
-    ///
-    /// # Errors
-    /// When the name breaks one of those rules, or the version is not
-    /// semver; the error shows the name escaped.
-    pub fn parse(name: &str, version: &str) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !name.trim().is_empty(),
-            "the plugin's identity has an empty name"
-        );
-        anyhow::ensure!(
-            name.len() <= Self::MAX_NAME,
-            "the plugin's name is {} bytes long; at most {} are allowed",
-            name.len(),
-            Self::MAX_NAME
-        );
-        let shown = || name.escape_debug().to_string();
-        if let Some(c) = name.chars().find(|&c| is_hidden(c)) {
-            anyhow::bail!(
-                "the plugin's name \"{}\" holds the control or formatting character {:?}; \
-                 a name must be printable",
-                shown(),
-                c
-            );
-        }
-        anyhow::ensure!(
-            name.trim() == name,
-            "the plugin's name \"{}\" starts or ends with whitespace",
-            shown()
-        );
-        let version = semver::Version::parse(version).map_err(|e| {
-            anyhow!("identity: expected a semver version like `1.2.3`, found `{version}` ({e})")
-        })?;
-        Ok(Identity {
-            name: name.to_string(),
-            version,
-        })
-    }
-}
-
-/// A character that does not show as itself: C0/C1 controls, DEL, line
-/// and paragraph separators, zero-width and bidi formatting characters.
-fn is_hidden(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200b}'..='\u{200f}'
-            | '\u{2028}'..='\u{202e}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{feff}')
-}
-
-/// Where a plugin was loaded from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A component file.
-    File(PathBuf),
-    /// Bytes handed over in memory, with the label they were given.
-    Bytes(String),
-}
-
-impl Source {
-    /// The file stem, or the label: the plugin's name until it says its own.
-    pub(crate) fn stem(&self) -> String {
-        match self {
-            Source::File(path) => path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| path.display().to_string()),
-            Source::Bytes(label) => label.clone(),
-        }
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::File(path) => write!(f, "{}", path.display()),
-            Source::Bytes(label) => write!(f, "<bytes: {label}>"),
-        }
-    }
-}
 
 pub(crate) struct PluginInner<W: World> {
     pub(crate) runtime: Arc<RuntimeInner<W>>,
@@ -142,7 +36,7 @@ pub(crate) struct PluginInner<W: World> {
     loaded_at: SystemTime,
     live_instances: AtomicUsize,
     /// Linear memory held by its live instances, in bytes.
-    memory_bytes: Arc<AtomicUsize>,
+    pub(crate) memory_bytes: Arc<AtomicUsize>,
     /// `exports()`, computed on first use: the dynamic path looks names up
     /// on every call.
     export_names: OnceLock<Vec<String>>,
@@ -237,13 +131,13 @@ impl<W: World> Plugin<W> {
         Ok(plugin)
     }
 
-    fn lock_spare(&self) -> std::sync::MutexGuard<'_, Option<Started<W>>> {
+    pub(crate) fn lock_spare(&self) -> std::sync::MutexGuard<'_, Option<Started<W>>> {
         // It only ever holds a whole instance or nothing: safe after a panic.
         self.inner.spare.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Run `init` on a fresh instance, with a full deadline of its own.
-    fn init(&self, started: &mut Started<W>) -> Result<()> {
+    pub(crate) fn init(&self, started: &mut Started<W>) -> Result<()> {
         let inner = &self.inner;
         let store = &mut started.store;
         let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
@@ -271,52 +165,6 @@ impl<W: World> Plugin<W> {
             plugin: self.plugin_ref(),
             cause,
         })
-    }
-
-    /// A new, isolated instance: a fresh `Store` (own memory, globals,
-    /// tables, WASI context), with `init` already run. Dropping the
-    /// instance unloads it.
-    pub fn instantiate(&self) -> Result<Instance<W>> {
-        // The instance loading checked, if no one took it yet: it is as
-        // fresh as a new one (only `identity` and `init` ever ran in it).
-        if let Some(Started {
-            store,
-            instance,
-            bindings,
-        }) = self.lock_spare().take()
-        {
-            return Ok(Instance::new(self.clone(), store, instance, bindings));
-        }
-        self.instantiate_fresh(W::Data::default())
-    }
-
-    /// [`instantiate`](Self::instantiate) with the embedder's own
-    /// per-instance data, reachable from its host imports.
-    pub fn instantiate_with(&self, data: W::Data) -> Result<Instance<W>> {
-        self.instantiate_fresh(data)
-    }
-
-    fn instantiate_fresh(&self, data: W::Data) -> Result<Instance<W>> {
-        let inner = &self.inner;
-        let mut started = start(
-            &inner.runtime,
-            &inner.compiled,
-            &inner.policy,
-            &inner.label,
-            &inner.memory_bytes,
-            data,
-        )
-        .map_err(|cause| Error::Instantiate {
-            plugin: self.plugin_ref(),
-            cause,
-        })?;
-        self.init(&mut started)?;
-        let Started {
-            store,
-            instance,
-            bindings,
-        } = started;
-        Ok(Instance::new(self.clone(), store, instance, bindings))
     }
 
     /// Who the plugin says it is.
@@ -427,16 +275,87 @@ impl<W: World> Plugin<W> {
     }
 }
 
+/// Loading: a [`Runtime`] makes [`Plugin`]s. (Here, not in `runtime.rs`, so
+/// the runtime knows nothing of the plugins above it.)
+impl<W: World> Runtime<W> {
+    /// Load a plugin from a component file, with the runtime's default policy.
+    ///
+    /// Loading compiles the component (or reuses the compiled code of
+    /// identical bytes), links it against the host's imports, type-checks
+    /// its exports against the world, asks it for its identity, and
+    /// instantiates it once to run `init`. Any failure refuses the plugin:
+    /// nothing half-loaded is ever returned.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the file cannot be read, is not a valid component,
+    /// its imports or exports do not match the world, its identity is refused,
+    /// or its policy cannot be used; [`Error::Init`] when `init` fails or
+    /// traps. Each names the file and the plugin.
+    pub fn load(&self, path: impl AsRef<Path>) -> Result<Plugin<W>> {
+        self.load_with_policy(path, self.inner.policy.clone())
+    }
+
+    /// [`load`](Self::load) with a policy of its own for this plugin.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub fn load_with_policy(&self, path: impl AsRef<Path>, policy: Policy) -> Result<Plugin<W>> {
+        let path = path.as_ref();
+        let bytes = read_component(path)?;
+        self.load_source(&bytes, Source::File(path.to_path_buf()), policy)
+    }
+
+    /// Load a plugin from bytes in memory. `label` stands in for a file name
+    /// in errors and logs until the plugin's identity is known.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load), naming `label` instead of a file.
+    pub fn load_bytes(&self, label: &str, bytes: &[u8]) -> Result<Plugin<W>> {
+        let source = Source::Bytes(label.to_string());
+        self.load_source(bytes, source, self.inner.policy.clone())
+    }
+
+    fn load_source(&self, bytes: &[u8], source: Source, policy: Policy) -> Result<Plugin<W>> {
+        self.load_hashed(bytes, ContentHash::of(bytes), source, policy)
+    }
+
+    /// [`load_source`](Self::load_source) for a caller that already hashed
+    /// the bytes (the watcher, to skip unchanged files): each file is read
+    /// and hashed once.
+    pub(crate) fn load_hashed(
+        &self,
+        bytes: &[u8],
+        hash: ContentHash,
+        source: Source,
+        policy: Policy,
+    ) -> Result<Plugin<W>> {
+        let compiled = self.compile(bytes, hash).map_err(|cause| Error::Load {
+            plugin: source.provisional_ref(),
+            cause,
+        })?;
+        Plugin::new(self.inner.clone(), compiled, source, policy)
+    }
+}
+
+/// Read a component file; an error names the path and the plugin (by its
+/// file stem).
+pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Load {
+        plugin: Source::File(path.to_path_buf()).provisional_ref(),
+        cause: anyhow::Error::new(e).context(format!("reading {}", path.display())),
+    })
+}
+
 /// What [`start`] makes: a store, the instance in it, its typed bindings.
-struct Started<W: World> {
-    store: Store<State<W::Data>>,
-    instance: RawInstance,
-    bindings: W,
+pub(crate) struct Started<W: World> {
+    pub(crate) store: Store<State<W::Data>>,
+    pub(crate) instance: RawInstance,
+    pub(crate) bindings: W,
 }
 
 /// A fresh store with a new instance and its typed bindings: what the
 /// load and every later instance start from.
-fn start<W: World>(
+pub(crate) fn start<W: World>(
     runtime: &RuntimeInner<W>,
     compiled: &Compiled<W>,
     policy: &Policy,
@@ -481,49 +400,4 @@ fn new_store<W: World>(
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.limits);
     Ok(store)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Identity;
-
-    #[test]
-    fn a_plain_name_and_semver_version_parse() {
-        let id = Identity::parse("hello-c", "1.2.3-rc.1").unwrap();
-        assert_eq!(id.to_string(), "hello-c@1.2.3-rc.1");
-        assert!(Identity::parse("héllo_wörld.v2", "0.1.0").is_ok());
-    }
-
-    #[test]
-    fn a_name_that_could_forge_a_log_line_is_refused_escaped() {
-        for name in [
-            "hello\nWARN wasmplug::registry: swapped",
-            "hello\r",
-            "he\u{1b}[2Kllo",
-            "hello\u{202e}olleh",
-            "hel\u{200b}lo",
-            "hello\u{2028}x",
-            "hello\u{7f}",
-        ] {
-            let err = Identity::parse(name, "1.0.0").unwrap_err().to_string();
-            assert!(err.contains("control or formatting"), "{name:?}: {err}");
-            assert!(!err.contains('\n') && !err.contains('\u{1b}'), "{err}");
-        }
-    }
-
-    #[test]
-    fn empty_padded_and_overlong_names_are_refused() {
-        assert!(Identity::parse("  ", "1.0.0").is_err());
-        assert!(Identity::parse(" hello", "1.0.0").is_err());
-        let long = "x".repeat(Identity::MAX_NAME + 1);
-        let err = Identity::parse(&long, "1.0.0").unwrap_err().to_string();
-        assert!(err.contains("129 bytes"), "{err}");
-        assert!(Identity::parse(&"x".repeat(Identity::MAX_NAME), "1.0.0").is_ok());
-    }
-
-    #[test]
-    fn a_version_that_is_not_semver_is_refused_naming_it() {
-        let err = Identity::parse("hello", "v1").unwrap_err().to_string();
-        assert!(err.contains("`v1`"), "{err}");
-    }
 }

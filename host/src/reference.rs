@@ -108,22 +108,35 @@ pub(crate) fn add_host_to_linker(linker: &mut Linker<State<()>>) -> wasmtime::Re
 /// Typed calls of the reference world's `greeter` interface.
 impl Instance<GreeterPlugin> {
     /// `greeter.welcome(name)`.
+    ///
+    /// # Errors
+    /// [`Error::Trap`] as [`Instance::call`].
     pub fn welcome(&mut self, name: &str) -> Result<String> {
         self.call(|g, store| g.wasmplug_plugin_greeter().call_welcome(store, name))
     }
 
     /// `greeter.hello(who)`: a WIT record passed host → plugin.
+    ///
+    /// # Errors
+    /// [`Error::Trap`] as [`Instance::call`].
     pub fn hello(&mut self, who: &User) -> Result<String> {
         self.call(|g, store| g.wasmplug_plugin_greeter().call_hello(store, who))
     }
 
     /// `greeter.count()`: this instance's counter, plus one.
+    ///
+    /// # Errors
+    /// [`Error::Trap`] as [`Instance::call`].
     pub fn count(&mut self) -> Result<u32> {
         self.call(|g, store| g.wasmplug_plugin_greeter().call_count(store))
     }
 
     /// `greeter.birthday(who)`: the guest may refuse, as
     /// [`Error::Guest`](crate::Error::Guest).
+    ///
+    /// # Errors
+    /// [`Error::Guest`] when the plugin refuses the user; [`Error::Trap`] as
+    /// [`Instance::call`].
     pub fn birthday(&mut self, who: &User) -> Result<User> {
         self.try_call(|g, store| g.wasmplug_plugin_greeter().call_birthday(store, who))
     }

@@ -26,8 +26,11 @@
 //! resource limit) returns [`Error::Trap`] and poisons its instance, which
 //! is dropped; the next call gets a fresh one, with `init`. A version that keeps crashing
 //! backs off: after the second failure in a row, restarts wait
-//! [`BACKOFF_FIRST`], doubling up to [`BACKOFF_MAX`], and calls meanwhile get
-//! [`Error::Unavailable`]. The counters are in [`Health`].
+//! [`BACKOFF_FIRST`](crate::BACKOFF_FIRST), doubling up to
+//! [`BACKOFF_MAX`](crate::BACKOFF_MAX), and calls meanwhile get
+//! [`Error::Unavailable`]. The counters are in [`Health`]. The pool is in
+//! `pool.rs`, a name's versions and pointer in `slot.rs`, calls by name in
+//! `handle.rs`.
 //!
 //! **Held instances keep their version.** An [`Instance`] an embedder got
 //! from [`Handle::instantiate`] (or from a [`Plugin`]) belongs to that
@@ -36,344 +39,18 @@
 //! (or the highest version matching its requirement).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 
 use crate::error::{Error, Result};
-use crate::{ContentHash, Identity, Instance, Plugin, Source, World};
-
-/// Something that happened to a plugin, as the registry and the watcher
-/// report it (to [`Registry::subscribe`]rs and to `tracing`).
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A version was loaded and became reachable.
-    Loaded {
-        /// Who.
-        identity: Identity,
-        /// From where.
-        source: Source,
-    },
-    /// The current version of a name changed.
-    Swapped {
-        /// The version that served until now.
-        from: Identity,
-        /// The version that serves from now on.
-        to: Identity,
-        /// Whether the serving instance's state was handed over.
-        state_carried: bool,
-    },
-    /// A file could not be loaded or swapped in; whatever served before
-    /// keeps serving.
-    Failed {
-        /// The file.
-        path: PathBuf,
-        /// Why, as the error the load or the swap returned.
-        error: Arc<Error>,
-    },
-    /// A version was removed. Its memory is freed once its in-flight calls
-    /// and held instances are gone.
-    Unloaded {
-        /// Who.
-        identity: Identity,
-        /// From where.
-        source: Source,
-    },
-    /// The watched directory was deleted or moved away. What was loaded
-    /// from it is unloaded (an [`Event::Unloaded`] each); the watcher looks
-    /// for the directory to come back.
-    DirectoryLost {
-        /// The directory.
-        path: PathBuf,
-    },
-    /// The watched directory is back and watched again; what is in it is
-    /// loaded as new files.
-    DirectoryBack {
-        /// The directory.
-        path: PathBuf,
-    },
-}
-
-impl std::fmt::Display for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Event::Loaded { identity, source } => write!(f, "loaded {identity} from {source}"),
-            Event::Swapped {
-                from,
-                to,
-                state_carried,
-            } => {
-                let state = if *state_carried {
-                    " (state carried over)"
-                } else {
-                    ""
-                };
-                write!(f, "swapped {from} -> {to}{state}")
-            }
-            Event::Failed { path, error } => write!(f, "failed {}: {error}", path.display()),
-            Event::Unloaded { identity, source } => write!(f, "unloaded {identity} ({source})"),
-            Event::DirectoryLost { path } => write!(
-                f,
-                "lost the watched directory {}: waiting for it to come back",
-                path.display()
-            ),
-            Event::DirectoryBack { path } => {
-                write!(f, "watching {} again", path.display())
-            }
-        }
-    }
-}
-
-/// The first restart after a crash is immediate; each further crash in a
-/// row doubles the wait before the next restart, from this...
-pub const BACKOFF_FIRST: Duration = Duration::from_millis(10);
-/// ...up to this.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// How a version's serving instance has fared: what [`Handle::health`] and
-/// [`Registry::list`] report.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Health {
-    /// Calls that trapped (crash, deadline, resource limit).
-    pub traps: u64,
-    /// Fresh instances created to replace a crashed one.
-    pub restarts: u64,
-    /// Failures (traps, failed restarts) since the last good call.
-    pub consecutive_failures: u32,
-    /// No restart before this instant.
-    retry_at: Option<Instant>,
-}
-
-impl Health {
-    fn failed(&mut self) {
-        self.consecutive_failures += 1;
-        self.retry_at = match self.consecutive_failures {
-            0 | 1 => None,
-            n => {
-                let wait = BACKOFF_FIRST
-                    .saturating_mul(1 << (n - 2).min(16))
-                    .min(BACKOFF_MAX);
-                Some(Instant::now() + wait)
-            }
-        };
-    }
-
-    /// How long until the next restart may be tried; zero if now.
-    pub fn retry_in(&self) -> Duration {
-        self.retry_at
-            .map(|at| at.saturating_duration_since(Instant::now()))
-            .unwrap_or_default()
-    }
-}
-
-/// One version in the registry, with the pool of instances that serve its
-/// calls.
-///
-/// The pool is striped: one mutex per instance place, so two callers on two
-/// cores each lock a place of their own and share no lock. A call holds its
-/// place's lock for its whole duration; a caller tries every place, starting
-/// from one picked by its thread, and only waits when all are busy.
-struct Live<W: World> {
-    plugin: Plugin<W>,
-    places: Box<[Mutex<Place<W>>]>,
-    /// Set when the version leaves the registry: queued callers go elsewhere.
-    retired: AtomicBool,
-    health: Mutex<Health>,
-    /// Whether `health` shows failures in a row: a good call only takes the
-    /// health lock to clear them.
-    failing: AtomicBool,
-}
-
-/// Where one pooled instance lives.
-struct Place<W: World> {
-    instance: Option<Instance<W>>,
-    /// The instance here crashed and was dropped: the next one created here
-    /// counts as a restart.
-    crashed: bool,
-}
-
-/// An instance checked out of a version's pool: its place stays locked
-/// until the lease is dropped (also when the embedder's closure panics).
-/// A poisoned instance is dropped then, not kept.
-struct Lease<'a, W: World> {
-    place: MutexGuard<'a, Place<W>>,
-}
-
-impl<W: World> Lease<'_, W> {
-    fn instance(&mut self) -> &mut Instance<W> {
-        self.place
-            .instance
-            .as_mut()
-            .expect("a lease holds its instance")
-    }
-}
-
-impl<W: World> Drop for Lease<'_, W> {
-    fn drop(&mut self) {
-        if self
-            .place
-            .instance
-            .as_ref()
-            .is_some_and(Instance::is_poisoned)
-        {
-            self.place.instance = None;
-            self.place.crashed = true;
-        }
-    }
-}
-
-/// A small number per thread, to spread callers over a pool's places.
-fn thread_index() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    INDEX.with(|i| *i)
-}
-
-impl<W: World> Live<W> {
-    fn new(plugin: Plugin<W>, instance: Instance<W>, max: usize) -> Arc<Self> {
-        let mut first = Some(instance);
-        let places = (0..max.max(1))
-            .map(|_| {
-                Mutex::new(Place {
-                    instance: first.take(),
-                    crashed: false,
-                })
-            })
-            .collect();
-        Arc::new(Live {
-            plugin,
-            places,
-            retired: AtomicBool::new(false),
-            health: Mutex::new(Health::default()),
-            failing: AtomicBool::new(false),
-        })
-    }
-
-    fn health(&self) -> MutexGuard<'_, Health> {
-        self.health.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The most instances this version serves through at once.
-    fn size(&self) -> usize {
-        self.places.len()
-    }
-
-    /// A free place (trying each once, from this thread's own), else wait
-    /// for this thread's own; then its instance, created there if missing.
-    fn checkout(&self) -> Result<Lease<'_, W>> {
-        let n = self.places.len();
-        let start = thread_index() % n;
-        let free = (0..n).find_map(|i| match self.places[(start + i) % n].try_lock() {
-            Ok(place) => Some(place),
-            // A panic in an embedder's closure poisons the lock; the lease
-            // already dropped a crashed instance, so the place is whole.
-            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        });
-        let place =
-            free.unwrap_or_else(|| self.places[start].lock().unwrap_or_else(|e| e.into_inner()));
-        let mut lease = Lease { place };
-        if lease.place.instance.is_none() {
-            let replacing = std::mem::take(&mut lease.place.crashed);
-            match self.create(replacing) {
-                Ok(instance) => lease.place.instance = Some(instance),
-                Err(err) => {
-                    lease.place.crashed = replacing;
-                    return Err(err);
-                }
-            }
-        }
-        Ok(lease)
-    }
-
-    /// A new instance for the pool, unless the version is backing off after
-    /// crashing again and again.
-    fn create(&self, replacing: bool) -> Result<Instance<W>> {
-        {
-            let health = self.health();
-            let wait = health.retry_in();
-            if !wait.is_zero() {
-                return Err(Error::Unavailable {
-                    plugin: self.plugin.plugin_ref(),
-                    failures: health.consecutive_failures,
-                    retry_in: wait,
-                });
-            }
-        }
-        match self.plugin.instantiate() {
-            Ok(instance) => {
-                if replacing {
-                    self.health().restarts += 1;
-                }
-                Ok(instance)
-            }
-            Err(err) => {
-                let mut health = self.health();
-                health.failed();
-                self.failing.store(true, Ordering::Relaxed);
-                Err(err)
-            }
-        }
-    }
-
-    /// Wait until no call runs on this version and hold every place: no
-    /// call can start until the guards are dropped. Places are locked in
-    /// order, and a caller never holds one place while waiting for another.
-    fn quiesce(&self) -> Vec<MutexGuard<'_, Place<W>>> {
-        self.places
-            .iter()
-            .map(|place| place.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect()
-    }
-}
-
-struct Slot<W: World> {
-    name: String,
-    current: ArcSwapOption<Live<W>>,
-    /// The versions side by side, and the pin. Also serialises swaps.
-    state: Mutex<SlotState<W>>,
-}
-
-struct SlotState<W: World> {
-    versions: Vec<Arc<Live<W>>>,
-    pinned: Option<semver::Version>,
-}
-
-impl<W: World> Slot<W> {
-    fn lock(&self) -> MutexGuard<'_, SlotState<W>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-struct Subscribers {
-    senders: Mutex<Vec<SyncSender<Event>>>,
-}
-
-impl Subscribers {
-    fn emit(&self, event: Event) {
-        match &event {
-            Event::Failed { .. } | Event::DirectoryLost { .. } => {
-                tracing::warn!(target: "wasmplug::registry", "{event}")
-            }
-            _ => tracing::info!(target: "wasmplug::registry", "{event}"),
-        }
-        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
-        senders.retain(|tx| match tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                tracing::warn!(target: "wasmplug::registry", "a subscriber is not reading: event dropped");
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        });
-    }
-}
+use crate::event::{Event, Subscribers};
+use crate::pool::{Health, Live};
+use crate::slot::{pick_live, Slot, SlotState};
+use crate::{ContentHash, Handle, Identity, Plugin, Source, World};
 
 /// Plugins by name. See the module docs. Cheap to clone (an `Arc`).
 pub struct Registry<W: World> {
@@ -533,9 +210,7 @@ impl<W: World> Registry<W> {
     pub fn with_pool_size(size: usize) -> Self {
         Registry {
             slots: Arc::default(),
-            subscribers: Arc::new(Subscribers {
-                senders: Mutex::new(Vec::new()),
-            }),
+            subscribers: Arc::default(),
             pool_size: size.max(1),
         }
     }
@@ -544,13 +219,7 @@ impl<W: World> Registry<W> {
     /// events; past that, new events are dropped for this subscriber (and
     /// still logged).
     pub fn subscribe(&self) -> Receiver<Event> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
-        self.subscribers
-            .senders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
-        rx
+        self.subscribers.subscribe()
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -780,7 +449,7 @@ impl<W: World> Registry<W> {
                 .as_ref()
                 .is_some_and(|c| taken.iter().any(|t| Arc::ptr_eq(t, c)))
             {
-                let next = Self::pick(&state.versions, state.pinned.as_ref(), None);
+                let next = pick_live(&state.versions, state.pinned.as_ref(), None);
                 // Wait for the calls in flight on the removed version.
                 let _in_flight = current.as_ref().map(|c| c.quiesce());
                 slot.current.store(next);
@@ -792,34 +461,11 @@ impl<W: World> Registry<W> {
         removed
     }
 
-    /// The pinned version if present, else the highest matching `req`.
-    fn pick(
-        versions: &[Arc<Live<W>>],
-        pinned: Option<&semver::Version>,
-        req: Option<&semver::VersionReq>,
-    ) -> Option<Arc<Live<W>>> {
-        if let Some(pin) = pinned.filter(|_| req.is_none()) {
-            if let Some(live) = versions
-                .iter()
-                .find(|l| l.plugin.identity().version == *pin)
-            {
-                return Some(live.clone());
-            }
-        }
-        versions
-            .iter()
-            .filter(|l| req.is_none_or(|r| r.matches(&l.plugin.identity().version)))
-            .max_by(|a, b| {
-                a.plugin
-                    .identity()
-                    .version
-                    .cmp(&b.plugin.identity().version)
-            })
-            .cloned()
-    }
-
     /// A handle on the current version of `name`: every call resolves
     /// afresh, so it follows swaps.
+    ///
+    /// # Errors
+    /// [`Error::NotLoaded`] when the name has never been loaded.
     pub fn get(&self, name: &str) -> Result<Handle<W>> {
         let slot = self.slot(name).ok_or_else(|| Error::NotLoaded {
             name: name.to_string(),
@@ -833,6 +479,10 @@ impl<W: World> Registry<W> {
 
     /// A handle on the highest loaded version of `name` matching the semver
     /// requirement (`"^1.2"`, `"=2.0.0"`, `">=1, <3"`).
+    ///
+    /// # Errors
+    /// [`Error::NotLoaded`] when the name is unknown, no loaded version
+    /// matches, or `requirement` is not a semver requirement.
     pub fn get_matching(&self, name: &str, requirement: &str) -> Result<Handle<W>> {
         let req = semver::VersionReq::parse(requirement).map_err(|e| Error::NotLoaded {
             name: name.to_string(),
@@ -848,6 +498,11 @@ impl<W: World> Registry<W> {
 
     /// Pin `name` to `version`: it becomes current (with state handoff) and
     /// stays current while other versions are activated beside it.
+    ///
+    /// # Errors
+    /// [`Error::NotLoaded`] when that version is not loaded; [`Error::Handoff`]
+    /// when the state cannot be carried to it (the current version keeps
+    /// serving).
     pub fn pin(&self, name: &str, version: &semver::Version) -> Result<()> {
         let not_loaded = || Error::NotLoaded {
             name: name.to_string(),
@@ -923,113 +578,5 @@ impl<W: World> Registry<W> {
                 .find(|l| l.plugin.source() == source)
                 .map(|l| l.plugin.content_hash())
         })
-    }
-}
-
-/// A way to call a plugin by name through a [`Registry`]. Resolves on every
-/// call: the current version, or the highest matching its requirement.
-pub struct Handle<W: World> {
-    slot: Arc<Slot<W>>,
-    requirement: Option<semver::VersionReq>,
-}
-
-impl<W: World> Clone for Handle<W> {
-    fn clone(&self) -> Self {
-        Handle {
-            slot: self.slot.clone(),
-            requirement: self.requirement.clone(),
-        }
-    }
-}
-
-impl<W: World> Handle<W> {
-    fn not_loaded(&self) -> Error {
-        Error::NotLoaded {
-            name: self.slot.name.clone(),
-            requirement: self.requirement.as_ref().map(ToString::to_string),
-        }
-    }
-
-    fn resolve(&self) -> Result<Arc<Live<W>>> {
-        let live = match &self.requirement {
-            None => self.slot.current.load_full(),
-            Some(req) => {
-                let state = self.slot.lock();
-                Registry::<W>::pick(&state.versions, None, Some(req))
-            }
-        };
-        live.ok_or_else(|| self.not_loaded())
-    }
-
-    /// Whether `live` stopped being the version this handle resolves to.
-    fn moved(&self, live: &Arc<Live<W>>) -> bool {
-        match &self.requirement {
-            None => !self
-                .slot
-                .current
-                .load()
-                .as_ref()
-                .is_some_and(|c| Arc::ptr_eq(c, live)),
-            Some(_) => live.retired.load(Ordering::Acquire),
-        }
-    }
-
-    /// Run `f` on an instance of the resolved version. The call runs wholly
-    /// on that version. With the default pool of one instance, calls on one
-    /// version are serialised and its state lives across calls; with
-    /// [`Registry::with_pool_size`], up to that many run at once, each on an
-    /// instance of its own. After a trap, the crashed instance is dropped
-    /// and the next call gets a fresh one (with `init`).
-    pub fn call<R>(&self, f: impl FnOnce(&mut Instance<W>) -> Result<R>) -> Result<R> {
-        loop {
-            // The current version through an arc-swap guard: no reference
-            // count is touched, so concurrent callers share no cache line
-            // here. A requirement resolves under the slot lock instead.
-            let (guard, owned);
-            let live: &Arc<Live<W>> = match &self.requirement {
-                None => {
-                    guard = self.slot.current.load();
-                    guard.as_ref().ok_or_else(|| self.not_loaded())?
-                }
-                Some(_) => {
-                    owned = self.resolve()?;
-                    &owned
-                }
-            };
-            let mut lease = live.checkout()?;
-            // Swapped out or removed while we waited: follow the pointer.
-            if self.moved(live) {
-                continue;
-            }
-            let instance = lease.instance();
-            let result = f(instance);
-            if instance.is_poisoned() {
-                let mut health = live.health();
-                health.traps += 1;
-                health.failed();
-                live.failing.store(true, Ordering::Relaxed);
-            } else if live.failing.load(Ordering::Relaxed) {
-                let mut health = live.health();
-                health.consecutive_failures = 0;
-                live.failing.store(false, Ordering::Relaxed);
-            }
-            return result;
-        }
-    }
-
-    /// How the resolved version's serving instance has fared.
-    pub fn health(&self) -> Result<Health> {
-        Ok(self.resolve()?.health().clone())
-    }
-
-    /// The version the next call would go to.
-    pub fn plugin(&self) -> Result<Plugin<W>> {
-        Ok(self.resolve()?.plugin.clone())
-    }
-
-    /// A new instance of the resolved version, for the embedder to hold. It
-    /// keeps that version until dropped, whatever swaps happen meanwhile.
-    pub fn instantiate(&self) -> Result<Instance<W>> {
-        self.resolve()?.plugin.instantiate()
     }
 }

@@ -23,50 +23,18 @@
 //! code is freed (invariant 4, "unload is a drop").
 
 use std::collections::HashMap;
-use std::fmt;
-use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::{CacheStats, DiskCache};
 use crate::deadline::EpochClock;
-use crate::error::{Error, PluginRef, Result};
-use crate::plugin::{Plugin, Source};
+use crate::identity::ContentHash;
 use crate::{Policy, State, World};
-
-/// The SHA-256 of a component's bytes: what identifies compiled code.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ContentHash(pub [u8; 32]);
-
-impl ContentHash {
-    /// Hash `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        ContentHash(Sha256::digest(bytes).into())
-    }
-
-    /// The first 12 hex digits, enough to tell versions apart in a listing.
-    pub fn short(&self) -> String {
-        self.to_string()[..12].to_string()
-    }
-}
-
-impl fmt::Display for ContentHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-impl fmt::Debug for ContentHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ContentHash({})", self.short())
-    }
-}
 
 /// Compiled, linked and type-checked code for one component, shared by every
 /// plugin loaded from the same bytes.
@@ -95,7 +63,7 @@ pub(crate) struct RuntimeInner<W: World> {
 /// Cheap to clone: clones share the engine, the linker and the table of
 /// compiled code. Plugins keep their runtime alive.
 pub struct Runtime<W: World> {
-    inner: Arc<RuntimeInner<W>>,
+    pub(crate) inner: Arc<RuntimeInner<W>>,
 }
 
 impl<W: World> Clone for Runtime<W> {
@@ -110,6 +78,10 @@ impl<W: World> Runtime<W> {
     /// A runtime with the default configuration: pooling allocator, epoch
     /// interruption with a 10 ms tick, and [`Policy::default()`] for every
     /// plugin (nothing granted).
+    ///
+    /// # Errors
+    /// When the engine cannot be built (the pooling allocator cannot reserve
+    /// its address space) or the epoch ticker thread cannot start.
     pub fn new() -> anyhow::Result<Self> {
         RuntimeBuilder::new().build()
     }
@@ -130,55 +102,13 @@ impl<W: World> Runtime<W> {
         &self.inner.engine
     }
 
-    /// Load a plugin from a component file, with the runtime's default policy.
-    ///
-    /// Loading compiles the component (or reuses the compiled code of
-    /// identical bytes), links it against the host's imports, type-checks
-    /// its exports against the world, asks it for its identity, and
-    /// instantiates it once to run `init`. Any failure refuses the plugin:
-    /// nothing half-loaded is ever returned.
-    pub fn load(&self, path: impl AsRef<Path>) -> Result<Plugin<W>> {
-        self.load_with_policy(path, self.inner.policy.clone())
-    }
-
-    /// [`load`](Self::load) with a policy of its own for this plugin.
-    pub fn load_with_policy(&self, path: impl AsRef<Path>, policy: Policy) -> Result<Plugin<W>> {
-        let path = path.as_ref();
-        let bytes = read_component(path)?;
-        self.load_source(&bytes, Source::File(path.to_path_buf()), policy)
-    }
-
-    /// Load a plugin from bytes in memory. `label` stands in for a file name
-    /// in errors and logs until the plugin's identity is known.
-    pub fn load_bytes(&self, label: &str, bytes: &[u8]) -> Result<Plugin<W>> {
-        let source = Source::Bytes(label.to_string());
-        self.load_source(bytes, source, self.inner.policy.clone())
-    }
-
-    fn load_source(&self, bytes: &[u8], source: Source, policy: Policy) -> Result<Plugin<W>> {
-        self.load_hashed(bytes, ContentHash::of(bytes), source, policy)
-    }
-
-    /// [`load_source`](Self::load_source) for a caller that already hashed
-    /// the bytes (the watcher, to skip unchanged files): each file is read
-    /// and hashed once.
-    pub(crate) fn load_hashed(
+    /// Compiled code for `bytes`: shared if these exact bytes are already
+    /// loaded, otherwise compiled, linked and type-checked now.
+    pub(crate) fn compile(
         &self,
         bytes: &[u8],
         hash: ContentHash,
-        source: Source,
-        policy: Policy,
-    ) -> Result<Plugin<W>> {
-        let compiled = self.compile(bytes, hash).map_err(|cause| Error::Load {
-            plugin: source.provisional_ref(),
-            cause,
-        })?;
-        Plugin::new(self.inner.clone(), compiled, source, policy)
-    }
-
-    /// Compiled code for `bytes`: shared if these exact bytes are already
-    /// loaded, otherwise compiled, linked and type-checked now.
-    fn compile(&self, bytes: &[u8], hash: ContentHash) -> anyhow::Result<Arc<Compiled<W>>> {
+    ) -> anyhow::Result<Arc<Compiled<W>>> {
         if let Some(live) = self.lookup(&hash) {
             return Ok(live);
         }
@@ -349,6 +279,10 @@ impl<W: World> RuntimeBuilder<W> {
 
     /// Build the engine, the linker (WASI p2 and the world's imports) and
     /// start the epoch ticker.
+    ///
+    /// # Errors
+    /// As [`Runtime::new`], and when the cache directory cannot be created or
+    /// is not private (another user owns it or may write it).
     pub fn build(self) -> anyhow::Result<Runtime<W>> {
         let mut config = Config::new();
         config
@@ -367,7 +301,7 @@ impl<W: World> RuntimeBuilder<W> {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(anyhow::Error::from)
             .context("adding WASI to the linker")?;
-        crate::deadline::add_to_linker(&mut linker)
+        crate::deadline::add_to_linker(&mut linker, State::bounded)
             .map_err(anyhow::Error::from)
             .context("bounding WASI's blocking calls by the call deadline")?;
         W::add_to_linker(&mut linker)
@@ -496,22 +430,27 @@ impl Ticker {
     }
 }
 
-/// Read a component file; an error names the path and the plugin (by its
-/// file stem).
-pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Load {
-        plugin: Source::File(path.to_path_buf()).provisional_ref(),
-        cause: anyhow::Error::new(e).context(format!("reading {}", path.display())),
-    })
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-impl Source {
-    /// How to name a plugin in an error before its identity is known.
-    pub(crate) fn provisional_ref(&self) -> PluginRef {
-        PluginRef {
-            name: self.stem().into(),
-            version: None,
-            source: self.to_string().into(),
-        }
+    use super::NEVER_TICKS;
+    use crate::{Dynamic, Runtime};
+
+    #[test]
+    fn a_deadline_in_ticks_is_rounded_up_plus_one_tick() {
+        let runtime = Runtime::<Dynamic>::builder()
+            .epoch_tick(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        let ticks = |d| runtime.inner.deadline_ticks(d);
+        // A call runs at least its deadline and stops within one tick more.
+        assert_eq!(ticks(Some(Duration::from_millis(10))), 2);
+        assert_eq!(ticks(Some(Duration::from_millis(25))), 4);
+        assert_eq!(ticks(Some(Duration::from_nanos(1))), 2);
+        assert_eq!(ticks(Some(Duration::ZERO)), 1);
+        // No deadline, or one too long to count, never overflows the epoch.
+        assert_eq!(ticks(None), NEVER_TICKS);
+        assert_eq!(ticks(Some(Duration::MAX)), NEVER_TICKS);
     }
 }

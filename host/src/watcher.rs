@@ -85,8 +85,7 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::manifest::{Allowance, Manifest};
-use crate::registry::Event;
-use crate::{ContentHash, Error, Guard, Plugin, Policy, Registry, Runtime, Source, World};
+use crate::{ContentHash, Error, Event, Guard, Plugin, Policy, Registry, Runtime, Source, World};
 
 /// The default debounce window.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
@@ -118,6 +117,10 @@ enum Msg {
 impl Watcher {
     /// Load every `*.wasm` in `dir` into `registry`, then watch `dir` with
     /// the default debounce window.
+    ///
+    /// # Errors
+    /// When `dir` does not exist or cannot be listed or watched. A file that
+    /// fails to load is an [`Event::Failed`], not an error.
     pub fn start<W: World>(
         dir: impl AsRef<Path>,
         runtime: Runtime<W>,
@@ -129,6 +132,9 @@ impl Watcher {
     /// [`start`](Self::start) with options: the debounce window, what
     /// manifests beside component files may grant, and whether symbolic
     /// links may lead out of the directory.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
     pub fn start_with<W: World>(
         dir: impl AsRef<Path>,
         runtime: Runtime<W>,
@@ -184,6 +190,10 @@ impl Watcher {
     /// within `options.allowance`), as [`start_with`](Self::start_with) does
     /// before it starts watching, but without watching. A file that fails
     /// to load is an [`Event::Failed`], as with the watcher.
+    ///
+    /// # Errors
+    /// When `dir` does not exist or cannot be listed. A file that fails to load
+    /// is an [`Event::Failed`], not an error.
     pub fn load_dir<W: World>(
         dir: impl AsRef<Path>,
         runtime: Runtime<W>,

@@ -180,6 +180,14 @@ impl<D> State<D> {
     }
 }
 
+impl<D> State<D> {
+    /// What the deadline-bounded WASI functions see of the store
+    /// (`deadline.rs`).
+    pub(crate) fn bounded(&mut self) -> crate::deadline::Bounded<'_> {
+        crate::deadline::Bounded::new(&mut self.table, &self.deadline)
+    }
+}
+
 impl<D: Send> WasiView for State<D> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -200,6 +208,10 @@ impl<D: Send> WasiView for State<D> {
 /// [`World::indices`] can call this for each function so a mistyped plugin
 /// is refused before anything runs, with an error that names the function,
 /// what the host expected and what the component has.
+///
+/// # Errors
+/// When the component does not export `func` in `interface`, or exports it with
+/// another type: the message shows both types as WIT.
 pub fn check_export<T: 'static, P, R>(
     pre: &InstancePre<T>,
     interface: Option<&str>,

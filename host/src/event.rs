@@ -1,0 +1,133 @@
+//! Lifecycle events: what the registry and the watcher report, to
+//! [`Registry::subscribe`](crate::Registry::subscribe)rs and to `tracing`.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use crate::error::Error;
+use crate::{Identity, Source};
+
+/// Something that happened to a plugin, as the registry and the watcher
+/// report it (to [`Registry::subscribe`](crate::Registry::subscribe)rs and to `tracing`).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A version was loaded and became reachable.
+    Loaded {
+        /// Who.
+        identity: Identity,
+        /// From where.
+        source: Source,
+    },
+    /// The current version of a name changed.
+    Swapped {
+        /// The version that served until now.
+        from: Identity,
+        /// The version that serves from now on.
+        to: Identity,
+        /// Whether the serving instance's state was handed over.
+        state_carried: bool,
+    },
+    /// A file could not be loaded or swapped in; whatever served before
+    /// keeps serving.
+    Failed {
+        /// The file.
+        path: PathBuf,
+        /// Why, as the error the load or the swap returned.
+        error: Arc<Error>,
+    },
+    /// A version was removed. Its memory is freed once its in-flight calls
+    /// and held instances are gone.
+    Unloaded {
+        /// Who.
+        identity: Identity,
+        /// From where.
+        source: Source,
+    },
+    /// The watched directory was deleted or moved away. What was loaded
+    /// from it is unloaded (an [`Event::Unloaded`] each); the watcher looks
+    /// for the directory to come back.
+    DirectoryLost {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The watched directory is back and watched again; what is in it is
+    /// loaded as new files.
+    DirectoryBack {
+        /// The directory.
+        path: PathBuf,
+    },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Loaded { identity, source } => write!(f, "loaded {identity} from {source}"),
+            Event::Swapped {
+                from,
+                to,
+                state_carried,
+            } => {
+                let state = if *state_carried {
+                    " (state carried over)"
+                } else {
+                    ""
+                };
+                write!(f, "swapped {from} -> {to}{state}")
+            }
+            Event::Failed { path, error } => write!(f, "failed {}: {error}", path.display()),
+            Event::Unloaded { identity, source } => write!(f, "unloaded {identity} ({source})"),
+            Event::DirectoryLost { path } => write!(
+                f,
+                "lost the watched directory {}: waiting for it to come back",
+                path.display()
+            ),
+            Event::DirectoryBack { path } => {
+                write!(f, "watching {} again", path.display())
+            }
+        }
+    }
+}
+
+/// The subscribers of one registry. A channel holds up to
+/// [`Subscribers::CAPACITY`] unread events; past that, new events are dropped
+/// for that subscriber (and still logged), so a subscriber that does not read
+/// never grows memory.
+#[derive(Default)]
+pub(crate) struct Subscribers {
+    senders: Mutex<Vec<SyncSender<Event>>>,
+}
+
+impl Subscribers {
+    /// How many unread events one subscriber's channel holds.
+    pub(crate) const CAPACITY: usize = 1024;
+
+    /// A new subscriber's channel.
+    pub(crate) fn subscribe(&self) -> Receiver<Event> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(Self::CAPACITY);
+        self.senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
+    }
+
+    /// Log `event` and send it to every subscriber still listening.
+    pub(crate) fn emit(&self, event: Event) {
+        match &event {
+            Event::Failed { .. } | Event::DirectoryLost { .. } => {
+                tracing::warn!(target: "wasmplug::registry", "{event}")
+            }
+            _ => tracing::info!(target: "wasmplug::registry", "{event}"),
+        }
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.retain(|tx| match tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(target: "wasmplug::registry", "a subscriber is not reading: event dropped");
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+}

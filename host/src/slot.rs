@@ -1,0 +1,106 @@
+//! One name's slot in the registry: its versions side by side, the pin,
+//! and the current-version pointer (an `ArcSwapOption`, so a swap is one
+//! pointer store and a call reads it without a lock).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwapOption;
+
+use crate::pool::Live;
+use crate::World;
+
+pub(crate) struct Slot<W: World> {
+    pub(crate) name: String,
+    pub(crate) current: ArcSwapOption<Live<W>>,
+    /// The versions side by side, and the pin. Also serialises swaps.
+    pub(crate) state: Mutex<SlotState<W>>,
+}
+
+pub(crate) struct SlotState<W: World> {
+    pub(crate) versions: Vec<Arc<Live<W>>>,
+    pub(crate) pinned: Option<semver::Version>,
+}
+
+impl<W: World> Slot<W> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState<W>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The pinned version if there is one (and no requirement), else the
+/// highest version matching `req` (any version when `None`).
+pub(crate) fn pick<'a, T>(
+    items: &'a [T],
+    version: impl Fn(&T) -> &semver::Version,
+    pinned: Option<&semver::Version>,
+    req: Option<&semver::VersionReq>,
+) -> Option<&'a T> {
+    if let Some(pin) = pinned.filter(|_| req.is_none()) {
+        if let Some(item) = items.iter().find(|i| version(i) == pin) {
+            return Some(item);
+        }
+    }
+    items
+        .iter()
+        .filter(|i| req.is_none_or(|r| r.matches(version(i))))
+        .max_by(|a, b| version(a).cmp(version(b)))
+}
+
+/// [`pick`] among a slot's versions.
+pub(crate) fn pick_live<W: World>(
+    versions: &[Arc<Live<W>>],
+    pinned: Option<&semver::Version>,
+    req: Option<&semver::VersionReq>,
+) -> Option<Arc<Live<W>>> {
+    pick(versions, |l| &l.plugin.identity().version, pinned, req).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+    use semver::{Version, VersionReq};
+
+    fn versions(list: &[&str]) -> Vec<Version> {
+        list.iter().map(|v| Version::parse(v).unwrap()).collect()
+    }
+
+    fn picked(list: &[&str], pinned: Option<&str>, req: Option<&str>) -> Option<String> {
+        let all = versions(list);
+        let pinned = pinned.map(|p| Version::parse(p).unwrap());
+        let req = req.map(|r| VersionReq::parse(r).unwrap());
+        pick(&all, |v| v, pinned.as_ref(), req.as_ref()).map(ToString::to_string)
+    }
+
+    #[test]
+    fn the_highest_version_is_current_whatever_the_load_order() {
+        let list = ["1.2.0", "2.0.0-rc.1", "1.10.0", "0.9.9"];
+        assert_eq!(picked(&list, None, None).as_deref(), Some("2.0.0-rc.1"));
+        assert_eq!(picked(&[], None, None), None);
+    }
+
+    #[test]
+    fn a_pin_wins_over_higher_versions_but_not_over_a_requirement() {
+        let list = ["1.0.0", "1.5.0", "2.0.0"];
+        assert_eq!(picked(&list, Some("1.0.0"), None).as_deref(), Some("1.0.0"));
+        // A handle with a requirement resolves by it alone.
+        assert_eq!(
+            picked(&list, Some("1.0.0"), Some("^1.2")).as_deref(),
+            Some("1.5.0")
+        );
+        // A pin on a version that is gone falls back to the highest.
+        assert_eq!(picked(&list, Some("3.0.0"), None).as_deref(), Some("2.0.0"));
+    }
+
+    #[test]
+    fn a_requirement_picks_the_highest_match_or_nothing() {
+        let list = ["1.0.0", "1.5.0", "2.0.0", "2.1.0-beta.1"];
+        assert_eq!(picked(&list, None, Some("^1")).as_deref(), Some("1.5.0"));
+        assert_eq!(
+            picked(&list, None, Some("=2.0.0")).as_deref(),
+            Some("2.0.0")
+        );
+        // Pre-releases match only a requirement that names one.
+        assert_eq!(picked(&list, None, Some(">=2")).as_deref(), Some("2.0.0"));
+        assert_eq!(picked(&list, None, Some("^3")), None);
+    }
+}
