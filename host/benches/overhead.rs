@@ -86,7 +86,7 @@ fn main() {
         .concurrency_support(false)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(
-            wasmplug::default_pooling(),
+            wasmplug::runtime::default_pooling(),
         ));
     let engine = Engine::new(&config).unwrap();
     let mut linker = Linker::<RawState>::new(&engine);

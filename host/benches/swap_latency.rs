@@ -16,7 +16,7 @@ mod support;
 use support::guest;
 
 use wasmplug::reference::GreeterPlugin;
-use wasmplug::{Registry, Runtime, Watcher, DEFAULT_DEBOUNCE};
+use wasmplug::{watcher::DEFAULT_DEBOUNCE, Registry, Runtime, Watcher};
 
 const SWAPS: usize = 60;
 /// Pause between swaps, so each is measured in isolation.

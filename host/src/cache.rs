@@ -55,7 +55,7 @@ use anyhow::Context as _;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-use crate::ContentHash;
+use crate::identity::ContentHash;
 
 // BLAKE3 in keyed mode, not SHA-256 or an HMAC over it: a keyed MAC is what
 // binds an entry to this cache, and BLAKE3 streams a JavaScript component's

@@ -31,6 +31,8 @@ use std::sync::Arc;
 
 use crate::policy::LimitHit;
 
+pub use crate::deadline::DeadlineExceeded;
+
 /// Which plugin an [`Error`] is about: its name, its version when known, and
 /// its source (a file path, or a label for bytes loaded from memory).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,7 +213,7 @@ impl Error {
         err: wasmtime::Error,
         limit: Option<LimitHit>,
     ) -> Self {
-        let trap = match err.downcast_ref::<crate::DeadlineExceeded>() {
+        let trap = match err.downcast_ref::<crate::error::DeadlineExceeded>() {
             // Blocked in a host call past the deadline: the same outcome as
             // an epoch interrupt in wasm code.
             Some(_) => Some(wasmtime::Trap::Interrupt),

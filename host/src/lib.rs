@@ -22,6 +22,12 @@
 //! * [`Error`] — refused at load, init failed, the guest said no, the guest
 //!   crashed: told apart without parsing strings.
 //!
+//! Each concept's details are in its module: [`runtime`] (the builder, pool
+//! sizes, the disk cache's figures), [`policy`] (grants and caps),
+//! [`registry`] (activation guards, health, listings), [`watcher`] (watch
+//! options), [`manifest`], [`identity`], [`error`], [`log`], [`handoff`],
+//! [`world`].
+//!
 //! ```no_run
 //! use wasmplug::reference::{GreeterPlugin, User};
 //!
@@ -42,43 +48,39 @@
 mod cache;
 mod deadline;
 mod dynamic;
-mod error;
+pub mod error;
 mod event;
 mod handle;
-mod handoff;
-mod identity;
+pub mod handoff;
+pub mod identity;
 mod instance;
-mod log;
-mod manifest;
+pub mod log;
+pub mod manifest;
 mod plugin;
-mod policy;
+pub mod policy;
 mod pool;
 pub mod reference;
-mod registry;
-mod runtime;
+pub mod registry;
+pub mod runtime;
 pub mod signature;
 mod slot;
-mod watcher;
-mod world;
+pub mod watcher;
+pub mod world;
 
-pub use cache::CacheStats;
-pub use deadline::DeadlineExceeded;
+// The concepts, at the root; everything else in its concept's module
+// (`wasmplug::policy::DirAccess`, `wasmplug::registry::Guard`, ...).
 pub use dynamic::Dynamic;
-pub use error::{Error, PluginRef, Result};
+pub use error::{Error, Result};
 pub use event::Event;
 pub use handle::Handle;
-pub use handoff::HANDOFF;
-pub use identity::{ContentHash, Identity, Source};
+pub use identity::{Identity, Source};
 pub use instance::Instance;
-pub use log::{emit as emit_guest_log, Level};
-pub use manifest::{Allowance, Manifest, ManifestDir};
 pub use plugin::Plugin;
-pub use policy::{DirAccess, DirGrant, LimitHit, Output, Policy};
-pub use pool::{Health, BACKOFF_FIRST, BACKOFF_MAX};
-pub use registry::{Activation, Guard, Registry, VersionInfo};
-pub use runtime::{default_pooling, Runtime, RuntimeBuilder, DEFAULT_CACHE_BYTES};
-pub use watcher::{WatchOptions, Watcher, DEFAULT_DEBOUNCE};
-pub use world::{check_export, State, World};
+pub use policy::Policy;
+pub use registry::Registry;
+pub use runtime::Runtime;
+pub use watcher::Watcher;
+pub use world::{State, World};
 
 /// Re-exported so embedders use the same wasmtime as wasmplug.
 pub use wasmtime;

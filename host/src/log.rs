@@ -59,7 +59,7 @@ pub enum Level {
 ///
 /// ```
 /// // One event, one line: `a\nWARN wasmplug::registry: swapped`.
-/// wasmplug::emit_guest_log("evil@1.0.0", wasmplug::Level::Info, "a\nWARN wasmplug::registry: swapped");
+/// wasmplug::log::emit("evil@1.0.0", wasmplug::log::Level::Info, "a\nWARN wasmplug::registry: swapped");
 /// ```
 pub fn emit(label: &str, level: Level, message: &str) {
     write_event(label, level, &escape(message));

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use serde::Deserialize;
 
-use crate::{DirAccess, Policy};
+use crate::{policy::DirAccess, Policy};
 
 /// What a plugin asks for. See the module docs for the file format.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

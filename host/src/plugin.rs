@@ -153,7 +153,9 @@ impl<W: World> Plugin<W> {
             Err(trap) => trap,
         };
         let limit = store.data_mut().limits.hit.take();
-        let timeout = trap.downcast_ref::<crate::DeadlineExceeded>().is_some()
+        let timeout = trap
+            .downcast_ref::<crate::error::DeadlineExceeded>()
+            .is_some()
             || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt);
         let cause = anyhow::Error::from(trap);
         let cause = match (limit, timeout) {

@@ -35,7 +35,7 @@
 //!   10 s), by epoch interruption; [`Error::is_timeout`](crate::Error::is_timeout).
 //!   An instance may override it per call with
 //!   [`Instance::set_deadline`](crate::Instance::set_deadline).
-//! * **fuel** (optional, [`RuntimeBuilder::fuel`](crate::RuntimeBuilder::fuel)):
+//! * **fuel** (optional, [`RuntimeBuilder::fuel`](crate::runtime::RuntimeBuilder::fuel)):
 //!   a budget of wasm instructions per call, for deterministic limits.
 //!
 //! What the memory cap does **not** cover is host memory spent on the
@@ -60,7 +60,7 @@
 //! through stderr and through the reference world's `host.log` import, each
 //! stream on a budget of its own. Past it the rest is dropped, with one
 //! warning, and the guest's writes still succeed. Every line is escaped
-//! before it is logged (see [`emit_guest_log`](crate::emit_guest_log)): a
+//! before it is logged (see [`log::emit`](crate::log::emit)): a
 //! guest cannot start a line of its own in the host's log, nor make one
 //! look like the host's.
 
@@ -231,7 +231,7 @@ impl NetGrants {
 ///
 /// ```
 /// use std::time::Duration;
-/// use wasmplug::{DirAccess, Policy};
+/// use wasmplug::{policy::DirAccess, Policy};
 /// let policy = Policy::default()
 ///     .preopen_dir("/srv/plugin-data", "/data", DirAccess::ReadOnly)
 ///     .inherit_env("LANG")
@@ -304,7 +304,7 @@ impl Policy {
     }
 
     /// Fuel per call (roughly, wasm instructions), when the runtime meters
-    /// fuel ([`RuntimeBuilder::fuel`](crate::RuntimeBuilder::fuel)).
+    /// fuel ([`RuntimeBuilder::fuel`](crate::runtime::RuntimeBuilder::fuel)).
     pub fn fuel(mut self, units: impl Into<Option<u64>>) -> Self {
         self.fuel = units.into();
         self

@@ -14,7 +14,7 @@ use wasmtime::Store;
 
 use crate::error::Result;
 use crate::log::Level as HostLevel;
-use crate::{check_export, Identity, Instance, State, World};
+use crate::{world::check_export, Identity, Instance, State, World};
 
 /// What `bindgen!` generates for `wit/plugin.wit` (documented in the WIT).
 #[allow(missing_docs)]

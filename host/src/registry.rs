@@ -26,8 +26,8 @@
 //! resource limit) returns [`Error::Trap`] and poisons its instance, which
 //! is dropped; the next call gets a fresh one, with `init`. A version that keeps crashing
 //! backs off: after the second failure in a row, restarts wait
-//! [`BACKOFF_FIRST`](crate::BACKOFF_FIRST), doubling up to
-//! [`BACKOFF_MAX`](crate::BACKOFF_MAX), and calls meanwhile get
+//! [`BACKOFF_FIRST`](crate::registry::BACKOFF_FIRST), doubling up to
+//! [`BACKOFF_MAX`](crate::registry::BACKOFF_MAX), and calls meanwhile get
 //! [`Error::Unavailable`]. The counters are in [`Health`]. The pool is in
 //! `pool.rs`, a name's versions and pointer in `slot.rs`, calls by name in
 //! `handle.rs`.
@@ -48,9 +48,11 @@ use arc_swap::ArcSwapOption;
 
 use crate::error::{Error, Result};
 use crate::event::{Event, Subscribers};
-use crate::pool::{Health, Live};
+use crate::pool::Live;
 use crate::slot::{pick_live, Slot, SlotState};
-use crate::{ContentHash, Handle, Identity, Plugin, Source, World};
+use crate::{identity::ContentHash, Handle, Identity, Plugin, Source, World};
+
+pub use crate::pool::{Health, BACKOFF_FIRST, BACKOFF_MAX};
 
 /// Plugins by name. See the module docs. Cheap to clone (an `Arc`).
 pub struct Registry<W: World> {
@@ -206,7 +208,7 @@ impl<W: World> Registry<W> {
     /// between pooled versions carries no state (the handoff interface is
     /// used only with a pool of one). Keep `size` times the number of
     /// versions within the runtime's instance limits
-    /// ([`default_pooling`](crate::default_pooling)).
+    /// ([`default_pooling`](crate::runtime::default_pooling)).
     pub fn with_pool_size(size: usize) -> Self {
         Registry {
             slots: Arc::default(),

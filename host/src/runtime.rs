@@ -31,10 +31,12 @@ use anyhow::Context as _;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::cache::{CacheStats, DiskCache};
+use crate::cache::DiskCache;
 use crate::deadline::EpochClock;
 use crate::identity::ContentHash;
 use crate::{Policy, State, World};
+
+pub use crate::cache::CacheStats;
 
 /// Compiled, linked and type-checked code for one component, shared by every
 /// plugin loaded from the same bytes.

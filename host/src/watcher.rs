@@ -85,7 +85,10 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::manifest::{Allowance, Manifest};
-use crate::{ContentHash, Error, Event, Guard, Plugin, Policy, Registry, Runtime, Source, World};
+use crate::{
+    identity::ContentHash, registry::Guard, Error, Event, Plugin, Policy, Registry, Runtime,
+    Source, World,
+};
 
 /// The default debounce window.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);

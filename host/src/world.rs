@@ -164,13 +164,13 @@ impl<D> State<D> {
     /// `host.log` is exactly this.
     ///
     /// ```no_run
-    /// # use wasmplug::{Level, State};
+    /// # use wasmplug::{log::Level, State};
     /// # struct MyData;
     /// # fn my_log_import(state: &mut State<MyData>, message: String) {
     /// state.log(Level::Info, &message);
     /// # }
     /// ```
-    pub fn log(&mut self, level: crate::Level, message: &str) {
+    pub fn log(&mut self, level: crate::log::Level, message: &str) {
         self.log.write(&self.label, level, message);
     }
 

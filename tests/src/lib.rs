@@ -255,7 +255,7 @@ impl Deployment {
         let d = Self::start(
             tag,
             &[("hello.wasm", &guest_bytes("hello-v1"))],
-            wasmplug::WatchOptions::default(),
+            wasmplug::watcher::WatchOptions::default(),
         );
         wait_for_event(&d.events, d.wait, "initial load", |e| {
             matches!(e, wasmplug::Event::Loaded { .. })
@@ -267,7 +267,11 @@ impl Deployment {
     /// watcher on it with `options`; the first scan's events are in
     /// `events`. `file` is the directory's `hello.wasm`, whether or not it
     /// was among `files`.
-    pub fn start(tag: &str, files: &[(&str, &[u8])], options: wasmplug::WatchOptions) -> Self {
+    pub fn start(
+        tag: &str,
+        files: &[(&str, &[u8])],
+        options: wasmplug::watcher::WatchOptions,
+    ) -> Self {
         Self::start_on(Runtime::new().unwrap(), tag, files, options)
     }
 
@@ -277,7 +281,7 @@ impl Deployment {
         runtime: Runtime<GreeterPlugin>,
         tag: &str,
         files: &[(&str, &[u8])],
-        options: wasmplug::WatchOptions,
+        options: wasmplug::watcher::WatchOptions,
     ) -> Self {
         let dir = TempDir::new(tag);
         for (name, bytes) in files {

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use wasmplug::reference::GreeterPlugin;
-use wasmplug::{CacheStats, Runtime};
+use wasmplug::{runtime::CacheStats, Runtime};
 use wasmplug_tests::{guest, guest_bytes, TempDir};
 
 /// The cache directory inside `dir`, created by the cache itself (so its

@@ -200,8 +200,8 @@ fn a_manifest_beside_a_component_asks_for_grants_and_the_host_decides() {
 
     let registry = Registry::<wasmplug::reference::GreeterPlugin>::new();
     let events = registry.subscribe();
-    let options = wasmplug::WatchOptions {
-        allowance: wasmplug::Allowance::none().env("PATH"),
+    let options = wasmplug::watcher::WatchOptions {
+        allowance: wasmplug::manifest::Allowance::none().env("PATH"),
         ..Default::default()
     };
     let runtime = wasmplug::Runtime::new().unwrap();

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::wasmtime::component::Val;
-use wasmplug::{Dynamic, Error, LimitHit, Policy, Registry, Runtime};
+use wasmplug::{policy::LimitHit, Dynamic, Error, Policy, Registry, Runtime};
 use wasmplug_tests::{capture_logs, guest};
 
 const MIB: usize = 1 << 20;
@@ -350,7 +350,7 @@ fn one_huge_host_log_message_is_cut_at_the_limit() {
 #[test]
 fn the_embedders_own_log_helper_escapes_too() {
     let logs = capture(|| {
-        wasmplug::emit_guest_log("hostile@1.0.0", wasmplug::Level::Warn, FORGED);
+        wasmplug::log::emit("hostile@1.0.0", wasmplug::log::Level::Warn, FORGED);
     });
     assert_not_forged(&logs, None);
 }

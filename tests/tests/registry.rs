@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use wasmplug::reference::GreeterPlugin;
-use wasmplug::{Activation, Error, Registry, Runtime};
+use wasmplug::{registry::Activation, Error, Registry, Runtime};
 use wasmplug_tests::{guest, TempDir};
 
 fn setup() -> (Runtime<GreeterPlugin>, Registry<GreeterPlugin>) {

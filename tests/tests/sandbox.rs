@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasmplug::reference::GreeterPlugin;
-use wasmplug::{DirAccess, Error, LimitHit, Policy, Registry, Runtime};
+use wasmplug::{policy::DirAccess, policy::LimitHit, Error, Policy, Registry, Runtime};
 use wasmplug_tests::{attack, guest, TempDir};
 
 fn runtime() -> Runtime<GreeterPlugin> {
@@ -403,7 +403,7 @@ fn a_crashing_version_is_restarted_then_backs_off_and_its_counters_are_visible()
     );
     assert_eq!(registry.list()[0].health, health);
 
-    std::thread::sleep(wasmplug::BACKOFF_FIRST * 2);
+    std::thread::sleep(wasmplug::registry::BACKOFF_FIRST * 2);
     assert_eq!(
         hostile.call(|i| i.welcome("later")).unwrap(),
         "Welcome, later!"

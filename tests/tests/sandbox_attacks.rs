@@ -9,7 +9,9 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
 use wasmplug::reference::GreeterPlugin;
-use wasmplug::{DirAccess, Dynamic, Error, Event, Guard, Policy, Registry, Runtime};
+use wasmplug::{
+    policy::DirAccess, registry::Guard, Dynamic, Error, Event, Policy, Registry, Runtime,
+};
 use wasmplug_tests::{attack, guest, wait_for_event, TempDir};
 
 fn runtime() -> Runtime<GreeterPlugin> {
@@ -93,13 +95,14 @@ fn a_manifest_grant_is_a_handle_too() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("mine.txt"), "mine").unwrap();
-    let manifest: wasmplug::Manifest = wasmplug::Manifest::load(&write(
+    let manifest: wasmplug::manifest::Manifest = wasmplug::manifest::Manifest::load(&write(
         &dir,
         "m.toml",
         "[[dirs]]\nhost = \"data\"\nguest = \"/data\"\n",
     ))
     .unwrap();
-    let allowance = wasmplug::Allowance::none().dirs_under(dir.path(), DirAccess::ReadOnly);
+    let allowance =
+        wasmplug::manifest::Allowance::none().dirs_under(dir.path(), DirAccess::ReadOnly);
     let policy = manifest
         .apply(Policy::default(), &allowance, dir.path())
         .unwrap();

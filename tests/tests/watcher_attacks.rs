@@ -12,7 +12,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use wasmplug::{Dynamic, Event, Registry, Runtime, WatchOptions, Watcher};
+use wasmplug::{watcher::WatchOptions, Dynamic, Event, Registry, Runtime, Watcher};
 use wasmplug_tests::{
     events_within, guest, guest_bytes, replace_atomically, section_ends, wait_for_event, welcome,
     with_custom_section, Deployment, OpenCounter, TempDir,

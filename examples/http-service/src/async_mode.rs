@@ -30,7 +30,7 @@ use wasmplug::wasmtime::component::{Component, Linker, ResourceTable};
 use wasmplug::wasmtime::{
     self, Config, Engine, InstanceAllocationStrategy, ResourceLimiter, Store, UpdateDeadline,
 };
-use wasmplug::{ContentHash, Identity};
+use wasmplug::{identity::ContentHash, Identity};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::metrics::Metrics;
@@ -251,7 +251,7 @@ impl Service {
             .concurrency_support(false)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(
-                wasmplug::default_pooling(),
+                wasmplug::runtime::default_pooling(),
             ));
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
         let mut linker = Linker::new(&engine);

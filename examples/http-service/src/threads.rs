@@ -22,7 +22,7 @@ use tokio::sync::{oneshot, Semaphore};
 use wasmplug::wasmtime::component::{Instance as RawInstance, InstancePre, Linker};
 use wasmplug::wasmtime::{self, Store};
 use wasmplug::{
-    check_export, Error, Event, Identity, Policy, Registry, Runtime, State, Watcher, World,
+    world::check_export, Error, Event, Identity, Policy, Registry, Runtime, State, Watcher, World,
 };
 
 use crate::metrics::Metrics;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use wasmplug::{DirAccess, Policy, Runtime, RuntimeBuilder, World};
+use wasmplug::{policy::DirAccess, runtime::RuntimeBuilder, Policy, Runtime, World};
 
 /// What a plugin may use. Nothing unless granted.
 #[derive(Args, Debug, Default)]

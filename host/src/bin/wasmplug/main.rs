@@ -13,7 +13,9 @@ use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::wasmtime::component::Component;
-use wasmplug::{signature, ContentHash, Dynamic, Registry, WatchOptions, Watcher};
+use wasmplug::{
+    identity::ContentHash, signature, watcher::WatchOptions, Dynamic, Registry, Watcher,
+};
 
 use flags::{Cache, Grants};
 
