@@ -41,6 +41,19 @@ bench-extism: guests-rust
     cargo build --release --locked --target wasm32-unknown-unknown --manifest-path host/benches/extism/guest/Cargo.toml --target-dir host/benches/extism/guest/target
     cargo bench --locked --manifest-path host/benches/extism/Cargo.toml --target-dir target
 
+# Needs valgrind (apt-get install valgrind); repeatable where timings are not.
+# Instructions per call, Handle::call vs Instance call, counted by callgrind.
+callcount: guests-rust
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # --all-targets: the same features as the test build, so nothing rebuilds.
+    cargo build --release --locked --workspace --all-targets
+    cd tests
+    count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null ../target/release/callcount "$1" "$2" 2>&1 | sed -n 's/.*Collected : //p'; }
+    per_call() { local a b; a=$(count "$1" 2000); b=$(count "$1" 22000); echo $(( (b - a) / 20000 )); }
+    instance=$(per_call instance); handle=$(per_call handle)
+    echo "count(), instructions per call: Instance::call $instance, Handle::call $handle, ratio $(python3 -c "print(f'{$handle/$instance:.3f}')")x (target <= 1.1x)"
+
 # Load, call and unload 10,000 times and 200 versions; print the RSS table.
 soak: guests-rust
     cargo run --release --locked -q -p wasmplug-tests --bin soak

@@ -47,12 +47,9 @@ impl<W: World> Handle<W> {
     /// Whether `live` stopped being the version this handle resolves to.
     fn moved(&self, live: &Arc<Live<W>>) -> bool {
         match &self.requirement {
-            None => !self
-                .slot
-                .current
-                .load()
-                .as_ref()
-                .is_some_and(|c| Arc::ptr_eq(c, live)),
+            // Marked before the pointer moves (`Slot::set_current`): one
+            // atomic load instead of a second arc-swap load.
+            None => live.superseded.load(Ordering::Acquire),
             Some(_) => live.retired.load(Ordering::Acquire),
         }
     }

@@ -73,6 +73,11 @@ pub(crate) struct Live<W: World> {
     pub(crate) places: Box<[Mutex<Place<W>>]>,
     /// Set when the version leaves the registry: queued callers go elsewhere.
     pub(crate) retired: AtomicBool,
+    /// Set just before the name's current pointer moves away from this
+    /// version (and cleared before it points here again): a caller that
+    /// leased an instance here checks it instead of loading the pointer a
+    /// second time.
+    pub(crate) superseded: AtomicBool,
     pub(crate) health: Mutex<Health>,
     /// Whether `health` shows failures in a row: a good call only takes the
     /// health lock to clear them.
@@ -141,6 +146,7 @@ impl<W: World> Live<W> {
             plugin,
             places,
             retired: AtomicBool::new(false),
+            superseded: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             failing: AtomicBool::new(false),
         })

@@ -314,7 +314,7 @@ impl<W: World> Registry<W> {
         let activation = match &old {
             _ if pinned_elsewhere => Activation::Added,
             None => {
-                slot.current.store(Some(new.clone()));
+                slot.set_current(Some(new.clone()));
                 Activation::Installed
             }
             Some(old) => {
@@ -358,7 +358,7 @@ impl<W: World> Registry<W> {
         if !carry || old.size() > 1 || new.size() > 1 {
             // Each pooled instance has its own state: there is no one state
             // to carry. Calls in flight finish on `old`.
-            slot.current.store(Some(new.clone()));
+            slot.set_current(Some(new.clone()));
             return Ok(false);
         }
         let mut old_pool = old.quiesce();
@@ -384,7 +384,7 @@ impl<W: World> Registry<W> {
             }
         }
         drop(new_pool);
-        slot.current.store(Some(new.clone()));
+        slot.set_current(Some(new.clone()));
         drop(old_pool);
         Ok(state_carried)
     }
@@ -454,7 +454,7 @@ impl<W: World> Registry<W> {
                 let next = pick_live(&state.versions, state.pinned.as_ref(), None);
                 // Wait for the calls in flight on the removed version.
                 let _in_flight = current.as_ref().map(|c| c.quiesce());
-                slot.current.store(next);
+                slot.set_current(next);
             }
             drop(state);
             removed.extend(taken.iter().map(|l| l.plugin.identity().clone()));
@@ -528,7 +528,7 @@ impl<W: World> Registry<W> {
                 });
             }
             Some(_) => {}
-            None => slot.current.store(Some(target)),
+            None => slot.set_current(Some(target)),
         }
         state.pinned = Some(version.clone());
         Ok(())

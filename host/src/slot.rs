@@ -2,6 +2,7 @@
 //! and the current-version pointer (an `ArcSwapOption`, so a swap is one
 //! pointer store and a call reads it without a lock).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwapOption;
@@ -22,6 +23,21 @@ pub(crate) struct SlotState<W: World> {
 }
 
 impl<W: World> Slot<W> {
+    /// Point the name at `next`. Call with the state lock held (every
+    /// caller does), so two moves never interleave. The version left behind
+    /// is marked superseded *before* the store: a caller leasing it after
+    /// the store sees the mark and follows the pointer.
+    pub(crate) fn set_current(&self, next: Option<Arc<Live<W>>>) {
+        let old = self.current.load_full();
+        if let Some(next) = &next {
+            next.superseded.store(false, Ordering::Release);
+        }
+        if let Some(old) = old.filter(|old| next.as_ref().is_none_or(|n| !Arc::ptr_eq(old, n))) {
+            old.superseded.store(true, Ordering::Release);
+        }
+        self.current.store(next);
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState<W>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
