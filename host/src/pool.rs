@@ -152,6 +152,12 @@ impl<W: World> Live<W> {
         })
     }
 
+    /// Whether the name's pointer has moved away from this version.
+    #[cfg(test)]
+    pub(crate) fn superseded_now(&self) -> bool {
+        self.superseded.load(Ordering::Acquire)
+    }
+
     pub(crate) fn health(&self) -> MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -231,7 +237,7 @@ impl<W: World> Live<W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -253,7 +259,8 @@ mod tests {
           (export "boom" (func $boom)))
     "#;
 
-    fn live(size: usize) -> std::sync::Arc<Live<Dynamic>> {
+    /// A version of a small dynamic-world component with `size` places.
+    pub(crate) fn live(size: usize) -> std::sync::Arc<Live<Dynamic>> {
         let runtime = Runtime::<Dynamic>::new().unwrap();
         let plugin = runtime.load_bytes("pool-test", WAT.as_bytes()).unwrap();
         let first = plugin.instantiate().unwrap();

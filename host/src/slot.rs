@@ -119,4 +119,39 @@ mod tests {
         assert_eq!(picked(&list, None, Some(">=2")).as_deref(), Some("2.0.0"));
         assert_eq!(picked(&list, None, Some("^3")), None);
     }
+
+    #[test]
+    fn the_version_left_behind_is_marked_before_the_pointer_moves_and_cleared_when_back() {
+        use std::sync::{Arc, Mutex};
+
+        use arc_swap::ArcSwapOption;
+
+        use super::{Slot, SlotState};
+        use crate::pool::tests::live;
+
+        let slot = Slot {
+            name: "pool-test".into(),
+            current: ArcSwapOption::empty(),
+            state: Mutex::new(SlotState {
+                versions: Vec::new(),
+                pinned: None,
+            }),
+        };
+        let (a, b) = (live(1), live(1));
+        let superseded = |l: &Arc<crate::pool::Live<crate::Dynamic>>| l.superseded_now();
+        slot.set_current(Some(a.clone()));
+        assert!(!superseded(&a));
+        slot.set_current(Some(b.clone()));
+        assert!(superseded(&a) && !superseded(&b));
+        // Back to `a` (a re-pin): `a` serves again, `b` is left behind.
+        slot.set_current(Some(a.clone()));
+        assert!(!superseded(&a) && superseded(&b));
+        // Storing the same version again leaves it unmarked.
+        slot.set_current(Some(a.clone()));
+        assert!(!superseded(&a));
+        // Removed: nothing is current, and the last version is left behind.
+        slot.set_current(None);
+        assert!(superseded(&a));
+        assert!(slot.current.load().is_none());
+    }
 }
