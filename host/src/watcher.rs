@@ -378,9 +378,15 @@ impl<W: World> Worker<W> {
             let spawned = std::thread::Builder::new()
                 .name("wasmplug-load".into())
                 .spawn(move || {
-                    let step = reconciler.prepare(&path);
-                    reconciler.commit(&path, step, generation);
-                    let _ = done.send(Msg::Done(path));
+                    // Says "done" when dropped, so a load that panics does
+                    // not leave its path marked as loading for ever.
+                    let done = DoneOnDrop {
+                        path: Some(path),
+                        done,
+                    };
+                    let path = done.path.as_deref().expect("set above");
+                    let step = reconciler.prepare(path);
+                    reconciler.commit(path, step, generation);
                 });
             match spawned {
                 Ok(_detached) => {
@@ -543,6 +549,21 @@ impl<W: World> Worker<W> {
                 phase: Phase::Created,
                 quiet_since: now,
             });
+        }
+    }
+}
+
+/// Tells the watcher's thread that a load thread is done with a path, when
+/// dropped: at the end of the load, or while a panic unwinds it.
+struct DoneOnDrop {
+    path: Option<PathBuf>,
+    done: mpsc::Sender<Msg>,
+}
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = self.done.send(Msg::Done(path));
         }
     }
 }
