@@ -75,15 +75,12 @@ impl Identity {
     }
 }
 
-/// A character that does not show as itself: C0/C1 controls, DEL, line
-/// and paragraph separators, zero-width and bidi formatting characters.
+/// A character that does not show as itself: what the log escapes
+/// ([`crate::log::misleads`]), and the zero-width characters, which a log
+/// line may carry but a name must not (two names would look the same).
 fn is_hidden(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200b}'..='\u{200f}'
-            | '\u{2028}'..='\u{202e}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{feff}')
+    crate::log::misleads(c)
+        || matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2065}' | '\u{feff}')
 }
 
 /// Where a plugin was loaded from.

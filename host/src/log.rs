@@ -75,22 +75,23 @@ fn write_event(label: &str, level: Level, message: &str) {
     }
 }
 
+/// Whether `c` can make text read differently from what it holds: C0, DEL
+/// and C1 (NEL among them), the Unicode line and paragraph separators, and
+/// the bidirectional marks, embeddings, overrides and isolates.
+pub(crate) fn misleads(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
 /// How a character of guest text is written to the log: `None` as itself.
 fn escape_char(c: char) -> Option<Cow<'static, str>> {
     match c {
         '\n' => Some(Cow::Borrowed("\\n")),
         '\r' => Some(Cow::Borrowed("\\r")),
         '\t' => Some(Cow::Borrowed("\\t")),
-        // C0, DEL and C1 (NEL among them), then the Unicode line and
-        // paragraph separators and the bidirectional marks and overrides,
-        // which can make a line read differently from what it holds.
-        c if c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
-            || ('\u{202a}'..='\u{202e}').contains(&c)
-            || ('\u{2066}'..='\u{2069}').contains(&c) =>
-        {
-            Some(Cow::Owned(format!("\\u{{{:x}}}", c as u32)))
-        }
+        c if misleads(c) => Some(Cow::Owned(format!("\\u{{{:x}}}", c as u32))),
         _ => None,
     }
 }

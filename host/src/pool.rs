@@ -152,12 +152,6 @@ impl<W: World> Live<W> {
         })
     }
 
-    /// Whether the name's pointer has moved away from this version.
-    #[cfg(test)]
-    pub(crate) fn superseded_now(&self) -> bool {
-        self.superseded.load(Ordering::Acquire)
-    }
-
     pub(crate) fn health(&self) -> MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
     }

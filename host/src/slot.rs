@@ -126,7 +126,7 @@ mod tests {
 
         use arc_swap::ArcSwapOption;
 
-        use super::{Slot, SlotState};
+        use super::{Ordering, Slot, SlotState};
         use crate::pool::tests::live;
 
         let slot = Slot {
@@ -138,7 +138,8 @@ mod tests {
             }),
         };
         let (a, b) = (live(1), live(1));
-        let superseded = |l: &Arc<crate::pool::Live<crate::Dynamic>>| l.superseded_now();
+        let superseded =
+            |l: &Arc<crate::pool::Live<crate::Dynamic>>| l.superseded.load(Ordering::Acquire);
         slot.set_current(Some(a.clone()));
         assert!(!superseded(&a));
         slot.set_current(Some(b.clone()));

@@ -76,7 +76,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
+use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -359,7 +359,7 @@ impl<W: World> Worker<W> {
     /// waited for: each ends with its load (by the load's deadline), and
     /// what it loaded is dropped.
     fn stop(self) {
-        self.reconciler.discard_in_flight();
+        drop(self.reconciler.discard_in_flight());
     }
 
     /// Give queued components to load threads, up to `lanes` at once,
@@ -372,22 +372,16 @@ impl<W: World> Worker<W> {
                 continue;
             }
             let reconciler = self.reconciler.clone();
-            let done = self.done.clone();
             let generation = reconciler.generation();
-            let path = component.clone();
+            // Says "done" when dropped, so a load that panics does not leave
+            // its path marked as loading for ever.
+            let done = DoneOnDrop {
+                path: component.clone(),
+                done: self.done.clone(),
+            };
             let spawned = std::thread::Builder::new()
                 .name("wasmplug-load".into())
-                .spawn(move || {
-                    // Says "done" when dropped, so a load that panics does
-                    // not leave its path marked as loading for ever.
-                    let done = DoneOnDrop {
-                        path: Some(path),
-                        done,
-                    };
-                    let path = done.path.as_deref().expect("set above");
-                    let step = reconciler.prepare(path);
-                    reconciler.commit(path, step, generation);
-                });
+                .spawn(move || reconciler.reconcile(&done.path, generation));
             match spawned {
                 Ok(_detached) => {
                     self.loading.insert(component);
@@ -395,8 +389,7 @@ impl<W: World> Worker<W> {
                 Err(err) => {
                     // No thread to be had: load it here, as before.
                     tracing::warn!(target: "wasmplug::watcher", "no load thread ({err}); loading {} on the watcher's thread", component.display());
-                    let step = self.reconciler.prepare(&component);
-                    self.reconciler.commit(&component, step, generation);
+                    self.reconciler.reconcile(&component, generation);
                 }
             }
         }
@@ -556,15 +549,13 @@ impl<W: World> Worker<W> {
 /// Tells the watcher's thread that a load thread is done with a path, when
 /// dropped: at the end of the load, or while a panic unwinds it.
 struct DoneOnDrop {
-    path: Option<PathBuf>,
+    path: PathBuf,
     done: mpsc::Sender<Msg>,
 }
 
 impl Drop for DoneOnDrop {
     fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let _ = self.done.send(Msg::Done(path));
-        }
+        let _ = self.done.send(Msg::Done(std::mem::take(&mut self.path)));
     }
 }
 
@@ -660,12 +651,15 @@ impl<W: World> Reconciler<W> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Loads in flight are not activated from now on.
-    fn discard_in_flight(&self) {
-        *self
+    /// Loads in flight are not activated from now on. No activation runs
+    /// while the returned guard is held.
+    fn discard_in_flight(&self) -> RwLockWriteGuard<'_, usize> {
+        let mut generation = self
             .generation
             .write()
-            .unwrap_or_else(PoisonError::into_inner) += 1;
+            .unwrap_or_else(PoisonError::into_inner);
+        *generation += 1;
+        generation
     }
 
     /// Reconcile every component of the directory: loaded `lanes` at a
@@ -692,10 +686,9 @@ impl<W: World> Reconciler<W> {
             }
         });
         for (path, step) in paths.iter().zip(steps) {
+            // `scope` returned, so no lane panicked: every step is there.
             let step = step.into_inner().unwrap_or_else(PoisonError::into_inner);
-            // A lane that panicked left its step empty: load it here.
-            let step = step.unwrap_or_else(|| self.prepare(path));
-            self.commit(path, step, generation);
+            self.commit(path, step.expect("every path was prepared"), generation);
         }
         Ok(())
     }
@@ -703,11 +696,7 @@ impl<W: World> Reconciler<W> {
     /// Unload everything loaded from the directory (it is gone), and let
     /// no load in flight activate.
     fn unload_all(&self) {
-        let mut generation = self
-            .generation
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        *generation += 1;
+        let _no_activation = self.discard_in_flight();
         for path in std::mem::take(&mut *self.last()).into_keys() {
             self.registry.remove_source(&Source::File(path));
         }
@@ -755,6 +744,13 @@ impl<W: World> Reconciler<W> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Content::Absent,
             Err(e) => Content::Refused(anyhow!(e).context(format!("reading {}", path.display()))),
         }
+    }
+
+    /// [`prepare`](Self::prepare) then [`commit`](Self::commit): one path,
+    /// start to end.
+    fn reconcile(&self, path: &Path, generation: usize) {
+        let step = self.prepare(path);
+        self.commit(path, step, generation);
     }
 
     /// Read the component at `path` and its manifest; if they changed
