@@ -93,6 +93,11 @@ impl CallDeadline {
         };
     }
 
+    /// Whether the deadline has passed (never, without one).
+    pub(crate) fn passed(&self) -> bool {
+        self.at != u64::MAX && self.clock.now() >= self.at
+    }
+
     /// The time left, `None` when the call has no deadline.
     pub(crate) fn remaining(&self) -> Option<Duration> {
         if self.at == u64::MAX {

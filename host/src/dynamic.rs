@@ -212,6 +212,12 @@ impl<W: World> Instance<W> {
     }
 
     fn invoke(&mut self, export: &str, func: Func, args: &[Val]) -> Result<Vec<Val>> {
+        if W::ASYNC {
+            return Err(self.bad_call(format!(
+                "calling `{export}`: dynamic calls need a world with blocking bindings; \
+                 this one's are async (World::ASYNC)"
+            )));
+        }
         self.enter()?;
         let ty = func.ty(&self.store);
         // Every argument is checked against the export's types here, before

@@ -22,6 +22,11 @@
 //!   matching the requirement).
 //! * [`Error::Instantiate`]: the host could not create an instance (an
 //!   instance pool exhausted, a resource limit at start-up).
+//! * [`Error::Overloaded`]: every instance of the version stayed busy for as
+//!   long as a caller may wait ([`Registry::with_max_wait`]). Nothing ran;
+//!   an HTTP service answers 503.
+//!
+//! [`Registry::with_max_wait`]: crate::Registry::with_max_wait
 //!
 //! Every variant names the plugin — `name@version` once its identity is known,
 //! otherwise the file stem — and where it came from.
@@ -137,6 +142,18 @@ pub enum Error {
         /// The guest's refusal, or the trap.
         cause: anyhow::Error,
     },
+    /// Every instance of the version stayed busy for as long as a caller may
+    /// wait for one: the call was not made. Back off and retry, or shed load
+    /// (an HTTP service answers 503).
+    #[error("{plugin} is overloaded: all {instances} instance(s) stayed busy for {waited:?}")]
+    Overloaded {
+        /// The version that was called.
+        plugin: PluginRef,
+        /// How many instances serve it at once (the pool size).
+        instances: usize,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
     /// The host could not create an instance.
     #[error("{plugin} could not be instantiated: {cause:#}")]
     Instantiate {
@@ -167,6 +184,7 @@ impl Error {
             | Error::BadCall { plugin, .. }
             | Error::Handoff { plugin, .. }
             | Error::Unavailable { plugin, .. }
+            | Error::Overloaded { plugin, .. }
             | Error::Instantiate { plugin, .. } => Some(plugin),
             Error::NotLoaded { .. } => None,
         }
@@ -175,6 +193,12 @@ impl Error {
     /// True when the guest trapped (including deadlines and resource caps).
     pub fn is_trap(&self) -> bool {
         matches!(self, Error::Trap { .. })
+    }
+
+    /// True when the call was refused because every instance stayed busy
+    /// ([`Error::Overloaded`]).
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Error::Overloaded { .. })
     }
 
     /// True when the call ran past its deadline.

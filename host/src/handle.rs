@@ -4,10 +4,18 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use wasmtime::Store;
+
 use crate::error::{Error, Result};
 use crate::pool::{Health, Live};
+use crate::runtime::computed_a_tick;
 use crate::slot::{pick_live, Slot};
-use crate::{Instance, Plugin, World};
+use crate::world::BoxFuture;
+use crate::{Instance, Plugin, State, World};
 
 /// A way to call a plugin by name through a [`Registry`]. Resolves on every
 /// call: the current version, or the highest matching its requirement.
@@ -89,16 +97,90 @@ impl<W: World> Handle<W> {
             }
             let instance = lease.instance();
             let result = f(instance);
-            if instance.is_poisoned() {
-                let mut health = live.health();
-                health.traps += 1;
-                health.failed();
-                live.failing.store(true, Ordering::Relaxed);
-            } else if live.failing.load(Ordering::Relaxed) {
-                let mut health = live.health();
-                health.consecutive_failures = 0;
-                live.failing.store(false, Ordering::Relaxed);
+            account(live, instance);
+            return result;
+        }
+    }
+
+    /// [`call`](Self::call) as a future, for an [`ASYNC`](World::ASYNC)
+    /// world: what an axum handler awaits. `f` gets the bindings and the
+    /// store, as in [`Instance::call_async`]:
+    ///
+    /// ```no_run
+    /// # use wasmplug::reference::async_world::GreeterPlugin;
+    /// # async fn f(handle: wasmplug::Handle<GreeterPlugin>, name: String) -> wasmplug::Result<String> {
+    /// let greeting = handle
+    ///     .call_async(move |plugin, store| {
+    ///         Box::pin(async move {
+    ///             plugin.wasmplug_plugin_greeter().call_welcome(store, &name).await
+    ///         })
+    ///     })
+    ///     .await?;
+    /// # Ok(greeting) }
+    /// ```
+    ///
+    /// * **Never blocks the executor.** Waiting for a busy instance parks the
+    ///   task. The guest runs on the calling task while it finishes within
+    ///   its first epoch tick (most calls: no hand-off, no thread switch);
+    ///   a call still computing at its first tick moves, with its instance,
+    ///   to the runtime's guest threads
+    ///   ([`RuntimeBuilder::guest_threads`](crate::runtime::RuntimeBuilder::guest_threads),
+    ///   a lower OS priority than the embedder's threads) and the task just
+    ///   awaits it. A guest burning CPU to its deadline therefore holds an
+    ///   executor thread for one tick at most.
+    /// * **Bounded waiting.** A call waits at most
+    ///   [`Registry::with_max_wait`](crate::Registry::with_max_wait) for an
+    ///   instance, then fails with [`Error::Overloaded`].
+    /// * **Deadline in wall-clock time**, awaiting host calls included.
+    /// * **Cancellation-safe.** Dropping the future before the call starts
+    ///   gives the instance back untouched. Dropping it mid-call stops the
+    ///   guest at its next yield (a tick, or an awaiting host call): its
+    ///   stack is unwound, the instance is dropped, never reused, and the
+    ///   next call gets a fresh one (with `init`). A cancelled call is not
+    ///   counted against the version's health; a state kept in that
+    ///   instance (with a pool of one) is lost with it.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), and [`Error::Overloaded`] when no instance
+    /// frees within the registry's maximum wait; [`Error::BadCall`] for a
+    /// world whose bindings are blocking.
+    pub async fn call_async<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a W,
+                &'a mut Store<State<W::Data>>,
+            ) -> BoxFuture<'a, wasmtime::Result<R>>
+            + Send
+            + 'static,
+    {
+        let handle = self.clone();
+        OffTheExecutor(Stage::Here(Box::pin(
+            async move { handle.call_here(f).await },
+        )))
+        .await
+    }
+
+    /// An async call on the calling task.
+    async fn call_here<R, F>(&self, f: F) -> Result<R>
+    where
+        F: for<'a> FnOnce(
+            &'a W,
+            &'a mut Store<State<W::Data>>,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>,
+    {
+        let mut f = Some(f);
+        loop {
+            let live = self.resolve()?;
+            let mut lease = live.checkout_async().await?;
+            // Swapped out or removed while we waited: follow the pointer.
+            if self.moved(&live) {
+                continue;
             }
+            let instance = lease.instance();
+            let f = f.take().expect("the call is made once");
+            let result = instance.call_async(f).await;
+            account(&live, instance);
             return result;
         }
     }
@@ -127,5 +209,84 @@ impl<W: World> Handle<W> {
     /// [`Error::Init`] as [`Plugin::instantiate`].
     pub fn instantiate(&self) -> Result<Instance<W>> {
         self.resolve()?.plugin.instantiate()
+    }
+}
+
+/// Keep a version's health after a call: a trap counts against it, a good
+/// call clears its failures in a row.
+fn account<W: World>(live: &Live<W>, instance: &Instance<W>) {
+    if instance.is_poisoned() {
+        let mut health = live.health();
+        health.traps += 1;
+        health.failed();
+        live.failing.store(true, Ordering::Relaxed);
+    } else if live.failing.load(Ordering::Relaxed) {
+        let mut health = live.health();
+        health.consecutive_failures = 0;
+        live.failing.store(false, Ordering::Relaxed);
+    }
+}
+
+/// An async call that starts on the calling task and moves to the guest
+/// threads the first time it yields because it computed for a whole epoch
+/// tick. Dropped while there, it aborts the moved call (which the guest
+/// threads then drop at its next yield: the cancellation of `call_async`).
+struct OffTheExecutor<R>(Stage<R>);
+
+enum Stage<R> {
+    Here(BoxFuture<'static, Result<R>>),
+    There(tokio::task::JoinHandle<Result<R>>),
+    Done,
+}
+
+impl<R: Send + 'static> Future for OffTheExecutor<R> {
+    type Output = Result<R>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let stage = &mut self.0;
+        loop {
+            match stage {
+                Stage::Here(call) => {
+                    // Forget a yield some other call left on this thread.
+                    let _ = computed_a_tick();
+                    let poll = call.as_mut().poll(cx);
+                    let computing = computed_a_tick();
+                    if poll.is_ready() {
+                        *stage = Stage::Done;
+                        return poll;
+                    }
+                    let Some(guest) = computing else {
+                        // Waiting for an instance or an awaiting host call:
+                        // it wakes this task when it can go on.
+                        return Poll::Pending;
+                    };
+                    let Stage::Here(call) = std::mem::replace(stage, Stage::Done) else {
+                        unreachable!("matched above")
+                    };
+                    *stage = Stage::There(guest.handle().spawn(call));
+                }
+                Stage::There(moved) => {
+                    let outcome = std::task::ready!(Pin::new(moved).poll(cx));
+                    *stage = Stage::Done;
+                    return Poll::Ready(match outcome {
+                        Ok(result) => result,
+                        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                        // Only this future aborts the task, and then no
+                        // longer polls it; the guest threads live as long
+                        // as a plugin of their runtime does.
+                        Err(err) => panic!("wasmplug's guest threads dropped a call: {err}"),
+                    });
+                }
+                Stage::Done => panic!("an async call polled after it completed"),
+            }
+        }
+    }
+}
+
+impl<R> Drop for OffTheExecutor<R> {
+    fn drop(&mut self) {
+        if let Stage::There(moved) = &self.0 {
+            moved.abort();
+        }
     }
 }

@@ -12,6 +12,7 @@
 use wasmtime::component::TypedFunc;
 
 use crate::error::Result;
+use crate::runtime::block_on;
 use crate::{Instance, World};
 
 /// The handoff interface, by its full name.
@@ -36,6 +37,14 @@ impl<W: World> Instance<W> {
             return Ok(None);
         };
         let func: Snapshot = self.typed(&index, "snapshot")?;
+        if W::ASYNC {
+            // A swap is a blocking call, also for an async world.
+            return block_on(self.call_async(move |_, store| {
+                Box::pin(
+                    async move { func.call_async(store, ()).await.map(|(state,)| Some(state)) },
+                )
+            }));
+        }
         self.call(|_, store| func.call(store, ()).map(|(state,)| Some(state)))
     }
 
@@ -53,6 +62,18 @@ impl<W: World> Instance<W> {
         let Some(index) = self.handoff_func("restore") else {
             return Err(self.bad_call(format!("the plugin does not export `{HANDOFF}`")));
         };
+        if W::ASYNC {
+            let func: TypedFunc<(Vec<u8>,), (Result<(), String>,)> =
+                self.typed(&index, "restore")?;
+            let state = state.to_vec();
+            let refused = block_on(self.call_async(move |_, store| {
+                Box::pin(async move { func.call_async(store, (state,)).await.map(|(r,)| r) })
+            }))?;
+            return refused.map_err(|message| crate::Error::Guest {
+                plugin: self.plugin().plugin_ref(),
+                message,
+            });
+        }
         let func: TypedFunc<(&[u8],), (Result<(), String>,)> = self.typed(&index, "restore")?;
         self.try_call(|_, store| func.call(store, (state,)).map(|(result,)| result))
     }

@@ -7,8 +7,19 @@
 //! and its memory go with it (a pooled slot is returned, its pages
 //! decommitted).
 //!
-//! Calls run to completion on the calling thread. An instance is `Send` but
-//! not shared: a call takes `&mut self`. After a trap (a crash, a deadline, a
+//! Blocking calls ([`Instance::call`]) run to completion on the calling
+//! thread. For an [`ASYNC`](World::ASYNC) world, [`Instance::call_async`] is
+//! a future: the guest runs on a fiber that yields at every epoch tick and
+//! at every awaiting host call.
+//!
+//! **Dropping a `call_async` future mid-call** (a client gone, a
+//! `tokio::time::timeout` around it) stops the guest where it is: at its
+//! next yield, wasmtime unwinds its stack. The instance is then left
+//! poisoned, never reused: its guest state is whatever the half-run call
+//! left. Calls through a [`Handle`](crate::Handle) discard it and make a new
+//! one for the next call, without counting a crash.
+//!
+//! An instance is `Send` but not shared: a call takes `&mut self`. After a trap (a crash, a deadline, a
 //! memory cap) the instance is *poisoned*: further calls are refused with
 //! [`Error::Trap`] rather than run on a guest whose state is undefined. Make a
 //! new instance from its [`Plugin`].
@@ -19,7 +30,8 @@ use anyhow::anyhow;
 use wasmtime::Store;
 
 use crate::error::{Error, Result};
-use crate::plugin::{start, Started};
+use crate::plugin::{start, start_async, Started};
+use crate::world::BoxFuture;
 use crate::{Plugin, State, World};
 
 /// One live instance of a plugin. See the module docs.
@@ -29,6 +41,11 @@ pub struct Instance<W: World> {
     pub(crate) instance: wasmtime::component::Instance,
     bindings: W,
     poisoned: bool,
+    /// An async call began and has not ended: if this is still set when
+    /// the instance is looked at again, its future was dropped mid-call.
+    pub(crate) interrupted: bool,
+    /// Each call's deadline (for async calls, which bound awaiting too).
+    deadline: Option<std::time::Duration>,
     /// Each call's deadline in epoch ticks, computed once (from the policy,
     /// or from [`set_deadline`](Self::set_deadline)), not on every call.
     deadline_ticks: u64,
@@ -43,13 +60,16 @@ impl<W: World> Instance<W> {
     ) -> Self {
         plugin.instance_started();
         let inner = &plugin.inner;
-        let deadline_ticks = inner.runtime.deadline_ticks(inner.policy.deadline_value());
+        let deadline = inner.policy.deadline_value();
+        let deadline_ticks = inner.runtime.deadline_ticks(deadline);
         Instance {
             plugin,
             store,
             instance,
             bindings,
             poisoned: false,
+            interrupted: false,
+            deadline,
             deadline_ticks,
         }
     }
@@ -86,6 +106,67 @@ impl<W: World> Instance<W> {
         }
     }
 
+    /// Call the guest through the world's **async** bindings (an
+    /// [`ASYNC`](World::ASYNC) world), as a future an axum handler simply
+    /// awaits. `f` gets the bindings and the store and returns the call as
+    /// a boxed future:
+    ///
+    /// ```no_run
+    /// # use wasmplug::reference::async_world::GreeterPlugin;
+    /// # async fn f(runtime: wasmplug::Runtime<GreeterPlugin>) -> wasmplug::Result<()> {
+    /// let mut instance = runtime.load("hello.wasm")?.instantiate_async().await?;
+    /// let greeting = instance
+    ///     .call_async(|plugin, store| {
+    ///         Box::pin(plugin.wasmplug_plugin_greeter().call_welcome(store, "Zoë"))
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The guest runs on the calling task, yielding at every epoch tick and
+    /// at every awaiting host call, so one task computing never starves the
+    /// others of its executor thread for more than a tick (calls through a
+    /// [`Handle`](crate::Handle) go further: see
+    /// [`Handle::call_async`](crate::Handle::call_async)). The deadline holds
+    /// in wall-clock time, awaiting included. Dropping the future mid-call
+    /// stops the guest and poisons the instance (see the module docs).
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); [`Error::BadCall`] for a world whose bindings
+    /// are blocking ([`World::ASYNC`] is false).
+    pub async fn call_async<R>(
+        &mut self,
+        f: impl for<'a> FnOnce(
+            &'a W,
+            &'a mut Store<State<W::Data>>,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>,
+    ) -> Result<R> {
+        if !W::ASYNC {
+            return Err(self.bad_call(
+                "call_async needs a world with async bindings (World::ASYNC); \
+                 this one's are blocking: use call"
+                    .into(),
+            ));
+        }
+        self.enter()?;
+        // Until the call ends: a future dropped mid-call leaves the
+        // instance refused, never reused half-called.
+        self.poisoned = true;
+        self.interrupted = true;
+        let runtime = &self.plugin.inner.runtime;
+        let outcome = runtime
+            .bounded(self.deadline, f(&self.bindings, &mut self.store))
+            .await;
+        self.interrupted = false;
+        match outcome {
+            Ok(value) => {
+                self.poisoned = false;
+                Ok(value)
+            }
+            Err(err) => Err(self.crashed(err)),
+        }
+    }
+
     /// Mark the instance poisoned and classify the error, with the resource
     /// limit the guest hit just before, if any.
     pub(crate) fn crashed(&mut self, err: wasmtime::Error) -> Error {
@@ -97,6 +178,7 @@ impl<W: World> Instance<W> {
     /// Use `deadline` for this instance's calls from now on, instead of the
     /// policy's (`None`: no deadline).
     pub fn set_deadline(&mut self, deadline: Option<std::time::Duration>) {
+        self.deadline = deadline;
         self.deadline_ticks = self.plugin.inner.runtime.deadline_ticks(deadline);
     }
 
@@ -211,6 +293,48 @@ impl<W: World> Plugin<W> {
     /// As [`instantiate`](Self::instantiate).
     pub fn instantiate_with(&self, data: W::Data) -> Result<Instance<W>> {
         self.instantiate_fresh(data)
+    }
+
+    /// [`instantiate`](Self::instantiate) on the executor, for an
+    /// [`ASYNC`](World::ASYNC) world: instantiation and `init` run on a
+    /// fiber that yields at epoch ticks and awaiting host calls.
+    ///
+    /// # Errors
+    /// As [`instantiate`](Self::instantiate).
+    pub async fn instantiate_async(&self) -> Result<Instance<W>> {
+        if !W::ASYNC {
+            return self.instantiate();
+        }
+        let spare = self.lock_spare().take();
+        if let Some(Started {
+            store,
+            instance,
+            bindings,
+        }) = spare
+        {
+            return Ok(Instance::new(self.clone(), store, instance, bindings));
+        }
+        let inner = &self.inner;
+        let mut started = start_async(
+            &inner.runtime,
+            &inner.compiled,
+            &inner.policy,
+            &inner.label,
+            &inner.memory_bytes,
+            W::Data::default(),
+        )
+        .await
+        .map_err(|cause| Error::Instantiate {
+            plugin: self.plugin_ref(),
+            cause,
+        })?;
+        self.init_async(&mut started).await?;
+        let Started {
+            store,
+            instance,
+            bindings,
+        } = started;
+        Ok(Instance::new(self.clone(), store, instance, bindings))
     }
 
     fn instantiate_fresh(&self, data: W::Data) -> Result<Instance<W>> {

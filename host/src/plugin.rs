@@ -23,7 +23,7 @@ use wasmtime::Store;
 use crate::error::{Error, PluginRef, Result};
 use crate::identity::ContentHash;
 use crate::identity::{Identity, Source};
-use crate::runtime::{Compiled, Runtime, RuntimeInner};
+use crate::runtime::{block_on, Compiled, Runtime, RuntimeInner};
 use crate::{Policy, State, World};
 
 pub(crate) struct PluginInner<W: World> {
@@ -98,7 +98,15 @@ impl<W: World> Plugin<W> {
             W::Data::default(),
         )
         .map_err(|e| load_error(e.context("instantiating it")))?;
-        let identity = match started.bindings.identity(&mut started.store) {
+        let identity = if W::ASYNC {
+            let Started {
+                store, bindings, ..
+            } = &mut started;
+            block_on(bindings.identity_async(store))
+        } else {
+            started.bindings.identity(&mut started.store)
+        };
+        let identity = match identity {
             Ok(Some(identity)) => identity,
             Ok(None) => Identity {
                 name: source.stem(),
@@ -142,7 +150,39 @@ impl<W: World> Plugin<W> {
         let store = &mut started.store;
         let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
         inner.runtime.arm(store, deadline, fuel);
-        let trap = match started.bindings.init(store) {
+        let outcome = if W::ASYNC {
+            block_on(
+                inner
+                    .runtime
+                    .bounded(deadline, started.bindings.init_async(store)),
+            )
+        } else {
+            started.bindings.init(store)
+        };
+        self.init_outcome(store, outcome)
+    }
+
+    /// [`init`](Self::init) on the executor, for an async world.
+    pub(crate) async fn init_async(&self, started: &mut Started<W>) -> Result<()> {
+        let inner = &self.inner;
+        let Started {
+            store, bindings, ..
+        } = started;
+        let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
+        inner.runtime.arm(store, deadline, fuel);
+        let outcome = inner
+            .runtime
+            .bounded(deadline, bindings.init_async(store))
+            .await;
+        self.init_outcome(store, outcome)
+    }
+
+    fn init_outcome(
+        &self,
+        store: &mut Store<State<W::Data>>,
+        outcome: wasmtime::Result<std::result::Result<(), String>>,
+    ) -> Result<()> {
+        let trap = match outcome {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(message)) => {
                 return Err(Error::Init {
@@ -365,12 +405,43 @@ pub(crate) fn start<W: World>(
     memory: &Arc<AtomicUsize>,
     data: W::Data,
 ) -> anyhow::Result<Started<W>> {
+    if W::ASYNC {
+        return block_on(start_async(runtime, compiled, policy, label, memory, data));
+    }
     let mut store = new_store(runtime, policy, label, memory, data)?;
     runtime.arm(&mut store, policy.deadline_value(), policy.fuel_value());
     let instance = compiled
         .pre
         .instantiate(&mut store)
         .map_err(anyhow::Error::from)?;
+    bind(compiled, store, instance)
+}
+
+/// [`start`] on the executor, for an async world: instantiation (and any
+/// start function) runs on a fiber that yields at epoch ticks.
+pub(crate) async fn start_async<W: World>(
+    runtime: &RuntimeInner<W>,
+    compiled: &Compiled<W>,
+    policy: &Policy,
+    label: &Arc<str>,
+    memory: &Arc<AtomicUsize>,
+    data: W::Data,
+) -> anyhow::Result<Started<W>> {
+    let mut store = new_store(runtime, policy, label, memory, data)?;
+    runtime.arm(&mut store, policy.deadline_value(), policy.fuel_value());
+    let instance = compiled
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(anyhow::Error::from)?;
+    bind(compiled, store, instance)
+}
+
+fn bind<W: World>(
+    compiled: &Compiled<W>,
+    mut store: Store<State<W::Data>>,
+    instance: RawInstance,
+) -> anyhow::Result<Started<W>> {
     let bindings = W::load(&compiled.indices, &mut store, &instance)
         .map_err(anyhow::Error::from)
         .context("its exports do not match the host's world")?;
@@ -401,5 +472,8 @@ fn new_store<W: World>(
     };
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.limits);
+    if W::ASYNC {
+        crate::runtime::yield_at_ticks(&mut store, runtime.guest.clone());
+    }
     Ok(store)
 }

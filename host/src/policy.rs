@@ -256,10 +256,13 @@ pub struct Policy {
     net: Arc<NetGrants>,
 }
 
+/// A call's deadline under [`Policy::default`].
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            deadline: Some(Duration::from_secs(10)),
+            deadline: Some(DEFAULT_DEADLINE),
             memory_limit: 256 << 20,
             table_elements: 1_000_000,
             instances: 100,

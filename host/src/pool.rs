@@ -4,17 +4,26 @@
 //! The pool is striped: one mutex per instance *place*. A caller tries each
 //! place once, starting from one picked by its thread, and holds the place
 //! it gets for its whole call (a [`Lease`]); only when every place is busy
-//! does it wait, on its own place (so a waiter may wait for a busy place
-//! while another has just freed: the price of sharing no lock between
-//! callers on the fast path). An empty place gets a new instance, with
+//! does it wait, at most [`Registry::with_max_wait`] (then the call fails
+//! with [`Error::Overloaded`]). A blocking caller waits on its own place (so
+//! it may wait for a busy place while another has just freed: the price of
+//! sharing no lock between callers on the fast path); an async caller waits
+//! for whichever place frees first, without holding a thread. The place
+//! locks are `parking_lot`'s, whose guards may be held across an `.await`
+//! (a lease lives for the whole call). An empty place gets a new instance, with
 //! `init`. A trapped instance is dropped when its lease ends, and the next
 //! instance made in its place counts as a restart. A version that keeps
 //! crashing backs off ([`Health`]): from the second failure in a row,
 //! restarts wait [`BACKOFF_FIRST`], doubling up to [`BACKOFF_MAX`].
+//!
+//! [`Registry::with_max_wait`]: crate::Registry::with_max_wait
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
+use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
 use crate::{Instance, Plugin, World};
@@ -82,6 +91,12 @@ pub(crate) struct Live<W: World> {
     /// Whether `health` shows failures in a row: a good call only takes the
     /// health lock to clear them.
     pub(crate) failing: AtomicBool,
+    /// How long a caller may wait for a busy place; `None`: for ever.
+    max_wait: Option<Duration>,
+    /// Async callers waiting for a place: a lease that ends wakes one
+    /// through `freed` (and only looks at `freed` when this is not zero).
+    waiters: AtomicUsize,
+    freed: Notify,
 }
 
 /// Where one pooled instance lives.
@@ -93,32 +108,64 @@ pub(crate) struct Place<W: World> {
 }
 
 /// An instance checked out of a version's pool: its place stays locked
-/// until the lease is dropped (also when the embedder's closure panics).
-/// A poisoned instance is dropped then, not kept.
+/// until the lease is dropped (also when the embedder's closure panics, or
+/// an async call's future is dropped). An instance that trapped, or whose
+/// async call was dropped half-way, is dropped then, not kept.
 pub(crate) struct Lease<'a, W: World> {
-    pub(crate) place: MutexGuard<'a, Place<W>>,
+    place: Option<MutexGuard<'a, Place<W>>>,
+    live: &'a Live<W>,
 }
 
 impl<W: World> Lease<'_, W> {
     pub(crate) fn instance(&mut self) -> &mut Instance<W> {
-        self.place
+        self.place_mut()
             .instance
             .as_mut()
             .expect("a lease holds its instance")
+    }
+
+    fn place_mut(&mut self) -> &mut Place<W> {
+        self.place.as_mut().expect("a lease holds its place")
     }
 }
 
 impl<W: World> Drop for Lease<'_, W> {
     fn drop(&mut self) {
-        if self
-            .place
-            .instance
-            .as_ref()
-            .is_some_and(Instance::is_poisoned)
-        {
-            self.place.instance = None;
-            self.place.crashed = true;
+        let Some(mut place) = self.place.take() else {
+            return;
+        };
+        if let Some(instance) = place.instance.as_ref() {
+            if instance.is_poisoned() {
+                // A call dropped half-way is not the plugin's crash.
+                place.crashed = !instance.interrupted;
+                place.instance = None;
+            }
         }
+        drop(place);
+        // Pairs with the fence in `wait_async`: either that waiter sees the
+        // place free, or this sees the waiter.
+        fence(Ordering::SeqCst);
+        if self.live.waiters.load(Ordering::Relaxed) > 0 {
+            self.live.freed.notify_one();
+        }
+    }
+}
+
+/// Counts an async caller as waiting for as long as it lives (also when
+/// its future is dropped while it waits).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(waiters: &'a AtomicUsize) -> Self {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        Waiting(waiters)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -132,7 +179,14 @@ fn thread_index() -> usize {
 }
 
 impl<W: World> Live<W> {
-    pub(crate) fn new(plugin: Plugin<W>, instance: Instance<W>, max: usize) -> Arc<Self> {
+    /// A version serving through up to `max` instances at once, the first
+    /// being `instance`; a caller waits at most `max_wait` for one.
+    pub(crate) fn new(
+        plugin: Plugin<W>,
+        instance: Instance<W>,
+        max: usize,
+        max_wait: Option<Duration>,
+    ) -> Arc<Self> {
         let mut first = Some(instance);
         let places = (0..max.max(1))
             .map(|_| {
@@ -149,11 +203,14 @@ impl<W: World> Live<W> {
             superseded: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             failing: AtomicBool::new(false),
+            max_wait,
+            waiters: AtomicUsize::new(0),
+            freed: Notify::new(),
         })
     }
 
     pub(crate) fn health(&self) -> MutexGuard<'_, Health> {
-        self.health.lock().unwrap_or_else(|e| e.into_inner())
+        self.health.lock()
     }
 
     /// The most instances this version serves through at once.
@@ -161,72 +218,153 @@ impl<W: World> Live<W> {
         self.places.len()
     }
 
-    /// A free place (trying each once, from this thread's own), else wait
-    /// for this thread's own; then its instance, created there if missing.
-    pub(crate) fn checkout(&self) -> Result<Lease<'_, W>> {
+    /// A free place, trying each once from this thread's own.
+    fn free_place(&self) -> Option<MutexGuard<'_, Place<W>>> {
         let n = self.places.len();
         let start = thread_index() % n;
-        let free = (0..n).find_map(|i| match self.places[(start + i) % n].try_lock() {
-            Ok(place) => Some(place),
-            // A panic in an embedder's closure poisons the lock; the lease
-            // already dropped a crashed instance, so the place is whole.
-            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        });
-        let place =
-            free.unwrap_or_else(|| self.places[start].lock().unwrap_or_else(|e| e.into_inner()));
-        let mut lease = Lease { place };
-        if lease.place.instance.is_none() {
-            let replacing = std::mem::take(&mut lease.place.crashed);
-            match self.create(replacing) {
-                Ok(instance) => lease.place.instance = Some(instance),
-                Err(err) => {
-                    lease.place.crashed = replacing;
-                    return Err(err);
+        (0..n).find_map(|i| self.places[(start + i) % n].try_lock())
+    }
+
+    fn overloaded(&self, waited: Duration) -> Error {
+        Error::Overloaded {
+            plugin: self.plugin.plugin_ref(),
+            instances: self.places.len(),
+            waited,
+        }
+    }
+
+    /// A free place, else wait (at most `max_wait`) for this thread's own;
+    /// then its instance, created there if missing.
+    pub(crate) fn checkout(&self) -> Result<Lease<'_, W>> {
+        let place = match self.free_place() {
+            Some(place) => place,
+            None => {
+                let own = &self.places[thread_index() % self.places.len()];
+                match self.max_wait {
+                    None => own.lock(),
+                    Some(wait) => own
+                        .try_lock_for(wait)
+                        .ok_or_else(|| self.overloaded(wait))?,
                 }
             }
+        };
+        let mut lease = Lease {
+            place: Some(place),
+            live: self,
+        };
+        if lease.place_mut().instance.is_none() {
+            let replacing = std::mem::take(&mut lease.place_mut().crashed);
+            let made = self.may_create().and_then(|()| self.plugin.instantiate());
+            let instance = self.created(made, replacing);
+            self.fill(&mut lease, instance, replacing)?;
         }
         Ok(lease)
     }
 
-    /// A new instance for the pool, unless the version is backing off after
-    /// crashing again and again.
-    pub(crate) fn create(&self, replacing: bool) -> Result<Instance<W>> {
-        {
-            let health = self.health();
-            let wait = health.retry_in();
-            if !wait.is_zero() {
-                return Err(Error::Unavailable {
-                    plugin: self.plugin.plugin_ref(),
-                    failures: health.consecutive_failures,
-                    retry_in: wait,
-                });
+    /// [`checkout`](Self::checkout) for a task: waits (at most `max_wait`)
+    /// for whichever place frees first, and makes a missing instance with
+    /// [`Plugin::instantiate_async`].
+    pub(crate) async fn checkout_async(&self) -> Result<Lease<'_, W>> {
+        let place = match self.free_place() {
+            Some(place) => place,
+            None => self.wait_async().await?,
+        };
+        let mut lease = Lease {
+            place: Some(place),
+            live: self,
+        };
+        if lease.place_mut().instance.is_none() {
+            let replacing = std::mem::take(&mut lease.place_mut().crashed);
+            let made = match self.may_create() {
+                Ok(()) => self.plugin.instantiate_async().await,
+                Err(err) => Err(err),
+            };
+            let instance = self.created(made, replacing);
+            self.fill(&mut lease, instance, replacing)?;
+        }
+        Ok(lease)
+    }
+
+    async fn wait_async(&self) -> Result<MutexGuard<'_, Place<W>>> {
+        let began = Instant::now();
+        let until = self.max_wait.map(|wait| tokio::time::Instant::now() + wait);
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking again, so a place freed from here on
+            // wakes this waiter.
+            freed.as_mut().enable();
+            let waiting = Waiting::new(&self.waiters);
+            if let Some(place) = self.free_place() {
+                return Ok(place);
+            }
+            let woken = match until {
+                Some(until) => tokio::time::timeout_at(until, freed).await.is_ok(),
+                None => {
+                    freed.await;
+                    true
+                }
+            };
+            drop(waiting);
+            if !woken {
+                return Err(self.overloaded(began.elapsed()));
             }
         }
-        match self.plugin.instantiate() {
+    }
+
+    fn fill(
+        &self,
+        lease: &mut Lease<'_, W>,
+        instance: Result<Instance<W>>,
+        replacing: bool,
+    ) -> Result<()> {
+        match instance {
             Ok(instance) => {
-                if replacing {
-                    self.health().restarts += 1;
-                }
-                Ok(instance)
+                lease.place_mut().instance = Some(instance);
+                Ok(())
             }
             Err(err) => {
-                let mut health = self.health();
-                health.failed();
-                self.failing.store(true, Ordering::Relaxed);
+                lease.place_mut().crashed = replacing;
                 Err(err)
             }
         }
+    }
+
+    /// Whether a new instance may be made now: not while the version backs
+    /// off after crashing again and again.
+    fn may_create(&self) -> Result<()> {
+        let health = self.health();
+        let wait = health.retry_in();
+        if wait.is_zero() {
+            return Ok(());
+        }
+        Err(Error::Unavailable {
+            plugin: self.plugin.plugin_ref(),
+            failures: health.consecutive_failures,
+            retry_in: wait,
+        })
+    }
+
+    /// Account for an attempt to make an instance: a restart when it
+    /// replaces a crashed one, a failure when it fails.
+    fn created(&self, made: Result<Instance<W>>, replacing: bool) -> Result<Instance<W>> {
+        match &made {
+            Ok(_) if replacing => self.health().restarts += 1,
+            Ok(_) => {}
+            Err(Error::Unavailable { .. }) => {}
+            Err(_) => {
+                self.health().failed();
+                self.failing.store(true, Ordering::Relaxed);
+            }
+        }
+        made
     }
 
     /// Wait until no call runs on this version and hold every place: no
     /// call can start until the guards are dropped. Places are locked in
     /// order, and a caller never holds one place while waiting for another.
     pub(crate) fn quiesce(&self) -> Vec<MutexGuard<'_, Place<W>>> {
-        self.places
-            .iter()
-            .map(|place| place.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect()
+        self.places.iter().map(|place| place.lock()).collect()
     }
 }
 
@@ -258,7 +396,7 @@ pub(crate) mod tests {
         let runtime = Runtime::<Dynamic>::new().unwrap();
         let plugin = runtime.load_bytes("pool-test", WAT.as_bytes()).unwrap();
         let first = plugin.instantiate().unwrap();
-        Live::new(plugin, first, size)
+        Live::new(plugin, first, size, None)
     }
 
     #[test]

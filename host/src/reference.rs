@@ -141,3 +141,96 @@ impl Instance<GreeterPlugin> {
         self.try_call(|g, store| g.wasmplug_plugin_greeter().call_birthday(store, who))
     }
 }
+
+/// The reference world with **async** bindings ([`World::ASYNC`]): the same
+/// WIT, served to tokio code through
+/// [`Handle::call_async`](crate::Handle::call_async) and
+/// [`Instance::call_async`]. Its `host.log` import is an `async fn`, as an
+/// embedder's imports that await a database or an HTTP client would be.
+pub mod async_world {
+    use wasmtime::component::{HasSelf, Instance as RawInstance, InstancePre, Linker};
+    use wasmtime::Store;
+
+    use super::{GREETER, LIFECYCLE};
+    use crate::world::{check_export, BoxFuture};
+    use crate::{Identity, State, World};
+
+    #[allow(missing_docs)]
+    mod bindings {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "wasmplug:plugin/greeter-plugin@1.0.0",
+            additional_derives: [PartialEq, Eq],
+            imports: { default: async },
+            exports: { default: async },
+        });
+    }
+
+    use bindings::wasmplug::plugin::types::{Identity as WitIdentity, Level, User};
+    pub use bindings::{GreeterPlugin, GreeterPluginIndices};
+
+    impl bindings::wasmplug::plugin::types::Host for State<()> {}
+
+    impl bindings::wasmplug::plugin::host::Host for State<()> {
+        async fn log(&mut self, level: Level, message: String) {
+            let level = match level {
+                Level::Trace => crate::log::Level::Trace,
+                Level::Debug => crate::log::Level::Debug,
+                Level::Info => crate::log::Level::Info,
+                Level::Warn => crate::log::Level::Warn,
+                Level::Error => crate::log::Level::Error,
+            };
+            State::log(self, level, &message);
+        }
+    }
+
+    impl World for GreeterPlugin {
+        const ASYNC: bool = true;
+        type Data = ();
+        type Indices = GreeterPluginIndices;
+
+        fn add_to_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
+            GreeterPlugin::add_to_linker::<_, HasSelf<State<()>>>(linker, |state| state)
+        }
+
+        fn indices(pre: &InstancePre<State<()>>) -> wasmtime::Result<Self::Indices> {
+            check_export::<_, (), (WitIdentity,)>(pre, Some(LIFECYCLE), "identity")?;
+            check_export::<_, (), (Result<(), String>,)>(pre, Some(LIFECYCLE), "init")?;
+            check_export::<_, (&str,), (String,)>(pre, Some(GREETER), "welcome")?;
+            check_export::<_, (&User,), (String,)>(pre, Some(GREETER), "hello")?;
+            check_export::<_, (), (u32,)>(pre, Some(GREETER), "count")?;
+            check_export::<_, (&User,), (Result<User, String>,)>(pre, Some(GREETER), "birthday")?;
+            GreeterPluginIndices::new(pre)
+        }
+
+        fn load(
+            indices: &Self::Indices,
+            store: &mut Store<State<()>>,
+            instance: &RawInstance,
+        ) -> wasmtime::Result<Self> {
+            indices.load(store, instance)
+        }
+
+        fn identity_async<'a>(
+            &'a self,
+            store: &'a mut Store<State<()>>,
+        ) -> BoxFuture<'a, wasmtime::Result<Option<Identity>>> {
+            Box::pin(async move {
+                let id = self
+                    .wasmplug_plugin_lifecycle()
+                    .call_identity(&mut *store)
+                    .await?;
+                Identity::parse(&id.name, &id.version)
+                    .map(Some)
+                    .map_err(wasmtime::Error::from_anyhow)
+            })
+        }
+
+        fn init_async<'a>(
+            &'a self,
+            store: &'a mut Store<State<()>>,
+        ) -> BoxFuture<'a, wasmtime::Result<std::result::Result<(), String>>> {
+            Box::pin(self.wasmplug_plugin_lifecycle().call_init(store))
+        }
+    }
+}

@@ -42,7 +42,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
@@ -54,11 +54,17 @@ use crate::{identity::ContentHash, Handle, Identity, Plugin, Source, World};
 
 pub use crate::pool::{Health, BACKOFF_FIRST, BACKOFF_MAX};
 
+/// How long a call waits for a busy version's instance, unless
+/// [`Registry::with_max_wait`] says otherwise: the default call deadline, so
+/// a caller never waits longer than one call may run.
+pub const DEFAULT_MAX_WAIT: Duration = crate::policy::DEFAULT_DEADLINE;
+
 /// Plugins by name. See the module docs. Cheap to clone (an `Arc`).
 pub struct Registry<W: World> {
     slots: Arc<RwLock<HashMap<String, Arc<Slot<W>>>>>,
     subscribers: Arc<Subscribers>,
     pool_size: usize,
+    max_wait: Option<Duration>,
 }
 
 impl<W: World> Clone for Registry<W> {
@@ -67,6 +73,7 @@ impl<W: World> Clone for Registry<W> {
             slots: self.slots.clone(),
             subscribers: self.subscribers.clone(),
             pool_size: self.pool_size,
+            max_wait: self.max_wait,
         }
     }
 }
@@ -214,7 +221,19 @@ impl<W: World> Registry<W> {
             slots: Arc::default(),
             subscribers: Arc::default(),
             pool_size: size.max(1),
+            max_wait: Some(DEFAULT_MAX_WAIT),
         }
+    }
+
+    /// How long a call may wait for an instance of its version when all are
+    /// busy (default [`DEFAULT_MAX_WAIT`]; `None`: for ever). Past it the
+    /// call is not made and fails with
+    /// [`Error::Overloaded`](crate::Error::Overloaded): the backpressure a
+    /// service turns into 503s instead of a queue that grows without end.
+    /// Applies to versions activated from now on.
+    pub fn with_max_wait(mut self, wait: Option<Duration>) -> Self {
+        self.max_wait = wait;
+        self
     }
 
     /// Lifecycle events from now on. The channel holds up to 1,024 unread
@@ -291,7 +310,12 @@ impl<W: World> Registry<W> {
         let slot = self.slot_or_create(&plugin.identity().name);
         // Check before instantiating, and again under the slot lock.
         guard.check(&slot.lock(), &plugin)?;
-        let new = Live::new(plugin.clone(), plugin.instantiate()?, self.pool_size);
+        let new = Live::new(
+            plugin.clone(),
+            plugin.instantiate()?,
+            self.pool_size,
+            self.max_wait,
+        );
         let mut state = slot.lock();
         guard.check(&state, &plugin)?;
 

@@ -14,6 +14,13 @@
 //! * **copy-on-write** memory initialisation (wasmtime's default), so a new
 //!   instance maps its data segments instead of copying them.
 //!
+//! For an [`ASYNC`](World::ASYNC) world the same engine serves calls as
+//! futures: WASI is linked in its async form, every store yields to the
+//! executor at each epoch tick (its deadline is checked there), and a call
+//! still computing after its first tick moves to the runtime's own *guest
+//! threads* ([`RuntimeBuilder::guest_threads`]), so guest code never holds
+//! the embedder's executor for more than one tick (`handle.rs`).
+//!
 //! With [`RuntimeBuilder::cache_dir`], compiled code also persists on disk
 //! across processes (`cache.rs`).
 //!
@@ -23,8 +30,9 @@
 //! code is freed (invariant 4, "unload is a drop").
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -57,6 +65,8 @@ pub(crate) struct RuntimeInner<W: World> {
     disk: Option<DiskCache>,
     /// The epoch as the ticker counts it, for deadlines inside host calls.
     pub(crate) clock: Arc<EpochClock>,
+    /// Where async calls that compute past their first tick go on running.
+    pub(crate) guest: Arc<GuestThreads>,
     _ticker: Ticker,
 }
 
@@ -204,6 +214,7 @@ pub struct RuntimeBuilder<W: World> {
     policy: Policy,
     fuel: bool,
     cache: Option<(std::path::PathBuf, u64)>,
+    guest_threads: usize,
 }
 
 /// The default bound of the on-disk cache: 1 GiB.
@@ -226,6 +237,7 @@ impl<W: World> RuntimeBuilder<W> {
             policy: Policy::default(),
             fuel: false,
             cache: None,
+            guest_threads: std::thread::available_parallelism().map_or(2, usize::from),
         }
     }
 
@@ -273,6 +285,16 @@ impl<W: World> RuntimeBuilder<W> {
         self
     }
 
+    /// For an [`ASYNC`](World::ASYNC) world: how many threads run guest
+    /// code that computes for longer than one epoch tick, off the
+    /// embedder's executor (default: one per core; made on first use, at a
+    /// lower OS priority than the embedder's threads). Calls that finish
+    /// within their first tick never leave the caller's task.
+    pub fn guest_threads(mut self, threads: usize) -> Self {
+        self.guest_threads = threads.max(1);
+        self
+    }
+
     /// The policy of plugins loaded without one of their own.
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
@@ -300,12 +322,19 @@ impl<W: World> RuntimeBuilder<W> {
             .context("configuring the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(anyhow::Error::from)
-            .context("adding WASI to the linker")?;
-        crate::deadline::add_to_linker(&mut linker, State::bounded)
-            .map_err(anyhow::Error::from)
-            .context("bounding WASI's blocking calls by the call deadline")?;
+        if W::ASYNC {
+            // Deadlines bound these calls from outside: `bounded`.
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+                .map_err(anyhow::Error::from)
+                .context("adding WASI to the linker")?;
+        } else {
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+                .map_err(anyhow::Error::from)
+                .context("adding WASI to the linker")?;
+            crate::deadline::add_to_linker(&mut linker, State::bounded)
+                .map_err(anyhow::Error::from)
+                .context("bounding WASI's blocking calls by the call deadline")?;
+        }
         W::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("adding the world's host imports to the linker")?;
@@ -326,6 +355,7 @@ impl<W: World> RuntimeBuilder<W> {
                 compiled: Mutex::new(HashMap::new()),
                 disk,
                 clock,
+                guest: Arc::new(GuestThreads::new(self.guest_threads)),
                 _ticker: ticker,
             }),
         })
@@ -376,7 +406,10 @@ impl<W: World> RuntimeInner<W> {
         ticks: u64,
         fuel: Option<u64>,
     ) {
-        store.set_epoch_deadline(ticks);
+        // An async store stops at every tick, to yield and to check the
+        // deadline itself (`yield_at_ticks`); a blocking one only at its
+        // deadline.
+        store.set_epoch_deadline(if W::ASYNC { 1 } else { ticks });
         // The same deadline, for the blocking WASI calls (`deadline.rs`).
         store
             .data_mut()
@@ -402,6 +435,119 @@ impl<W: World> RuntimeInner<W> {
                 ticks.saturating_add(1).min(NEVER)
             }
         }
+    }
+}
+
+impl<W: World> RuntimeInner<W> {
+    /// Run one async call into the guest under its wall-clock deadline.
+    /// The epoch stops wasm code that computes past it; this stops a call
+    /// awaiting past it (a WASI sleep, a socket, the embedder's own async
+    /// import), by dropping the call: wasmtime then unwinds the guest's
+    /// stack, and the caller discards the instance, as after any deadline.
+    pub(crate) async fn bounded<R>(
+        &self,
+        deadline: Option<Duration>,
+        call: impl Future<Output = wasmtime::Result<R>>,
+    ) -> wasmtime::Result<R> {
+        let Some(deadline) = deadline else {
+            return call.await;
+        };
+        // The epoch stops a computing guest within a tick past its deadline:
+        // the same allowance here.
+        match tokio::time::timeout(deadline.saturating_add(self.tick), call).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(wasmtime::Error::from(crate::error::DeadlineExceeded {
+                inside: "an awaited host call",
+            })),
+        }
+    }
+}
+
+thread_local! {
+    /// Set by an async store's epoch callback when it yields: the call
+    /// polled on this thread has computed for a whole tick, and these are
+    /// the guest threads of its runtime.
+    static COMPUTED_A_TICK: std::cell::RefCell<Option<Arc<GuestThreads>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The guest threads to move to, when the call last polled on this thread
+/// yielded because it computed for a tick (and forget it).
+pub(crate) fn computed_a_tick() -> Option<Arc<GuestThreads>> {
+    COMPUTED_A_TICK.with(|c| c.borrow_mut().take())
+}
+
+/// An async store's epoch behaviour: at every tick, trap if the call's
+/// deadline has passed, otherwise yield to the executor (and say so:
+/// [`computed_a_tick`]).
+pub(crate) fn yield_at_ticks<D: Send>(
+    store: &mut wasmtime::Store<State<D>>,
+    guest: Arc<GuestThreads>,
+) {
+    store.epoch_deadline_callback(move |cx| {
+        if cx.data().deadline.passed() {
+            return Ok(wasmtime::UpdateDeadline::Interrupt);
+        }
+        COMPUTED_A_TICK.with(|c| *c.borrow_mut() = Some(guest.clone()));
+        Ok(wasmtime::UpdateDeadline::Yield(1))
+    });
+}
+
+/// Drive an async world's future to completion on this thread: how the
+/// blocking entry points (`load`, `instantiate`, a swap) serve async worlds.
+/// Not for a task on an executor (tokio refuses to block one).
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    wasmtime_wasi::runtime::in_tokio(future)
+}
+
+/// The runtime's own executor for guest code that computes: a few threads
+/// at a lower priority than the embedder's, so a guest burning its whole
+/// deadline never delays the service's other tasks. Started on first use.
+pub(crate) struct GuestThreads {
+    threads: usize,
+    runtime: OnceLock<tokio::runtime::Runtime>,
+}
+
+impl GuestThreads {
+    fn new(threads: usize) -> Self {
+        GuestThreads {
+            threads: threads.max(1),
+            runtime: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(self.threads)
+                    .thread_name("wasmplug-guest")
+                    .enable_time()
+                    .on_thread_start(lower_priority)
+                    .build()
+                    // Fails only when the OS refuses threads: nothing runs then.
+                    .expect("starting wasmplug's guest threads")
+            })
+            .handle()
+    }
+}
+
+impl Drop for GuestThreads {
+    fn drop(&mut self) {
+        // May be dropped from a task: never block there.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Make the calling thread yield the CPU to the embedder's threads: nice
+/// +10 on Linux (a thread may always lower its own priority).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        let _ = rustix::process::setpriority_process(Some(tid), 10);
     }
 }
 

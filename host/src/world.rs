@@ -12,6 +12,8 @@
 //! the store's resource limits, the budget of its `log` import, the plugin's
 //! label for logs, and the embedder's own per-instance data.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use wasmtime::component::{Instance, InstancePre, Linker, ResourceTable};
@@ -65,6 +67,26 @@ use crate::Identity;
 /// }
 /// ```
 pub trait World: Sized + Send + Sync + 'static {
+    /// Whether the world's bindings are **async**: `bindgen!` ran with
+    /// `exports: { default: async }` (and, for imports that await, `imports:
+    /// { default: async }`). Such a world is served the tokio way:
+    ///
+    /// * WASI is linked in its async form, so a guest waiting on a clock or
+    ///   a stream parks its task, not a thread;
+    /// * instances are called with [`Instance::call_async`](crate::Instance::call_async)
+    ///   and [`Handle::call_async`](crate::Handle::call_async), and made with
+    ///   [`Plugin::instantiate_async`](crate::Plugin::instantiate_async);
+    /// * a guest computing without pause yields to the executor at every
+    ///   epoch tick.
+    ///
+    /// The blocking calls (`load`, `instantiate`, a swap) still work on an
+    /// async world: they drive the async code to completion on the calling
+    /// thread, so make them from a blocking context (a plain thread,
+    /// `spawn_blocking`), never from a task on the executor. A world that
+    /// sets `ASYNC` implements [`identity_async`](World::identity_async) and
+    /// [`init_async`](World::init_async) instead of their blocking twins.
+    const ASYNC: bool = false;
+
     /// The embedder's own per-instance state, reachable from its host
     /// imports through [`State::data_mut`]. `Default` gives the value used
     /// when loading probes the plugin and by
@@ -111,7 +133,30 @@ pub trait World: Sized + Send + Sync + 'static {
         let _ = store;
         Ok(Ok(()))
     }
+
+    /// [`identity`](World::identity) for an [`ASYNC`](World::ASYNC) world.
+    fn identity_async<'a>(
+        &'a self,
+        store: &'a mut Store<State<Self::Data>>,
+    ) -> BoxFuture<'a, wasmtime::Result<Option<Identity>>> {
+        let _ = store;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// [`init`](World::init) for an [`ASYNC`](World::ASYNC) world.
+    fn init_async<'a>(
+        &'a self,
+        store: &'a mut Store<State<Self::Data>>,
+    ) -> BoxFuture<'a, wasmtime::Result<std::result::Result<(), String>>> {
+        let _ = store;
+        Box::pin(async { Ok(Ok(())) })
+    }
 }
+
+/// A boxed future that may move between threads: what an async call's
+/// closure returns (`Box::pin(async move { ... })`), the shape of
+/// `wasmtime`'s own async host functions.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a plugin's `Store` holds. Dropping the store drops all of it.
 pub struct State<D> {

@@ -1,0 +1,241 @@
+//! The async API's cost, and the two designs issue 11 weighed, measured in
+//! one run on the same plugin (Rust hello v1, `count()`), against the
+//! blocking call as the baseline:
+//!
+//! * **blocking**: `Handle::call` on the blocking reference world: the
+//!   baseline.
+//! * **wasmtime async** (what wasmplug builds): `Handle::call_async` on the
+//!   async reference world, the guest on a fiber on the calling task.
+//! * **worker threads** (the design not built): an async façade that sends
+//!   the blocking call to library-owned threads and awaits the answer on a
+//!   oneshot channel; and the same through `tokio::task::spawn_blocking`.
+//!
+//! Printed: the median time per call over several rounds, sequential calls
+//! awaited one after the other on a current-thread runtime, and what each
+//! design adds over the blocking call. Then throughput through each async
+//! design with 64 concurrent tasks on a multi-thread runtime with 1 worker
+//! and with 2 (a pool of 2 instances), and the ratio 2 workers / 1.
+//!
+//! Run: `cargo bench --locked --workspace --bench async_call`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use support::guest;
+use wasmplug::reference::async_world::GreeterPlugin as AsyncWorld;
+use wasmplug::reference::GreeterPlugin as BlockingWorld;
+use wasmplug::{Handle, Registry, Runtime};
+
+const ROUNDS: usize = 15;
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() / 2]
+}
+
+/// Median ns per call of `calls` calls made by `round`, over `ROUNDS`.
+fn per_call(calls: u32, mut round: impl FnMut(u32)) -> f64 {
+    round(calls / 10); // warm up
+    median(
+        (0..ROUNDS)
+            .map(|_| {
+                let began = Instant::now();
+                round(calls);
+                began.elapsed().as_nanos() as f64 / f64::from(calls)
+            })
+            .collect(),
+    )
+}
+
+async fn count_async(handle: &Handle<AsyncWorld>) -> u32 {
+    handle
+        .call_async(|plugin, store| Box::pin(plugin.wasmplug_plugin_greeter().call_count(store)))
+        .await
+        .unwrap()
+}
+
+fn count_blocking(handle: &Handle<BlockingWorld>) -> u32 {
+    handle.call(|i| i.count()).unwrap()
+}
+
+/// The design not built: library-owned threads run the blocking call, the
+/// caller's task awaits a oneshot. One channel per thread, round robin.
+struct Workers {
+    queues: Vec<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    next: AtomicU64,
+}
+
+impl Workers {
+    fn start(threads: usize) -> Self {
+        let queues = (0..threads)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+                std::thread::spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                });
+                tx
+            })
+            .collect();
+        Workers {
+            queues,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    async fn count(&self, handle: &Handle<BlockingWorld>) -> u32 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let handle = handle.clone();
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.queues.len();
+        self.queues[i]
+            .send(Box::new(move || {
+                let _ = tx.send(count_blocking(&handle));
+            }))
+            .unwrap();
+        rx.await.unwrap()
+    }
+}
+
+async fn count_spawn_blocking(handle: &Handle<BlockingWorld>) -> u32 {
+    let handle = handle.clone();
+    tokio::task::spawn_blocking(move || count_blocking(&handle))
+        .await
+        .unwrap()
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Calls per second with 64 tasks calling for 1 s on `workers` threads.
+fn throughput<F, Fut>(workers: usize, call: F) -> f64
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = u32> + Send,
+{
+    let rt = multi_thread(workers);
+    let call = Arc::new(call);
+    let done = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (call, done, calls) = (call.clone(), done.clone(), calls.clone());
+                tokio::spawn(async move {
+                    while !done.load(Ordering::Relaxed) {
+                        std::hint::black_box(call().await);
+                        calls.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        // Warm up, then count for a second.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = calls.load(Ordering::Relaxed);
+        let began = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let per_sec =
+            (calls.load(Ordering::Relaxed) - before) as f64 / began.elapsed().as_secs_f64();
+        done.store(true, Ordering::Relaxed);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        per_sec
+    })
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to configure.
+    let path = guest("hello-v1");
+    let blocking_rt = Runtime::<BlockingWorld>::new().unwrap();
+    let async_rt = Runtime::<AsyncWorld>::new().unwrap();
+    let blocking = Registry::with_pool_size(2);
+    blocking.activate(blocking_rt.load(&path).unwrap()).unwrap();
+    let asynch = Registry::with_pool_size(2);
+    asynch.activate(async_rt.load(&path).unwrap()).unwrap();
+    let (bh, ah) = (blocking.get("hello").unwrap(), asynch.get("hello").unwrap());
+
+    println!("one call after another (median of {ROUNDS} rounds), `count()` on Rust hello v1:");
+    let base = per_call(200_000, |n| {
+        for _ in 0..n {
+            std::hint::black_box(count_blocking(&bh));
+        }
+    });
+    let rt = current_thread();
+    let ours = per_call(200_000, |n| {
+        rt.block_on(async {
+            for _ in 0..n {
+                std::hint::black_box(count_async(&ah).await);
+            }
+        })
+    });
+    let workers = Workers::start(2);
+    let hop = per_call(20_000, |n| {
+        rt.block_on(async {
+            for _ in 0..n {
+                std::hint::black_box(workers.count(&bh).await);
+            }
+        })
+    });
+    let sb = per_call(20_000, |n| {
+        rt.block_on(async {
+            for _ in 0..n {
+                std::hint::black_box(count_spawn_blocking(&bh).await);
+            }
+        })
+    });
+    let row = |name: &str, ns: f64| {
+        println!(
+            "  {name:<34} {ns:>9.0} ns   {:>+8.0} ns over blocking   {:>6.2}x",
+            ns - base,
+            ns / base
+        );
+    };
+    println!(
+        "  {:<34} {base:>9.0} ns   (baseline)",
+        "blocking Handle::call"
+    );
+    row("wasmtime async Handle::call_async", ours);
+    row("worker threads + oneshot", hop);
+    row("spawn_blocking", sb);
+
+    println!();
+    println!("throughput, 64 tasks, pool of 2 (calls/s), 1 worker -> 2 workers:");
+    let scale = |name: &str, one: f64, two: f64| {
+        println!(
+            "  {name:<34} {one:>10.0} -> {two:>10.0}   {:.2}x",
+            two / one
+        );
+    };
+    let h = ah.clone();
+    let call = move || {
+        let h = h.clone();
+        async move { count_async(&h).await }
+    };
+    let (one, two) = (throughput(1, call.clone()), throughput(2, call));
+    scale("wasmtime async Handle::call_async", one, two);
+    let workers = Arc::new(Workers::start(2));
+    let (h, w) = (bh.clone(), workers.clone());
+    let call = move || {
+        let (h, w) = (h.clone(), w.clone());
+        async move { w.count(&h).await }
+    };
+    let (one, two) = (throughput(1, call.clone()), throughput(2, call));
+    scale("worker threads + oneshot", one, two);
+}
