@@ -30,6 +30,7 @@ bench: guests
     cargo bench --locked -p wasmplug --bench attacks
     cargo bench --locked -p wasmplug --bench guests
     cargo bench --locked -p wasmplug --bench overhead
+    cargo bench --locked -p wasmplug --bench async_call
     cargo run --release --locked -q -p wasmplug-tests --bin soak
     cargo run --release --locked -q -p wasmplug-tests --bin idle
     just bench-extism

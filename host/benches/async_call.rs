@@ -123,7 +123,15 @@ fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Calls per second with 64 tasks calling for 1 s on `workers` threads.
+/// A counter on a cache line of its own, so counting costs the tasks
+/// nothing shared.
+#[repr(align(128))]
+#[derive(Default)]
+struct Counter(AtomicU64);
+
+const TASKS: usize = 64;
+
+/// Calls per second with `TASKS` tasks calling for 1 s on `workers` threads.
 fn throughput<F, Fut>(workers: usize, call: F) -> f64
 where
     F: Fn() -> Fut + Send + Sync + 'static,
@@ -132,30 +140,58 @@ where
     let rt = multi_thread(workers);
     let call = Arc::new(call);
     let done = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
+    let counters: Arc<Vec<Counter>> = Arc::new((0..TASKS).map(|_| Counter::default()).collect());
+    let total = |c: &[Counter]| c.iter().map(|c| c.0.load(Ordering::Relaxed)).sum::<u64>();
     rt.block_on(async {
-        let tasks: Vec<_> = (0..64)
-            .map(|_| {
-                let (call, done, calls) = (call.clone(), done.clone(), calls.clone());
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|i| {
+                let (call, done, counters) = (call.clone(), done.clone(), counters.clone());
                 tokio::spawn(async move {
                     while !done.load(Ordering::Relaxed) {
                         std::hint::black_box(call().await);
-                        calls.fetch_add(1, Ordering::Relaxed);
+                        let mine = &counters[i].0;
+                        mine.store(mine.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                     }
                 })
             })
             .collect();
         // Warm up, then count for a second.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let before = calls.load(Ordering::Relaxed);
+        let before = total(&counters);
         let began = Instant::now();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let per_sec =
-            (calls.load(Ordering::Relaxed) - before) as f64 / began.elapsed().as_secs_f64();
+        let per_sec = (total(&counters) - before) as f64 / began.elapsed().as_secs_f64();
         done.store(true, Ordering::Relaxed);
         for task in tasks {
             task.await.unwrap();
         }
+        per_sec
+    })
+}
+
+/// The same for the blocking call, on `threads` plain threads.
+fn throughput_blocking(threads: usize, handle: &Handle<BlockingWorld>) -> f64 {
+    let done = AtomicBool::new(false);
+    let counters: Vec<Counter> = (0..threads).map(|_| Counter::default()).collect();
+    let total = |c: &[Counter]| c.iter().map(|c| c.0.load(Ordering::Relaxed)).sum::<u64>();
+    std::thread::scope(|s| {
+        for counter in &counters {
+            let done = &done;
+            s.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    std::hint::black_box(count_blocking(handle));
+                    counter
+                        .0
+                        .store(counter.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let before = total(&counters);
+        let began = Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        let per_sec = (total(&counters) - before) as f64 / began.elapsed().as_secs_f64();
+        done.store(true, Ordering::Relaxed);
         per_sec
     })
 }
@@ -170,6 +206,19 @@ fn main() {
     let asynch = Registry::with_pool_size(2);
     asynch.activate(async_rt.load(&path).unwrap()).unwrap();
     let (bh, ah) = (blocking.get("hello").unwrap(), asynch.get("hello").unwrap());
+
+    // For a profiler: only the async path on 2 threads, for a while.
+    if std::env::var_os("ASYNC_CALL_PROFILE").is_some() {
+        for _ in 0..4 {
+            let h = ah.clone();
+            let rate = throughput(2, move || {
+                let h = h.clone();
+                async move { count_async(&h).await }
+            });
+            println!("{rate:.0} calls/s");
+        }
+        return;
+    }
 
     println!("one call after another (median of {ROUNDS} rounds), `count()` on Rust hello v1:");
     let base = per_call(200_000, |n| {
@@ -216,13 +265,15 @@ fn main() {
     row("spawn_blocking", sb);
 
     println!();
-    println!("throughput, 64 tasks, pool of 2 (calls/s), 1 worker -> 2 workers:");
+    println!("throughput, pool of 2 (calls/s), 1 -> 2 threads ({TASKS} tasks for async):");
     let scale = |name: &str, one: f64, two: f64| {
         println!(
             "  {name:<34} {one:>10.0} -> {two:>10.0}   {:.2}x",
             two / one
         );
     };
+    let (one, two) = (throughput_blocking(1, &bh), throughput_blocking(2, &bh));
+    scale("blocking Handle::call (baseline)", one, two);
     let h = ah.clone();
     let call = move || {
         let h = h.clone();

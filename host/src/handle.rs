@@ -53,13 +53,8 @@ impl<W: World> Handle<W> {
     }
 
     /// Whether `live` stopped being the version this handle resolves to.
-    fn moved(&self, live: &Arc<Live<W>>) -> bool {
-        match &self.requirement {
-            // Marked before the pointer moves (`Slot::set_current`): one
-            // atomic load instead of a second arc-swap load.
-            None => live.superseded.load(Ordering::Acquire),
-            Some(_) => live.retired.load(Ordering::Acquire),
-        }
+    fn moved(&self, live: &Live<W>) -> bool {
+        moved(live, self.requirement.is_some())
     }
 
     /// Run `f` on an instance of the resolved version. The call runs wholly
@@ -154,34 +149,17 @@ impl<W: World> Handle<W> {
             + Send
             + 'static,
     {
-        let handle = self.clone();
-        OffTheExecutor(Stage::Here(Box::pin(
-            async move { handle.call_here(f).await },
-        )))
-        .await
-    }
-
-    /// An async call on the calling task.
-    async fn call_here<R, F>(&self, f: F) -> Result<R>
-    where
-        F: for<'a> FnOnce(
-            &'a W,
-            &'a mut Store<State<W::Data>>,
-        ) -> BoxFuture<'a, wasmtime::Result<R>>,
-    {
-        let mut f = Some(f);
+        let mut f = f;
         loop {
+            // The call owns its version (it may move to another thread);
+            // the handle stays here, to resolve again after a swap.
             let live = self.resolve()?;
-            let mut lease = live.checkout_async().await?;
-            // Swapped out or removed while we waited: follow the pointer.
-            if self.moved(&live) {
-                continue;
+            let call = call_on(live, self.requirement.is_some(), f);
+            match OffTheExecutor(Stage::Here(Box::pin(call))).await {
+                Attempt::Done(result) => return result,
+                // Swapped out or removed while we waited: follow the pointer.
+                Attempt::Moved(back) => f = back,
             }
-            let instance = lease.instance();
-            let f = f.take().expect("the call is made once");
-            let result = instance.call_async(f).await;
-            account(&live, instance);
-            return result;
         }
     }
 
@@ -212,6 +190,45 @@ impl<W: World> Handle<W> {
     }
 }
 
+/// Whether `live` stopped being the version a handle resolves to.
+fn moved<W: World>(live: &Live<W>, by_requirement: bool) -> bool {
+    if by_requirement {
+        live.retired.load(Ordering::Acquire)
+    } else {
+        // Marked before the pointer moves (`Slot::set_current`): one
+        // atomic load instead of a second arc-swap load.
+        live.superseded.load(Ordering::Acquire)
+    }
+}
+
+/// What one attempt at an async call came to.
+enum Attempt<R, F> {
+    Done(Result<R>),
+    /// The version moved while the call waited for an instance: the call
+    /// was not made, and here is its closure back.
+    Moved(F),
+}
+
+/// An async call on one version: an instance from its pool, the call, the
+/// version's health kept.
+async fn call_on<W, R, F>(live: Arc<Live<W>>, by_requirement: bool, f: F) -> Attempt<R, F>
+where
+    W: World,
+    F: for<'a> FnOnce(&'a W, &'a mut Store<State<W::Data>>) -> BoxFuture<'a, wasmtime::Result<R>>,
+{
+    let mut lease = match live.checkout_async().await {
+        Ok(lease) => lease,
+        Err(err) => return Attempt::Done(Err(err)),
+    };
+    if moved(&live, by_requirement) {
+        return Attempt::Moved(f);
+    }
+    let instance = lease.instance();
+    let result = instance.call_async(f).await;
+    account(&live, instance);
+    Attempt::Done(result)
+}
+
 /// Keep a version's health after a call: a trap counts against it, a good
 /// call clears its failures in a row.
 fn account<W: World>(live: &Live<W>, instance: &Instance<W>) {
@@ -231,18 +248,18 @@ fn account<W: World>(live: &Live<W>, instance: &Instance<W>) {
 /// threads the first time it yields because it computed for a whole epoch
 /// tick. Dropped while there, it aborts the moved call (which the guest
 /// threads then drop at its next yield: the cancellation of `call_async`).
-struct OffTheExecutor<R>(Stage<R>);
+struct OffTheExecutor<T>(Stage<T>);
 
-enum Stage<R> {
-    Here(BoxFuture<'static, Result<R>>),
-    There(tokio::task::JoinHandle<Result<R>>),
+enum Stage<T> {
+    Here(BoxFuture<'static, T>),
+    There(tokio::task::JoinHandle<T>),
     Done,
 }
 
-impl<R: Send + 'static> Future for OffTheExecutor<R> {
-    type Output = Result<R>;
+impl<T: Send + 'static> Future for OffTheExecutor<T> {
+    type Output = T;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let stage = &mut self.0;
         loop {
             match stage {
@@ -283,7 +300,7 @@ impl<R: Send + 'static> Future for OffTheExecutor<R> {
     }
 }
 
-impl<R> Drop for OffTheExecutor<R> {
+impl<T> Drop for OffTheExecutor<T> {
     fn drop(&mut self) {
         if let Stage::There(moved) = &self.0 {
             moved.abort();

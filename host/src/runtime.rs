@@ -454,12 +454,44 @@ impl<W: World> RuntimeInner<W> {
         };
         // The epoch stops a computing guest within a tick past its deadline:
         // the same allowance here.
-        match tokio::time::timeout(deadline.saturating_add(self.tick), call).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(wasmtime::Error::from(crate::error::DeadlineExceeded {
-                inside: "an awaited host call",
-            })),
+        let until = std::time::Instant::now() + deadline.saturating_add(self.tick);
+        Bounded {
+            call: std::pin::pin!(call),
+            until,
+            timer: None,
         }
+        .await
+    }
+}
+
+/// A call under a wall-clock deadline whose timer is made only when the
+/// call first has to wait: most calls finish in their first poll and never
+/// touch the executor's timer (nor clone its handle, a cache line every
+/// worker would share).
+struct Bounded<'a, F> {
+    call: std::pin::Pin<&'a mut F>,
+    until: std::time::Instant,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<R, F: Future<Output = wasmtime::Result<R>>> Future for Bounded<'_, F> {
+    type Output = wasmtime::Result<R>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if let std::task::Poll::Ready(outcome) = self.call.as_mut().poll(cx) {
+            return std::task::Poll::Ready(outcome);
+        }
+        let until = tokio::time::Instant::from_std(self.until);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        std::task::ready!(timer.as_mut().poll(cx));
+        std::task::Poll::Ready(Err(wasmtime::Error::from(crate::error::DeadlineExceeded {
+            inside: "an awaited host call",
+        })))
     }
 }
 
