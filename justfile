@@ -61,9 +61,14 @@ soak: guests-rust
 
 # Installs wrk (apt-get) if missing. See examples/http-service/README.md.
 # Load-test the example HTTP service: wrk on loopback while its plugin is hot-swapped.
-load-test SECONDS="40" MODE="threads" SWAPS="60": guests-rust
+load-test SECONDS="40" MODE="async" SWAPS="60": guests-rust
     cargo build --release --locked -p wasmplug-http-service
     bash examples/http-service/load-test.sh {{SECONDS}} {{MODE}} {{SWAPS}}
+
+# /healthz latency while every plugin call burns CPU to its deadline.
+healthz-under-burn SECONDS="15" MODE="async": guests-rust
+    cargo build --release --locked -p wasmplug-http-service
+    bash examples/http-service/healthz-under-burn.sh {{SECONDS}} {{MODE}}
 
 # Seeded with the real guest components; needs cargo-fuzz, runs on stable
 # via RUSTC_BOOTSTRAP.

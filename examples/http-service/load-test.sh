@@ -8,7 +8,7 @@
 #   load-test.sh [SECONDS] [MODE] [SWAPS]
 #
 # SECONDS of measured load (default 40), MODE threads|blocking|async
-# (default threads), SWAPS during the measured load (default 60). The
+# (default async), SWAPS during the measured load (default 60). The
 # environment may set CONNECTIONS (32), WRK_THREADS (2), WORKERS (the
 # service's --workers; default: its own), ERROR_EVERY (one request in N asks
 # the plugin for its deliberate error; 50) and RSS_TOLERANCE_KIB (2048).
@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION=${1:-40}
-MODE=${2:-threads}
+MODE=${2:-async}
 SWAPS=${3:-60}
 CONNECTIONS=${CONNECTIONS:-32}
 WRK_THREADS=${WRK_THREADS:-2}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
@@ -122,7 +123,11 @@ impl<W: World> Handle<W> {
     ///   ([`RuntimeBuilder::guest_threads`](crate::runtime::RuntimeBuilder::guest_threads),
     ///   a lower OS priority than the embedder's threads) and the task just
     ///   awaits it. A guest burning CPU to its deadline therefore holds an
-    ///   executor thread for one tick at most.
+    ///   executor thread for one tick at most. And a version whose last
+    ///   call took longer than 0.5 ms starts its next call on the guest
+    ///   threads directly (one call under that brings it back), so a plugin
+    ///   whose calls compute for milliseconds holds no executor thread at
+    ///   all.
     /// * **Bounded waiting.** A call waits at most
     ///   [`Registry::with_max_wait`](crate::Registry::with_max_wait) for an
     ///   instance, then fails with [`Error::Overloaded`].
@@ -154,8 +159,20 @@ impl<W: World> Handle<W> {
             // The call owns its version (it may move to another thread);
             // the handle stays here, to resolve again after a swap.
             let live = self.resolve()?;
-            let call = call_on(live, self.requirement.is_some(), f);
-            match OffTheExecutor(Stage::Here(Box::pin(call))).await {
+            // A version whose last call took longer than the inline budget
+            // starts on the guest threads: a plugin whose calls compute for
+            // milliseconds then never holds this executor, not even for one
+            // call.
+            let guest = live
+                .computes
+                .load(Ordering::Relaxed)
+                .then(|| live.plugin.inner.runtime.guest.clone());
+            let call = Box::pin(call_on(live, self.requirement.is_some(), f));
+            let stage = match guest {
+                Some(guest) => Stage::There(guest.handle().spawn(call)),
+                None => Stage::Here(call),
+            };
+            match OffTheExecutor(stage).await {
                 Attempt::Done(result) => return result,
                 // Swapped out or removed while we waited: follow the pointer.
                 Attempt::Moved(back) => f = back,
@@ -189,6 +206,13 @@ impl<W: World> Handle<W> {
         self.resolve()?.plugin.instantiate()
     }
 }
+
+/// How long an async call may take and still let the next call on its
+/// version start on the caller's task. A version whose last call took
+/// longer (computing, or awaiting) starts its next call on the guest
+/// threads, so a plugin computing for milliseconds per call holds no
+/// executor thread; one fast call brings its version back.
+pub(crate) const INLINE_BUDGET: Duration = Duration::from_micros(500);
 
 /// Whether `live` stopped being the version a handle resolves to.
 fn moved<W: World>(live: &Live<W>, by_requirement: bool) -> bool {
@@ -224,8 +248,13 @@ where
         return Attempt::Moved(f);
     }
     let instance = lease.instance();
+    let began = Instant::now();
     let result = instance.call_async(f).await;
+    let long = began.elapsed() > INLINE_BUDGET;
     account(&live, instance);
+    if long != live.computes.load(Ordering::Relaxed) {
+        live.computes.store(long, Ordering::Relaxed);
+    }
     Attempt::Done(result)
 }
 

@@ -96,6 +96,12 @@ pub(crate) struct Live<W: World> {
     /// Whether `health` shows failures in a row: a good call only takes the
     /// health lock to clear them.
     pub(crate) failing: AtomicBool,
+    /// Its last async call took longer than [`INLINE_BUDGET`]: the next
+    /// starts on the guest threads instead of the caller's task
+    /// (`handle.rs`).
+    ///
+    /// [`INLINE_BUDGET`]: crate::handle::INLINE_BUDGET
+    pub(crate) computes: AtomicBool,
     /// How long a caller may wait for a busy place; `None`: for ever.
     max_wait: Option<Duration>,
     /// Async callers waiting for a place: a lease that ends wakes one
@@ -208,6 +214,7 @@ impl<W: World> Live<W> {
             superseded: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             failing: AtomicBool::new(false),
+            computes: AtomicBool::new(false),
             max_wait,
             waiters: AtomicUsize::new(0),
             freed: Notify::new(),

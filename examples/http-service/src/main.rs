@@ -12,11 +12,12 @@
 //! * `/metrics`: Prometheus text format;
 //! * `/healthz`: 200 and the plugins being served.
 //!
-//! Guest code never runs on the async executor's threads in the default
-//! `threads` mode (wasmplug's `Registry` called from dedicated worker
-//! threads); `blocking` uses tokio's blocking pool instead, and `async`
-//! drives wasmtime's async API directly. README.md has the measurements
-//! behind the default.
+//! In the default `async` mode the axum handlers await wasmplug's
+//! `Handle::call_async`: a guest call runs on the request's task and moves
+//! to wasmplug's guest threads if it computes past one epoch tick, so it
+//! never holds an executor thread. The `threads` and `blocking` modes call
+//! wasmplug's blocking API from worker threads (their own, or tokio's
+//! blocking pool), for comparison. README.md has the measurements.
 
 mod async_mode;
 mod http;
@@ -40,15 +41,14 @@ use crate::metrics::Metrics;
 /// Where guest code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
+    /// wasmplug's async API: handlers await `Handle::call_async`; guest code
+    /// that computes past a tick runs on wasmplug's guest threads.
+    Async,
     /// wasmplug's Registry and Watcher; calls run on dedicated worker threads.
     Threads,
     /// wasmplug's Registry and Watcher; calls run on tokio's blocking pool
     /// (`spawn_blocking`), bounded to `--workers` at once.
     Blocking,
-    /// wasmtime's async API directly (`instantiate_async`, `call_async`):
-    /// guest code runs on the executor's threads, on a fiber, yielding every
-    /// epoch tick.
-    Async,
 }
 
 /// The command line.
@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Where guest code runs.
-    #[arg(long, value_enum, default_value_t = Mode::Threads)]
+    #[arg(long, value_enum, default_value_t = Mode::Async)]
     pub mode: Mode,
     /// Plugin calls that run at once (worker threads, and instances per
     /// plugin version). Default: the number of CPUs.
@@ -72,6 +72,10 @@ pub struct Args {
     /// with 503 (threads and blocking modes).
     #[arg(long, default_value_t = 1024)]
     pub queue: usize,
+    /// How long a request may wait for a plugin instance before the service
+    /// sheds load with 503, in milliseconds (async mode).
+    #[arg(long, default_value_t = 1000)]
+    pub max_wait_ms: u64,
     /// The longest one plugin call may run, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub deadline_ms: u64,
@@ -168,18 +172,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
         Mode::Async => {
             let options = async_mode::Options {
-                max_instances: workers.max(1) * 4,
+                workers,
+                max_wait: Duration::from_millis(args.max_wait_ms),
                 deadline: args.deadline(),
                 memory_limit: args.memory_mb << 20,
             };
             let dir = args.dir.clone();
             let metrics = metrics.clone();
-            let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || {
-                async_mode::Service::start(&dir, options, metrics, handle)
-            })
-            .await
-            .context("starting the async plugin host")??
+            // Loading the directory compiles components: not on the executor.
+            tokio::task::spawn_blocking(move || async_mode::Service::start(&dir, options, metrics))
+                .await
+                .context("starting the plugin registry")??
         }
     };
     let backend = Arc::new(backend);

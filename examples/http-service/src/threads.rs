@@ -56,15 +56,7 @@ impl World for HttpHandler {
     }
 
     fn indices(pre: &InstancePre<State<()>>) -> wasmtime::Result<HttpHandlerIndices> {
-        // Every export by name, so a mistyped plugin is refused at load with
-        // the function named.
-        check_export::<_, (), (WitIdentity,)>(pre, Some(LIFECYCLE), "identity")?;
-        check_export::<_, (), (Result<(), String>,)>(pre, Some(LIFECYCLE), "init")?;
-        check_export::<_, (&WitRequest,), (Result<WitResponse, String>,)>(
-            pre,
-            Some(HANDLER),
-            "handle",
-        )?;
+        check_exports(pre)?;
         HttpHandlerIndices::new(pre)
     }
 
@@ -88,6 +80,14 @@ impl World for HttpHandler {
     fn init(&self, store: &mut Store<State<()>>) -> wasmtime::Result<Result<(), String>> {
         self.wasmplug_http_handler_lifecycle().call_init(store)
     }
+}
+
+/// Check every export of the world by name, so a mistyped plugin is
+/// refused at load with the function named (both modes' worlds).
+pub fn check_exports(pre: &InstancePre<State<()>>) -> wasmtime::Result<()> {
+    check_export::<_, (), (WitIdentity,)>(pre, Some(LIFECYCLE), "identity")?;
+    check_export::<_, (), (Result<(), String>,)>(pre, Some(LIFECYCLE), "init")?;
+    check_export::<_, (&WitRequest,), (Result<WitResponse, String>,)>(pre, Some(HANDLER), "handle")
 }
 
 /// How the service runs plugin calls.
@@ -139,25 +139,8 @@ impl Service {
             .context("building the wasmplug runtime")?;
         let registry = Registry::<HttpHandler>::with_pool_size(options.workers);
 
-        // Subscribe before the watcher's first scan, so its loads count. The
-        // registry itself writes each event to the log (target
-        // `wasmplug::registry`); this thread only counts them.
-        let events = registry.subscribe();
-        std::thread::Builder::new()
-            .name("plugin-events".into())
-            .spawn(move || {
-                for event in events {
-                    metrics.record_event(match event {
-                        Event::Loaded { .. } => "loaded",
-                        Event::Swapped { .. } => "swapped",
-                        Event::Failed { .. } => "failed",
-                        Event::Unloaded { .. } => "unloaded",
-                        Event::DirectoryLost { .. } => "directory_lost",
-                        Event::DirectoryBack { .. } => "directory_back",
-                    });
-                }
-            })
-            .context("starting the event thread")?;
+        // Subscribe before the watcher's first scan, so its loads count.
+        count_events(registry.subscribe(), metrics)?;
 
         let watcher = Watcher::start(dir, runtime, registry.clone())
             .with_context(|| format!("watching {}", dir.display()))?;
@@ -237,20 +220,47 @@ impl Service {
         joined.unwrap_or_else(|()| internal("the plugin call panicked in the host"))
     }
 
-    /// Every loaded version, from [`Registry::list`].
+    /// Every loaded version.
     pub fn versions(&self) -> Vec<VersionGauge> {
-        self.registry
-            .list()
-            .into_iter()
-            .map(|v| VersionGauge {
-                name: v.identity.name,
-                version: v.identity.version.to_string(),
-                current: v.current,
-                live_instances: v.live_instances,
-                memory_bytes: v.memory_bytes,
-            })
-            .collect()
+        versions_of(&self.registry)
     }
+}
+
+/// Count lifecycle events into `metrics` on a thread of their own. The
+/// registry itself writes each event to the log (target
+/// `wasmplug::registry`); this thread only counts them.
+pub fn count_events(events: mpsc::Receiver<Event>, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("plugin-events".into())
+        .spawn(move || {
+            for event in events {
+                metrics.record_event(match event {
+                    Event::Loaded { .. } => "loaded",
+                    Event::Swapped { .. } => "swapped",
+                    Event::Failed { .. } => "failed",
+                    Event::Unloaded { .. } => "unloaded",
+                    Event::DirectoryLost { .. } => "directory_lost",
+                    Event::DirectoryBack { .. } => "directory_back",
+                });
+            }
+        })
+        .context("starting the event thread")?;
+    Ok(())
+}
+
+/// Every loaded version of a registry, from [`Registry::list`].
+pub fn versions_of<W: World>(registry: &Registry<W>) -> Vec<VersionGauge> {
+    registry
+        .list()
+        .into_iter()
+        .map(|v| VersionGauge {
+            name: v.identity.name,
+            version: v.identity.version.to_string(),
+            current: v.current,
+            live_instances: v.live_instances,
+            memory_bytes: v.memory_bytes,
+        })
+        .collect()
 }
 
 fn internal(message: &str) -> Outcome {
@@ -292,7 +302,7 @@ fn call_blocking(registry: &Registry<HttpHandler>, name: &str, req: HttpRequest)
 /// The outcome of a failed call. The client gets a short message naming
 /// the plugin and what happened; the log gets the whole error (with the
 /// guest's backtrace for a trap).
-fn classify(err: Error) -> Outcome {
+pub fn classify(err: Error) -> Outcome {
     let who = err
         .plugin()
         .map(|p| match &p.version {
@@ -332,6 +342,16 @@ fn classify(err: Error) -> Outcome {
                 format!(
                     "{who} keeps crashing; next restart in {} ms",
                     retry_in.as_millis()
+                ),
+            )
+        }
+        Error::Overloaded { waited, .. } => {
+            tracing::debug!(target: "http_service", "{err}");
+            (
+                ErrorKind::Overloaded,
+                format!(
+                    "{who} is overloaded: no instance freed in {} ms",
+                    waited.as_millis()
                 ),
             )
         }

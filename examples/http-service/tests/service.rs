@@ -522,3 +522,59 @@ fn threads_mode_swaps_under_load_drop_nothing() {
 fn async_mode_swaps_under_load_drop_nothing() {
     swaps_under_load_drop_nothing("async");
 }
+
+/// Every handler burns CPU until its deadline; a health check, served by the
+/// same executor, must not wait behind them. In async mode the guests move
+/// to wasmplug's guest threads after one epoch tick, so `/healthz` is
+/// answered at once. (The ≤ 1 ms p99 target is measured with wrk by
+/// `just healthz-under-burn`; this test catches guests holding executor
+/// threads: with the guests kept on the request's task, yielding at every
+/// tick, health checks here took p50 288 ms, p99 572 ms.)
+#[test]
+fn async_mode_answers_healthz_at_once_while_every_handler_burns_cpu() {
+    let service = Service::start("async", "http-handler-v1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let burners: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = service.addr.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut burned = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    // Spins for most of its 300 ms deadline. On a busy
+                    // machine it may run past it (500, after burning to the
+                    // deadline) or wait too long for an instance (503).
+                    let reply = request(&addr, "GET", "/echo/spin/250", &[], b"")
+                        .unwrap_or_else(|e| panic!("a request failed: {e}"));
+                    assert!(matches!(reply.status, 200 | 500 | 503), "{reply:?}");
+                    if reply.status != 503 {
+                        burned += 1;
+                    }
+                }
+                burned
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut latencies: Vec<Duration> = (0..200)
+        .map(|_| {
+            let began = Instant::now();
+            let reply = service.get("/healthz");
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let took = began.elapsed();
+            std::thread::sleep(Duration::from_millis(5));
+            took
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    let burned: u32 = burners.into_iter().map(|b| b.join().unwrap()).sum();
+    assert!(burned > 0);
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[latencies.len() * 99 / 100];
+    println!("/healthz while {burned} handlers burned CPU: p50 {p50:?}, p99 {p99:?}");
+    assert!(
+        p99 < Duration::from_millis(50),
+        "a health check waited behind burning guests: p50 {p50:?}, p99 {p99:?}"
+    );
+}
