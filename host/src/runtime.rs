@@ -498,15 +498,16 @@ impl<R, F: Future<Output = wasmtime::Result<R>>> Future for Bounded<'_, F> {
 thread_local! {
     /// Set by an async store's epoch callback when it yields: the call
     /// polled on this thread has computed for a whole tick, and these are
-    /// the guest threads of its runtime.
-    static COMPUTED_A_TICK: std::cell::RefCell<Option<Arc<GuestThreads>>> =
+    /// the guest threads of its runtime. Weak: a guest thread's own note
+    /// must not keep its runtime's threads alive.
+    static COMPUTED_A_TICK: std::cell::RefCell<Option<Weak<GuestThreads>>> =
         const { std::cell::RefCell::new(None) };
 }
 
 /// The guest threads to move to, when the call last polled on this thread
 /// yielded because it computed for a tick (and forget it).
 pub(crate) fn computed_a_tick() -> Option<Arc<GuestThreads>> {
-    COMPUTED_A_TICK.with(|c| c.borrow_mut().take())
+    COMPUTED_A_TICK.with(|c| c.borrow_mut().take()?.upgrade())
 }
 
 /// An async store's epoch behaviour: at every tick, trap if the call's
@@ -516,6 +517,7 @@ pub(crate) fn yield_at_ticks<D: Send>(
     store: &mut wasmtime::Store<State<D>>,
     guest: Arc<GuestThreads>,
 ) {
+    let guest = Arc::downgrade(&guest);
     store.epoch_deadline_callback(move |cx| {
         if cx.data().deadline.passed() {
             return Ok(wasmtime::UpdateDeadline::Interrupt);
