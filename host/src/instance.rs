@@ -217,13 +217,17 @@ impl<W: World> Instance<W> {
     /// when the runtime meters fuel.
     pub(crate) fn enter(&mut self) -> Result<()> {
         if self.poisoned {
+            let why = if self.interrupted {
+                "an earlier call on this instance was dropped mid-way, leaving its state \
+                 undefined; instantiate a new one"
+            } else {
+                "this instance trapped earlier and was discarded; instantiate a new one"
+            };
             return Err(Error::Trap {
                 plugin: self.plugin.plugin_ref(),
                 trap: None,
                 limit: None,
-                cause: anyhow!(
-                    "this instance trapped earlier and was discarded; instantiate a new one"
-                ),
+                cause: anyhow!(why),
             });
         }
         let inner = &self.plugin.inner;

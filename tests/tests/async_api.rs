@@ -414,3 +414,38 @@ fn a_hot_swap_between_async_versions_carries_the_state_while_tasks_call() {
         );
     });
 }
+
+#[test]
+fn an_instance_whose_call_was_dropped_mid_way_refuses_the_next_call_and_says_why() {
+    let runtime = Runtime::<GreeterPlugin>::new().unwrap();
+    let plugin = runtime
+        .load_with_policy(
+            guest("hostile"),
+            Policy::default().deadline(Duration::from_secs(30)),
+        )
+        .unwrap();
+    multi_thread().block_on(async {
+        let mut instance = plugin.instantiate_async().await.unwrap();
+        let call = instance.call_async(|plugin, store| {
+            Box::pin(
+                plugin
+                    .wasmplug_plugin_greeter()
+                    .call_welcome(store, "sleep:20000"),
+            )
+        });
+        let gave_up = tokio::time::timeout(Duration::from_millis(200), call).await;
+        assert!(gave_up.is_err(), "{gave_up:?}");
+        assert!(
+            instance.is_poisoned(),
+            "a half-called instance must refuse calls"
+        );
+        let err = instance
+            .call_async(|plugin, store| {
+                Box::pin(plugin.wasmplug_plugin_greeter().call_count(store))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Trap { .. }), "{err:?}");
+        assert!(err.to_string().contains("dropped mid-way"), "{err}");
+    });
+}
