@@ -74,6 +74,15 @@ impl<W: World> Instance<W> {
         }
     }
 
+    fn started(plugin: Plugin<W>, started: Started<W>) -> Self {
+        let Started {
+            store,
+            instance,
+            bindings,
+        } = started;
+        Instance::new(plugin, store, instance, bindings)
+    }
+
     /// Call the guest through the world's typed bindings.
     ///
     /// `f` gets the `bindgen!` struct and the store; whatever it returns is
@@ -277,17 +286,10 @@ impl<W: World> Plugin<W> {
     /// pooling allocator's limits, a policy that cannot be applied);
     /// [`Error::Init`] when `init` fails or traps.
     pub fn instantiate(&self) -> Result<Instance<W>> {
-        // The instance loading checked, if no one took it yet: it is as
-        // fresh as a new one (only `identity` and `init` ever ran in it).
-        if let Some(Started {
-            store,
-            instance,
-            bindings,
-        }) = self.lock_spare().take()
-        {
-            return Ok(Instance::new(self.clone(), store, instance, bindings));
+        match self.take_spare() {
+            Some(instance) => Ok(instance),
+            None => self.instantiate_fresh(W::Data::default()),
         }
-        self.instantiate_fresh(W::Data::default())
     }
 
     /// [`instantiate`](Self::instantiate) with the embedder's own
@@ -309,14 +311,8 @@ impl<W: World> Plugin<W> {
         if !W::ASYNC {
             return self.instantiate();
         }
-        let spare = self.lock_spare().take();
-        if let Some(Started {
-            store,
-            instance,
-            bindings,
-        }) = spare
-        {
-            return Ok(Instance::new(self.clone(), store, instance, bindings));
+        if let Some(instance) = self.take_spare() {
+            return Ok(instance);
         }
         let inner = &self.inner;
         let mut started = start_async(
@@ -333,12 +329,14 @@ impl<W: World> Plugin<W> {
             cause,
         })?;
         self.init_async(&mut started).await?;
-        let Started {
-            store,
-            instance,
-            bindings,
-        } = started;
-        Ok(Instance::new(self.clone(), store, instance, bindings))
+        Ok(Instance::started(self.clone(), started))
+    }
+
+    /// The instance loading checked, if no one took it yet: it is as fresh
+    /// as a new one (only `identity` and `init` ever ran in it).
+    fn take_spare(&self) -> Option<Instance<W>> {
+        let spare = self.lock_spare().take();
+        spare.map(|started| Instance::started(self.clone(), started))
     }
 
     fn instantiate_fresh(&self, data: W::Data) -> Result<Instance<W>> {
@@ -356,12 +354,7 @@ impl<W: World> Plugin<W> {
             cause,
         })?;
         self.init(&mut started)?;
-        let Started {
-            store,
-            instance,
-            bindings,
-        } = started;
-        Ok(Instance::new(self.clone(), store, instance, bindings))
+        Ok(Instance::started(self.clone(), started))
     }
 }
 

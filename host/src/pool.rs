@@ -267,8 +267,7 @@ impl<W: World> Live<W> {
         if lease.place_mut().instance.is_none() {
             let replacing = std::mem::take(&mut lease.place_mut().crashed);
             let made = self.may_create().and_then(|()| self.plugin.instantiate());
-            let instance = self.created(made, replacing);
-            self.fill(&mut lease, instance, replacing)?;
+            self.fill(&mut lease, made, replacing)?;
         }
         Ok(lease)
     }
@@ -291,8 +290,7 @@ impl<W: World> Live<W> {
                 Ok(()) => self.plugin.instantiate_async().await,
                 Err(err) => Err(err),
             };
-            let instance = self.created(made, replacing);
-            self.fill(&mut lease, instance, replacing)?;
+            self.fill(&mut lease, made, replacing)?;
         }
         Ok(lease)
     }
@@ -324,18 +322,28 @@ impl<W: World> Live<W> {
         }
     }
 
+    /// Put a newly made instance in the lease's place, and account for the
+    /// attempt: a restart when it replaces a crashed one, a failure when it
+    /// failed (the place then still counts as crashed).
     fn fill(
         &self,
         lease: &mut Lease<'_, W>,
-        instance: Result<Instance<W>>,
+        made: Result<Instance<W>>,
         replacing: bool,
     ) -> Result<()> {
-        match instance {
+        match made {
             Ok(instance) => {
+                if replacing {
+                    self.health().restarts += 1;
+                }
                 lease.place_mut().instance = Some(instance);
                 Ok(())
             }
             Err(err) => {
+                if !matches!(err, Error::Unavailable { .. }) {
+                    self.health().failed();
+                    self.failing.store(true, Ordering::Relaxed);
+                }
                 lease.place_mut().crashed = replacing;
                 Err(err)
             }
@@ -355,21 +363,6 @@ impl<W: World> Live<W> {
             failures: health.consecutive_failures,
             retry_in: wait,
         })
-    }
-
-    /// Account for an attempt to make an instance: a restart when it
-    /// replaces a crashed one, a failure when it fails.
-    fn created(&self, made: Result<Instance<W>>, replacing: bool) -> Result<Instance<W>> {
-        match &made {
-            Ok(_) if replacing => self.health().restarts += 1,
-            Ok(_) => {}
-            Err(Error::Unavailable { .. }) => {}
-            Err(_) => {
-                self.health().failed();
-                self.failing.store(true, Ordering::Relaxed);
-            }
-        }
-        made
     }
 
     /// Wait until no call runs on this version and hold every place: no

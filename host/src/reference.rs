@@ -35,15 +35,8 @@ impl wasmplug::plugin::types::Host for State<()> {}
 
 impl wasmplug::plugin::host::Host for State<()> {
     fn log(&mut self, level: Level, message: String) {
-        let level = match level {
-            Level::Trace => HostLevel::Trace,
-            Level::Debug => HostLevel::Debug,
-            Level::Info => HostLevel::Info,
-            Level::Warn => HostLevel::Warn,
-            Level::Error => HostLevel::Error,
-        };
         // Escaped and within the instance's output budget.
-        State::log(self, level, &message);
+        State::log(self, host_level(level), &message);
     }
 }
 
@@ -61,14 +54,7 @@ impl World for GreeterPlugin {
     }
 
     fn indices(pre: &InstancePre<State<()>>) -> wasmtime::Result<Self::Indices> {
-        // Every export by name, so a mistyped plugin is refused before it
-        // runs, with the function named (see `check_export`).
-        check_export::<_, (), (WitIdentity,)>(pre, Some(LIFECYCLE), "identity")?;
-        check_export::<_, (), (Result<(), String>,)>(pre, Some(LIFECYCLE), "init")?;
-        check_export::<_, (&str,), (String,)>(pre, Some(GREETER), "welcome")?;
-        check_export::<_, (&User,), (String,)>(pre, Some(GREETER), "hello")?;
-        check_export::<_, (), (u32,)>(pre, Some(GREETER), "count")?;
-        check_export::<_, (&User,), (Result<User, String>,)>(pre, Some(GREETER), "birthday")?;
+        check_exports(pre)?;
         GreeterPluginIndices::new(pre)
     }
 
@@ -94,6 +80,29 @@ impl World for GreeterPlugin {
         store: &mut Store<State<()>>,
     ) -> wasmtime::Result<std::result::Result<(), String>> {
         self.wasmplug_plugin_lifecycle().call_init(store)
+    }
+}
+
+/// Check every export of the reference world by name, so a mistyped plugin
+/// is refused before it runs, with the function named (see
+/// `check_export`). The blocking and the async bindings both use it.
+fn check_exports(pre: &InstancePre<State<()>>) -> wasmtime::Result<()> {
+    check_export::<_, (), (WitIdentity,)>(pre, Some(LIFECYCLE), "identity")?;
+    check_export::<_, (), (Result<(), String>,)>(pre, Some(LIFECYCLE), "init")?;
+    check_export::<_, (&str,), (String,)>(pre, Some(GREETER), "welcome")?;
+    check_export::<_, (&User,), (String,)>(pre, Some(GREETER), "hello")?;
+    check_export::<_, (), (u32,)>(pre, Some(GREETER), "count")?;
+    check_export::<_, (&User,), (Result<User, String>,)>(pre, Some(GREETER), "birthday")
+}
+
+/// The host's log level for the world's.
+fn host_level(level: Level) -> HostLevel {
+    match level {
+        Level::Trace => HostLevel::Trace,
+        Level::Debug => HostLevel::Debug,
+        Level::Info => HostLevel::Info,
+        Level::Warn => HostLevel::Warn,
+        Level::Error => HostLevel::Error,
     }
 }
 
@@ -151,8 +160,7 @@ pub mod async_world {
     use wasmtime::component::{HasSelf, Instance as RawInstance, InstancePre, Linker};
     use wasmtime::Store;
 
-    use super::{GREETER, LIFECYCLE};
-    use crate::world::{check_export, BoxFuture};
+    use crate::world::BoxFuture;
     use crate::{Identity, State, World};
 
     #[allow(missing_docs)]
@@ -163,24 +171,18 @@ pub mod async_world {
             additional_derives: [PartialEq, Eq],
             imports: { default: async },
             exports: { default: async },
+            // The blocking bindings' types: one `types::Host`, one mapping
+            // of the log level.
+            with: { "wasmplug:plugin/types": super::super::bindings::wasmplug::plugin::types },
         });
     }
 
-    use bindings::wasmplug::plugin::types::{Identity as WitIdentity, Level, User};
+    use super::{host_level, Level};
     pub use bindings::{GreeterPlugin, GreeterPluginIndices};
-
-    impl bindings::wasmplug::plugin::types::Host for State<()> {}
 
     impl bindings::wasmplug::plugin::host::Host for State<()> {
         async fn log(&mut self, level: Level, message: String) {
-            let level = match level {
-                Level::Trace => crate::log::Level::Trace,
-                Level::Debug => crate::log::Level::Debug,
-                Level::Info => crate::log::Level::Info,
-                Level::Warn => crate::log::Level::Warn,
-                Level::Error => crate::log::Level::Error,
-            };
-            State::log(self, level, &message);
+            State::log(self, host_level(level), &message);
         }
     }
 
@@ -194,12 +196,7 @@ pub mod async_world {
         }
 
         fn indices(pre: &InstancePre<State<()>>) -> wasmtime::Result<Self::Indices> {
-            check_export::<_, (), (WitIdentity,)>(pre, Some(LIFECYCLE), "identity")?;
-            check_export::<_, (), (Result<(), String>,)>(pre, Some(LIFECYCLE), "init")?;
-            check_export::<_, (&str,), (String,)>(pre, Some(GREETER), "welcome")?;
-            check_export::<_, (&User,), (String,)>(pre, Some(GREETER), "hello")?;
-            check_export::<_, (), (u32,)>(pre, Some(GREETER), "count")?;
-            check_export::<_, (&User,), (Result<User, String>,)>(pre, Some(GREETER), "birthday")?;
+            super::check_exports(pre)?;
             GreeterPluginIndices::new(pre)
         }
 
