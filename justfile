@@ -52,8 +52,9 @@ callcount: guests-rust
     cd tests
     count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null ../target/release/callcount "$1" "$2" 2>&1 | sed -n 's/.*Collected : //p'; }
     per_call() { local a b; a=$(count "$1" 2000); b=$(count "$1" 22000); echo $(( (b - a) / 20000 )); }
-    instance=$(per_call instance); handle=$(per_call handle)
+    instance=$(per_call instance); handle=$(per_call handle); recorded=$(per_call handle-recorded)
     echo "count(), instructions per call: Instance::call $instance, Handle::call $handle, ratio $(python3 -c "print(f'{$handle/$instance:.3f}')")x (target <= 1.1x)"
+    echo "  with a metrics recorder installed (every call counted and timed): Handle::call $recorded, ratio $(python3 -c "print(f'{$recorded/$instance:.3f}')")x"
 
 # Load, call and unload 10,000 times and 200 versions; print the RSS table.
 soak: guests-rust

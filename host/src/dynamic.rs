@@ -120,6 +120,7 @@ impl<W: World> Instance<W> {
     /// past its deadline or a cap, or answers outside the canonical ABI (the
     /// instance is poisoned).
     pub fn call_dynamic(&mut self, export: &str, args: &[Val]) -> Result<Vec<Val>> {
+        crate::telemetry::export(export);
         let func = self.find_func(export)?;
         self.invoke(export, func, args)
     }
@@ -143,6 +144,7 @@ impl<W: World> Instance<W> {
         let parsed = wasm_wave::untyped::UntypedFuncCall::parse(call)
             .map_err(|e| self.bad_call(wave_error(call, &e)))?;
         let export = parsed.name().to_string();
+        crate::telemetry::export(&export);
         let func = self.find_func(&export)?;
         let params: Vec<Type> = func.ty(&self.store).params().map(|(_, ty)| ty).collect();
         let args: Vec<Val> = parsed.to_wasm_params::<Val>(params.iter()).map_err(|e| {

@@ -190,6 +190,29 @@ impl Error {
         }
     }
 
+    /// A short, stable name for what went wrong, for metrics labels and
+    /// logs: `load`, `init`, `guest`, `trap`, `timeout` (a trap at the
+    /// deadline), `limit` (a trap at a resource cap or out of fuel),
+    /// `bad_call`, `unavailable`, `not_loaded`, `handoff`, `overloaded`,
+    /// `instantiate`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Load { .. } => "load",
+            Error::Init { .. } => "init",
+            Error::Guest { .. } => "guest",
+            _ if self.is_timeout() => "timeout",
+            Error::Trap { limit: Some(_), .. } => "limit",
+            _ if self.is_out_of_fuel() => "limit",
+            Error::Trap { .. } => "trap",
+            Error::BadCall { .. } => "bad_call",
+            Error::Unavailable { .. } => "unavailable",
+            Error::NotLoaded { .. } => "not_loaded",
+            Error::Handoff { .. } => "handoff",
+            Error::Overloaded { .. } => "overloaded",
+            Error::Instantiate { .. } => "instantiate",
+        }
+    }
+
     /// True when the guest trapped (including deadlines and resource caps).
     pub fn is_trap(&self) -> bool {
         matches!(self, Error::Trap { .. })

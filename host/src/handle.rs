@@ -9,12 +9,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use tracing::{Instrument as _, Span};
 use wasmtime::Store;
 
 use crate::error::{Error, Result};
 use crate::pool::{Health, Live};
 use crate::runtime::computed_a_tick;
 use crate::slot::{pick_live, Slot};
+use crate::telemetry;
 use crate::world::BoxFuture;
 use crate::{Instance, Plugin, State, World};
 
@@ -71,6 +73,7 @@ impl<W: World> Handle<W> {
     /// [`Error::Init`] when a replacement instance cannot be made; otherwise
     /// whatever `f` returns.
     pub fn call<R>(&self, f: impl FnOnce(&mut Instance<W>) -> Result<R>) -> Result<R> {
+        let mut began = None;
         loop {
             // The current version through an arc-swap guard: no reference
             // count is touched, so concurrent callers share no cache line
@@ -86,7 +89,19 @@ impl<W: World> Handle<W> {
                     &owned
                 }
             };
-            let mut lease = live.checkout()?;
+            let span = telemetry::call_span(live.plugin.label());
+            let _entered = span.enter();
+            // From the first attempt: a call that follows a swap counts
+            // its wait on the old version too.
+            began = began.or_else(|| telemetry::call_began(live.calls.recording, &span));
+            let mut lease = match live.checkout() {
+                Ok(lease) => lease,
+                Err(err) => {
+                    let failed = Err(err);
+                    settle(live, &span, began.map(|b| b.elapsed()), &failed);
+                    return failed;
+                }
+            };
             // Swapped out or removed while we waited: follow the pointer.
             if self.moved(live) {
                 continue;
@@ -94,6 +109,7 @@ impl<W: World> Handle<W> {
             let instance = lease.instance();
             let result = f(instance);
             account(live, instance);
+            settle(live, &span, began.map(|b| b.elapsed()), &result);
             return result;
         }
     }
@@ -154,7 +170,54 @@ impl<W: World> Handle<W> {
             + Send
             + 'static,
     {
+        self.run_async(f, |_, result| result).await
+    }
+
+    /// [`call_async`](Self::call_async) for an export that returns a WIT
+    /// `result`, as [`Instance::try_call`] is for [`Instance::call`]: the
+    /// guest's own error becomes [`Error::Guest`] (the plugin said no; the
+    /// instance stays healthy, and the call counts as failed, of kind
+    /// `guest`, in the [`telemetry`](crate::telemetry)).
+    ///
+    /// # Errors
+    /// As [`call_async`](Self::call_async), and [`Error::Guest`] for the
+    /// guest's own error.
+    pub async fn try_call_async<T, E, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: for<'a> FnOnce(
+                &'a W,
+                &'a mut Store<State<W::Data>>,
+            )
+                -> BoxFuture<'a, wasmtime::Result<std::result::Result<T, E>>>
+            + Send
+            + 'static,
+    {
+        self.run_async(f, |plugin, result| {
+            result?.map_err(|e| Error::Guest {
+                plugin: plugin.plugin_ref(),
+                message: e.to_string(),
+            })
+        })
+        .await
+    }
+
+    /// The async call path: `answer` turns the call's result into what the
+    /// embedder gets, before the call is counted.
+    async fn run_async<R, T, F>(&self, f: F, answer: Answer<W, R, T>) -> Result<T>
+    where
+        R: Send + 'static,
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a W,
+                &'a mut Store<State<W::Data>>,
+            ) -> BoxFuture<'a, wasmtime::Result<R>>
+            + Send
+            + 'static,
+    {
         let mut f = f;
+        let began = Instant::now();
         loop {
             // The call owns its version (it may move to another thread);
             // the handle stays here, to resolve again after a swap.
@@ -167,7 +230,14 @@ impl<W: World> Handle<W> {
                 .computes
                 .load(Ordering::Relaxed)
                 .then(|| live.plugin.inner.runtime.guest.clone());
-            let call = Box::pin(call_on(live, self.requirement.is_some(), f));
+            let span = telemetry::call_span(live.plugin.label());
+            let call = Call {
+                by_requirement: self.requirement.is_some(),
+                began,
+                answer,
+                span: span.clone(),
+            };
+            let call = Box::pin(call.on(live, f).instrument(span));
             let stage = match guest {
                 Some(guest) => Stage::There(guest.handle().spawn(call)),
                 None => Stage::Here(call),
@@ -233,29 +303,63 @@ enum Attempt<R, F> {
     Moved(F),
 }
 
-/// An async call on one version: an instance from its pool, the call, the
-/// version's health kept.
-async fn call_on<W, R, F>(live: Arc<Live<W>>, by_requirement: bool, f: F) -> Attempt<R, F>
-where
-    W: World,
-    F: for<'a> FnOnce(&'a W, &'a mut Store<State<W::Data>>) -> BoxFuture<'a, wasmtime::Result<R>>,
-{
-    let mut lease = match live.checkout_async().await {
-        Ok(lease) => lease,
-        Err(err) => return Attempt::Done(Err(err)),
-    };
-    if moved(&live, by_requirement) {
-        return Attempt::Moved(f);
+/// What the embedder gets from a call's result: the result itself, or the
+/// guest's own error made an [`Error::Guest`].
+type Answer<W, R, T> = fn(&Plugin<W>, Result<R>) -> Result<T>;
+
+/// One async call, but for its version and its closure.
+struct Call<W: World, R, T> {
+    by_requirement: bool,
+    /// When the embedder called: the duration counts the waiting too.
+    began: Instant,
+    answer: Answer<W, R, T>,
+    /// The call's; the caller instruments the future with it.
+    span: Span,
+}
+
+impl<W: World, R, T> Call<W, R, T> {
+    /// The call on one version: an instance from its pool, the call, the
+    /// version's health kept.
+    async fn on<F>(self, live: Arc<Live<W>>, f: F) -> Attempt<T, F>
+    where
+        F: for<'a> FnOnce(
+            &'a W,
+            &'a mut Store<State<W::Data>>,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>,
+    {
+        let mut lease = match live.checkout_async().await {
+            Ok(lease) => lease,
+            Err(err) => {
+                let failed = Err(err);
+                settle(&live, &self.span, Some(self.began.elapsed()), &failed);
+                return Attempt::Done(failed);
+            }
+        };
+        if moved(&live, self.by_requirement) {
+            return Attempt::Moved(f);
+        }
+        let instance = lease.instance();
+        let started = Instant::now();
+        let result = instance.call_async(f).await;
+        let ended = Instant::now();
+        let long = ended - started > INLINE_BUDGET;
+        account(&live, instance);
+        if long != live.computes.load(Ordering::Relaxed) {
+            live.computes.store(long, Ordering::Relaxed);
+        }
+        let result = (self.answer)(&live.plugin, result);
+        settle(&live, &self.span, Some(ended - self.began), &result);
+        Attempt::Done(result)
     }
-    let instance = lease.instance();
-    let began = Instant::now();
-    let result = instance.call_async(f).await;
-    let long = began.elapsed() > INLINE_BUDGET;
-    account(&live, instance);
-    if long != live.computes.load(Ordering::Relaxed) {
-        live.computes.store(long, Ordering::Relaxed);
-    }
-    Attempt::Done(result)
+}
+
+/// Count a call that reached `live` in its metrics and close its span;
+/// `took` is `None` when nothing reads the time. (By reference: a result
+/// moved in and out would be copied twice, error and all, on every call.)
+fn settle<W: World, R>(live: &Live<W>, span: &Span, took: Option<Duration>, result: &Result<R>) {
+    let kind = result.as_ref().err().map(Error::kind);
+    live.calls.record(kind, took);
+    telemetry::finish(span, kind.unwrap_or("ok"), took);
 }
 
 /// Keep a version's health after a call: a trap counts against it, a good

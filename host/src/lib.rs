@@ -25,7 +25,7 @@
 //! Each concept's details are in its module: [`runtime`] (the builder, pool
 //! sizes, the disk cache's figures), [`policy`] (grants and caps),
 //! [`registry`] (activation guards, health, listings), [`watcher`] (watch
-//! options), [`manifest`], [`identity`], [`error`], [`log`], [`handoff`],
+//! options), [`telemetry`] (spans and metrics), [`manifest`], [`identity`], [`error`], [`log`], [`handoff`],
 //! [`world`].
 //!
 //! ```no_run
@@ -64,6 +64,7 @@ pub mod registry;
 pub mod runtime;
 pub mod signature;
 mod slot;
+pub mod telemetry;
 pub mod watcher;
 pub mod world;
 
@@ -96,7 +97,7 @@ pub struct ReadmeDoctests;
 #[cfg(test)]
 mod layers {
     const LAYERS: &[&[&str]] = &[
-        &["log", "signature", "deadline"],
+        &["log", "signature", "deadline", "telemetry"],
         &["policy"],
         &["error"],
         &["identity"],

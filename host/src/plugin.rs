@@ -11,9 +11,8 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{anyhow, Context as _};
 use wasmtime::component::types::ComponentFunc;
@@ -24,6 +23,7 @@ use crate::error::{Error, PluginRef, Result};
 use crate::identity::ContentHash;
 use crate::identity::{Identity, Source};
 use crate::runtime::{block_on, Compiled, Runtime, RuntimeInner};
+use crate::telemetry::{self, Tally, INSTANCES, MEMORY};
 use crate::{Policy, State, World};
 
 pub(crate) struct PluginInner<W: World> {
@@ -34,9 +34,9 @@ pub(crate) struct PluginInner<W: World> {
     pub(crate) label: Arc<str>,
     pub(crate) policy: Policy,
     loaded_at: SystemTime,
-    live_instances: AtomicUsize,
+    live_instances: Tally,
     /// Linear memory held by its live instances, in bytes.
-    pub(crate) memory_bytes: Arc<AtomicUsize>,
+    pub(crate) memory_bytes: Arc<Tally>,
     /// `exports()`, computed on first use: the dynamic path looks names up
     /// on every call.
     export_names: OnceLock<Vec<String>>,
@@ -87,7 +87,7 @@ impl<W: World> Plugin<W> {
         policy
             .check()
             .map_err(|e| load_error(e.context("its policy cannot be used")))?;
-        let memory_bytes = Arc::<AtomicUsize>::default();
+        let memory_bytes = Arc::<Tally>::default();
         let label: Arc<str> = source.stem().into();
         let mut started = start(
             &runtime,
@@ -126,13 +126,19 @@ impl<W: World> Plugin<W> {
                 source,
                 policy,
                 loaded_at: SystemTime::now(),
-                live_instances: AtomicUsize::new(0),
+                live_instances: Tally::default(),
                 memory_bytes,
                 export_names: OnceLock::new(),
                 spare: Mutex::new(None),
             }),
         };
         started.store.data_mut().relabel(plugin.inner.label.clone());
+        let (name, version) = (
+            &plugin.inner.identity.name,
+            plugin.inner.identity.version.to_string(),
+        );
+        plugin.inner.live_instances.label(INSTANCES, name, &version);
+        plugin.inner.memory_bytes.label(MEMORY, name, &version);
         plugin.init(&mut started)?;
         *plugin.lock_spare() = Some(started);
         tracing::debug!(plugin = %plugin.label(), source = %plugin.source(), hash = %plugin.content_hash().short(), "loaded");
@@ -241,13 +247,13 @@ impl<W: World> Plugin<W> {
 
     /// How many of its instances are alive now.
     pub fn live_instances(&self) -> usize {
-        self.inner.live_instances.load(Ordering::Relaxed)
+        self.inner.live_instances.get()
     }
 
     /// Linear memory held by its live instances now, in bytes: what their
     /// memories were created with plus what they grew by.
     pub fn memory_bytes(&self) -> usize {
-        self.inner.memory_bytes.load(Ordering::Relaxed)
+        self.inner.memory_bytes.get()
     }
 
     /// True when `self` and `other` run the same compiled code (they were
@@ -309,11 +315,11 @@ impl<W: World> Plugin<W> {
     }
 
     pub(crate) fn instance_started(&self) {
-        self.inner.live_instances.fetch_add(1, Ordering::Relaxed);
+        self.inner.live_instances.add(1);
     }
 
     pub(crate) fn instance_ended(&self) {
-        self.inner.live_instances.fetch_sub(1, Ordering::Relaxed);
+        self.inner.live_instances.sub(1);
     }
 }
 
@@ -343,7 +349,7 @@ impl<W: World> Runtime<W> {
     /// As [`load`](Self::load).
     pub fn load_with_policy(&self, path: impl AsRef<Path>, policy: Policy) -> Result<Plugin<W>> {
         let path = path.as_ref();
-        let bytes = read_component(path)?;
+        let bytes = read_component(path).inspect_err(|err| telemetry::failed_load(err.kind()))?;
         self.load_source(&bytes, Source::File(path.to_path_buf()), policy)
     }
 
@@ -371,11 +377,21 @@ impl<W: World> Runtime<W> {
         source: Source,
         policy: Policy,
     ) -> Result<Plugin<W>> {
-        let compiled = self.compile(bytes, hash).map_err(|cause| Error::Load {
-            plugin: source.provisional_ref(),
-            cause,
-        })?;
-        Plugin::new(self.inner.clone(), compiled, source, policy)
+        let span = telemetry::load_span(&source);
+        let _entered = span.enter();
+        let began = Instant::now();
+        let loaded = self
+            .compile(bytes, hash)
+            .map_err(|cause| Error::Load {
+                plugin: source.provisional_ref(),
+                cause,
+            })
+            .and_then(|compiled| Plugin::new(self.inner.clone(), compiled, source, policy));
+        match &loaded {
+            Ok(plugin) => telemetry::loaded(&span, &plugin.identity().name, plugin.label(), began),
+            Err(err) => telemetry::refused(&span, err.kind(), began),
+        }
+        loaded
     }
 }
 
@@ -402,7 +418,7 @@ pub(crate) fn start<W: World>(
     compiled: &Compiled<W>,
     policy: &Policy,
     label: &Arc<str>,
-    memory: &Arc<AtomicUsize>,
+    memory: &Arc<Tally>,
     data: W::Data,
 ) -> anyhow::Result<Started<W>> {
     if W::ASYNC {
@@ -424,7 +440,7 @@ pub(crate) async fn start_async<W: World>(
     compiled: &Compiled<W>,
     policy: &Policy,
     label: &Arc<str>,
-    memory: &Arc<AtomicUsize>,
+    memory: &Arc<Tally>,
     data: W::Data,
 ) -> anyhow::Result<Started<W>> {
     let mut store = new_store(runtime, policy, label, memory, data)?;
@@ -456,7 +472,7 @@ fn new_store<W: World>(
     runtime: &RuntimeInner<W>,
     policy: &Policy,
     label: &Arc<str>,
-    memory: &Arc<AtomicUsize>,
+    memory: &Arc<Tally>,
     data: W::Data,
 ) -> anyhow::Result<Store<State<W::Data>>> {
     let (wasi, outputs) = policy.wasi_ctx(label)?;

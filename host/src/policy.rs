@@ -66,7 +66,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +75,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use crate::log::{GuestLog, GuestOutput, Stream};
+use crate::telemetry::Tally;
 
 /// Where a guest's stdout and stderr go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -541,7 +541,7 @@ impl Policy {
 
     /// The limiter for one store; `total` adds up the linear memory of
     /// every store of one plugin.
-    pub(crate) fn limits(&self, total: Arc<AtomicUsize>) -> Limits {
+    pub(crate) fn limits(&self, total: Arc<Tally>) -> Limits {
         Limits {
             memory: self.memory_limit,
             table_elements: self.table_elements,
@@ -614,12 +614,12 @@ pub(crate) struct Limits {
     /// Elements of every table of this store, summed.
     table_total: usize,
     /// The store's linear memory, summed over the plugin's stores.
-    total: Arc<AtomicUsize>,
+    total: Arc<Tally>,
 }
 
 impl Drop for Limits {
     fn drop(&mut self) {
-        self.total.fetch_sub(self.memory_bytes, Ordering::Relaxed);
+        self.total.sub(self.memory_bytes);
     }
 }
 
@@ -661,7 +661,7 @@ impl ResourceLimiter for Limits {
             Growth::Allowed { after } => {
                 let grown = after.saturating_sub(self.memory_bytes);
                 self.memory_bytes = after;
-                self.total.fetch_add(grown, Ordering::Relaxed);
+                self.total.add(grown);
                 Ok(true)
             }
             Growth::OverCap { requested } => {
@@ -801,7 +801,7 @@ mod tests {
 
     fn limits(memory: usize, tables: usize) -> Limits {
         let policy = Policy::default().memory_limit(memory).table_limit(tables);
-        policy.limits(Arc::new(AtomicUsize::new(0)))
+        policy.limits(Arc::default())
     }
 
     #[test]
@@ -856,12 +856,12 @@ mod tests {
 
     #[test]
     fn a_dropped_store_gives_its_memory_back_to_the_plugins_total() {
-        let total = Arc::new(AtomicUsize::new(0));
+        let total = Arc::new(Tally::default());
         let mut l = Policy::default().limits(total.clone());
         assert!(l.memory_growing(0, MIB, None).unwrap());
         assert!(l.memory_growing(0, MIB, None).unwrap());
-        assert_eq!(total.load(Ordering::Relaxed), 2 * MIB);
+        assert_eq!(total.get(), 2 * MIB);
         drop(l);
-        assert_eq!(total.load(Ordering::Relaxed), 0);
+        assert_eq!(total.get(), 0);
     }
 }

@@ -26,6 +26,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
+use crate::telemetry::Calls;
 use crate::{Instance, Plugin, World};
 
 /// The first restart after a crash is immediate; each further crash in a
@@ -102,6 +103,8 @@ pub(crate) struct Live<W: World> {
     ///
     /// [`INLINE_BUDGET`]: crate::handle::INLINE_BUDGET
     pub(crate) computes: AtomicBool,
+    /// Its calls' metric handles (`telemetry.rs`).
+    pub(crate) calls: Calls,
     /// How long a caller may wait for a busy place; `None`: for ever.
     max_wait: Option<Duration>,
     /// Async callers waiting for a place: a lease that ends wakes one
@@ -207,8 +210,11 @@ impl<W: World> Live<W> {
                 })
             })
             .collect();
+        let identity = plugin.identity();
+        let calls = Calls::new(&identity.name, &identity.version.to_string());
         Arc::new(Live {
             plugin,
+            calls,
             places,
             retired: AtomicBool::new(false),
             superseded: AtomicBool::new(false),
@@ -335,6 +341,7 @@ impl<W: World> Live<W> {
             Ok(instance) => {
                 if replacing {
                     self.health().restarts += 1;
+                    self.calls.restarted();
                 }
                 lease.place_mut().instance = Some(instance);
                 Ok(())

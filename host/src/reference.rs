@@ -121,6 +121,7 @@ impl Instance<GreeterPlugin> {
     /// # Errors
     /// [`Error::Trap`] as [`Instance::call`].
     pub fn welcome(&mut self, name: &str) -> Result<String> {
+        crate::telemetry::export("greeter.welcome");
         self.call(|g, store| g.wasmplug_plugin_greeter().call_welcome(store, name))
     }
 
@@ -129,6 +130,7 @@ impl Instance<GreeterPlugin> {
     /// # Errors
     /// [`Error::Trap`] as [`Instance::call`].
     pub fn hello(&mut self, who: &User) -> Result<String> {
+        crate::telemetry::export("greeter.hello");
         self.call(|g, store| g.wasmplug_plugin_greeter().call_hello(store, who))
     }
 
@@ -137,6 +139,7 @@ impl Instance<GreeterPlugin> {
     /// # Errors
     /// [`Error::Trap`] as [`Instance::call`].
     pub fn count(&mut self) -> Result<u32> {
+        crate::telemetry::export("greeter.count");
         self.call(|g, store| g.wasmplug_plugin_greeter().call_count(store))
     }
 
@@ -147,6 +150,7 @@ impl Instance<GreeterPlugin> {
     /// [`Error::Guest`] when the plugin refuses the user; [`Error::Trap`] as
     /// [`Instance::call`].
     pub fn birthday(&mut self, who: &User) -> Result<User> {
+        crate::telemetry::export("greeter.birthday");
         self.try_call(|g, store| g.wasmplug_plugin_greeter().call_birthday(store, who))
     }
 }

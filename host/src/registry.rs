@@ -42,7 +42,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
@@ -50,6 +50,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, Subscribers};
 use crate::pool::Live;
 use crate::slot::{pick_live, Slot, SlotState};
+use crate::telemetry;
 use crate::{identity::ContentHash, Handle, Identity, Plugin, Source, World};
 
 pub use crate::pool::{Health, BACKOFF_FIRST, BACKOFF_MAX};
@@ -244,6 +245,11 @@ impl<W: World> Registry<W> {
     }
 
     pub(crate) fn emit(&self, event: Event) {
+        match &event {
+            Event::Swapped { to, .. } => telemetry::swapped(&to.name),
+            Event::Unloaded { identity, .. } => telemetry::unloaded(&identity.name),
+            _ => {}
+        }
         self.subscribers.emit(event);
     }
 
@@ -307,6 +313,28 @@ impl<W: World> Registry<W> {
     /// As [`activate`](Self::activate), and [`Error::Load`] naming the rule
     /// and both sources when `guard` refuses it.
     pub fn activate_guarded(&self, plugin: Plugin<W>, guard: &Guard) -> Result<Activation> {
+        let span = telemetry::activate_span(plugin.label());
+        let _entered = span.enter();
+        let began = Instant::now();
+        let activation = self.place(plugin, guard);
+        match &activation {
+            Ok(activation) => {
+                let outcome = match activation {
+                    Activation::Installed => "installed",
+                    Activation::Swapped { .. } => "swapped",
+                    Activation::Added => "added",
+                };
+                telemetry::finish(&span, outcome, Some(began.elapsed()));
+            }
+            // Loaded, but not let in: for an operator, a file that did not
+            // go live, as one refused at load.
+            Err(err) => telemetry::refused(&span, err.kind(), began),
+        }
+        activation
+    }
+
+    /// [`activate_guarded`](Self::activate_guarded), untraced.
+    fn place(&self, plugin: Plugin<W>, guard: &Guard) -> Result<Activation> {
         let slot = self.slot_or_create(&plugin.identity().name);
         // Check before instantiating, and again under the slot lock.
         guard.check(&slot.lock(), &plugin)?;

@@ -308,6 +308,7 @@ impl<W: World> RuntimeBuilder<W> {
     /// As [`Runtime::new`], and when the cache directory cannot be created or
     /// is not private (another user owns it or may write it).
     pub fn build(self) -> anyhow::Result<Runtime<W>> {
+        crate::telemetry::describe();
         let mut config = Config::new();
         config
             .wasm_component_model(true)

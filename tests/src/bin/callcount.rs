@@ -3,8 +3,10 @@
 //! wall-clock medians on a shared machine swing by ±20 % between runs.
 //!
 //! `callcount MODE N` loads Rust hello v1 and makes `N` calls of `count()`
-//! the way MODE says: `instance` (an `Instance` held by the caller) or
-//! `handle` (a `Registry` with one instance, `Handle::call`). Under
+//! the way MODE says: `instance` (an `Instance` held by the caller),
+//! `handle` (a `Registry` with one instance, `Handle::call`), or
+//! `handle-recorded` (the same with a Prometheus recorder installed, so
+//! wasmplug's telemetry counts and times every call). Under
 //! `valgrind --tool=callgrind`, the difference of the totals of two runs
 //! with different `N`, divided by the difference of `N`, is the cost of one
 //! call with set-up and tear-down cancelled out. `callcount.sh` beside the
@@ -20,7 +22,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (mode, calls) = match args.as_slice() {
         [_, mode, n] => (mode.as_str(), n.parse::<u64>()?),
-        _ => anyhow::bail!("usage: callcount instance|handle N"),
+        _ => anyhow::bail!("usage: callcount instance|handle|handle-recorded N"),
     };
     // On-demand allocation: valgrind cannot reserve the pooling allocator's
     // address space, and the call path does not depend on the allocator.
@@ -33,7 +35,12 @@ fn main() -> anyhow::Result<()> {
                 black_box(instance.count()?);
             }
         }
-        "handle" => {
+        "handle" | "handle-recorded" => {
+            // `handle-recorded`: as an embedder with a Prometheus recorder
+            // installed, so every call is counted and timed.
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let _local =
+                (mode == "handle-recorded").then(|| metrics::set_default_local_recorder(&recorder));
             let registry = Registry::new();
             registry.activate(plugin)?;
             let handle = registry.get("hello")?;
@@ -41,7 +48,7 @@ fn main() -> anyhow::Result<()> {
                 black_box(handle.call(|i| i.count())?);
             }
         }
-        other => anyhow::bail!("unknown mode {other}: instance or handle"),
+        other => anyhow::bail!("unknown mode {other}: instance, handle or handle-recorded"),
     }
     Ok(())
 }
