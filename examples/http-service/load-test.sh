@@ -92,9 +92,9 @@ http_get() {
     printf '%s\n' "${reply#*$'\r\n\r\n'}"
 }
 
-# The value of one exact series in /metrics (0 if absent).
-metric() {
-    http_get /metrics | awk -v s="$1" '$1 == s { v = $2 } END { print v + 0 }'
+# The sum of every series of metric $1 in /metrics (0 if none).
+metric_sum() {
+    http_get /metrics | awk -v m="$1" 'index($1, m "{") == 1 || $1 == m { v += $2 } END { print v + 0 }'
 }
 
 rss_kib() {
@@ -188,8 +188,8 @@ wait "$warm_swapper"
 grep '^RESULT' "$work/warmup.txt" | sed 's/^/   /'
 sleep 2
 rss_before=$(rss_kib)
-swapped_before=$(metric 'wasmplug_plugin_events_total{event="swapped"}')
-failed_before=$(metric 'wasmplug_plugin_events_total{event="failed"}')
+swapped_before=$(metric_sum wasmplug_swaps_total)
+failed_before=$(metric_sum wasmplug_failed_loads_total)
 
 interval=$(awk -v d="$DURATION" -v n="$SWAPS" 'BEGIN { printf "%.3f", d * 0.9 / n }')
 echo "== measured: ${DURATION}s, $CONNECTIONS connections, $WRK_THREADS wrk threads; $SWAPS swaps, one every ${interval}s"
@@ -200,8 +200,8 @@ ERROR_EVERY=$ERROR_EVERY wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" 
 wait "$swapper_pid"
 sleep 2
 rss_after=$(rss_kib)
-swapped_after=$(metric 'wasmplug_plugin_events_total{event="swapped"}')
-failed_after=$(metric 'wasmplug_plugin_events_total{event="failed"}')
+swapped_after=$(metric_sum wasmplug_swaps_total)
+failed_after=$(metric_sum wasmplug_failed_loads_total)
 http_get /metrics >"$work/metrics.txt"
 
 sed 's/^/   /' "$work/wrk.txt"
@@ -215,7 +215,7 @@ socket_errors=$(($(get connect) + $(get read) + $(get write) + $(get timeout)))
 non2xx=$(get non2xx)
 swaps=$(awk -v a="$swapped_after" -v b="$swapped_before" 'BEGIN { print a - b }')
 load_failures=$(awk -v a="$failed_after" -v b="$failed_before" 'BEGIN { print a - b }')
-host_errors=$(awk '/^wasmplug_plugin_errors_total/ && !/kind="guest"/ { n += $2 } END { print n + 0 }' "$work/metrics.txt")
+host_errors=$(awk '(/^wasmplug_call_errors_total/ && !/kind="guest"/) || /^http_service_bad_responses_total/ { n += $2 } END { print n + 0 }' "$work/metrics.txt")
 rss_delta=$((rss_after - rss_before))
 
 echo "== results ($MODE)"

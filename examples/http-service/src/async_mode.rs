@@ -1,5 +1,5 @@
 //! Mode `async` (the default): wasmplug's tokio API. The axum handler awaits
-//! [`Handle::call_async`]: no thread of the service's own, no queue of its
+//! [`Handle::try_call_async`]: no thread of the service's own, no queue of its
 //! own. wasmplug does what the other modes do by hand:
 //!
 //! * a call runs on the request's task and moves to wasmplug's guest threads
@@ -8,10 +8,11 @@
 //! * each version serves through a pool of `workers` instances; a request
 //!   waits at most `max_wait` for one, then gets 503 (`Error::Overloaded`);
 //! * a request the client abandons stops its guest and its instance is
-//!   replaced, never reused half-called.
+//!   replaced, never reused half-called;
+//! * every call is counted, by outcome, and timed (`wasmplug::telemetry`),
+//!   into the recorder `/metrics` reads.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,9 +21,8 @@ use wasmplug::wasmtime::{self, Store};
 use wasmplug::world::BoxFuture;
 use wasmplug::{Identity, Policy, Registry, Runtime, State, Watcher, World};
 
-use crate::metrics::Metrics;
-use crate::threads::{check_exports, classify, count_events, versions_of};
-use crate::types::{ErrorKind, HttpRequest, HttpResponse, Outcome, VersionGauge};
+use crate::threads::{check_exports, classify, versions_of};
+use crate::types::{HttpRequest, HttpResponse, Outcome, VersionGauge};
 
 /// `bindgen!` for `wit/handler.wit`, with async exports: what
 /// `call_async` calls.
@@ -104,11 +104,7 @@ pub struct Service {
 impl Service {
     /// Load every plugin in `dir` and start watching it. Blocks while the
     /// directory's components compile: call it off the executor.
-    pub fn start(
-        dir: &Path,
-        options: Options,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<super::Backend> {
+    pub fn start(dir: &Path, options: Options) -> anyhow::Result<super::Backend> {
         let policy = Policy::default()
             .deadline(options.deadline)
             .memory_limit(options.memory_limit);
@@ -118,7 +114,6 @@ impl Service {
             .context("building the wasmplug runtime")?;
         let registry = Registry::<HttpHandler>::with_pool_size(options.workers)
             .with_max_wait(Some(options.max_wait));
-        count_events(registry.subscribe(), metrics)?;
         let watcher = Watcher::start(dir, runtime, registry.clone())
             .with_context(|| format!("watching {}", dir.display()))?;
         Ok(super::Backend::Async(Service {
@@ -140,7 +135,7 @@ impl Service {
             body: req.body,
         };
         let answer = handle
-            .call_async(move |plugin, store| {
+            .try_call_async(move |plugin, store| {
                 Box::pin(async move {
                     plugin
                         .wasmplug_http_handler_handler()
@@ -150,15 +145,11 @@ impl Service {
             })
             .await;
         match answer {
-            Ok(Ok(resp)) => Outcome::Answered(HttpResponse {
+            Ok(resp) => Outcome::Answered(HttpResponse {
                 status: resp.status,
                 headers: resp.headers,
                 body: resp.body,
             }),
-            Ok(Err(message)) => Outcome::Failed {
-                kind: ErrorKind::Guest,
-                message: format!("{name} returned an error: {message}"),
-            },
             Err(err) => classify(err),
         }
     }

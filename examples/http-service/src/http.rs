@@ -8,7 +8,6 @@
 //!   sees the path below its mount point. No such plugin: 404.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -38,8 +37,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response<Body> {
-    let text = state.metrics.render(&state.backend.versions());
-    state.metrics.record_response(200);
+    let text = state.metrics.render();
+    state.metrics.response(200);
     Response::builder()
         .header(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
         .body(Body::from(text))
@@ -51,7 +50,7 @@ async fn healthz(State(state): State<AppState>) -> Response<Body> {
     for v in state.backend.versions().iter().filter(|v| v.current) {
         body.push_str(&format!("{}@{}\n", v.name, v.version));
     }
-    state.metrics.record_response(200);
+    state.metrics.response(200);
     text(StatusCode::OK, body)
 }
 
@@ -59,7 +58,7 @@ async fn healthz(State(state): State<AppState>) -> Response<Body> {
 async fn plugin(State(state): State<AppState>, req: Request) -> Response<Body> {
     let _in_flight = state.metrics.in_flight();
     let response = dispatch(&state, req).await;
-    state.metrics.record_response(response.status().as_u16());
+    state.metrics.response(response.status().as_u16());
     response
 }
 
@@ -117,31 +116,21 @@ async fn dispatch(state: &AppState, req: Request) -> Response<Body> {
         body: Vec::from(body),
     };
 
-    let started = Instant::now();
-    let outcome = state.backend.call(&name, request).await;
-    let (response, error) = match outcome {
-        Outcome::NotLoaded => {
-            // Not a plugin's call: no metrics series for an unknown name.
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("no plugin `{name}` is loaded\n"),
-            );
-        }
-        Outcome::Answered(answer) => match to_http(answer) {
-            Ok(response) => (response, None),
-            Err(why) => {
-                let message = format!("plugin `{name}` answered with an invalid response: {why}");
-                tracing::warn!(target: "http_service", "{message}");
-                (
-                    failure(ErrorKind::BadResponse, &message),
-                    Some(ErrorKind::BadResponse),
-                )
-            }
-        },
-        Outcome::Failed { kind, message } => (failure(kind, &message), Some(kind)),
-    };
-    state.metrics.record_call(&name, started.elapsed(), error);
-    response
+    // wasmplug counts the call itself (wasmplug::telemetry).
+    match state.backend.call(&name, request).await {
+        // Not a plugin's call: no metrics series for an unknown name.
+        Outcome::NotLoaded => text(
+            StatusCode::NOT_FOUND,
+            format!("no plugin `{name}` is loaded\n"),
+        ),
+        Outcome::Answered(answer) => to_http(answer).unwrap_or_else(|why| {
+            let message = format!("plugin `{name}` answered with an invalid response: {why}");
+            tracing::warn!(target: "http_service", "{message}");
+            state.metrics.bad_response(&name);
+            failure(ErrorKind::BadResponse, &message)
+        }),
+        Outcome::Failed { kind, message } => failure(kind, &message),
+    }
 }
 
 /// `/echo/a/b` → (`echo`, `/a/b`); `/echo` → (`echo`, `/`); `/` → (``, `/`).

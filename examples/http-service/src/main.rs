@@ -152,12 +152,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+    // Before any runtime is built: wasmplug registers its metrics then.
+    let metrics = Arc::new(Metrics::install().context("installing the metrics recorder")?);
     let workers = args.workers();
     let backend = match args.mode {
         Mode::Threads | Mode::Blocking => {
             let dir = args.dir.clone();
-            let metrics = metrics.clone();
             let options = threads::Options {
                 workers,
                 queue: args.queue,
@@ -166,7 +166,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 dedicated: args.mode == Mode::Threads,
             };
             // Loading the directory compiles components: not on the executor.
-            tokio::task::spawn_blocking(move || threads::Service::start(&dir, options, metrics))
+            tokio::task::spawn_blocking(move || threads::Service::start(&dir, options))
                 .await
                 .context("starting the plugin registry")??
         }
@@ -178,9 +178,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 memory_limit: args.memory_mb << 20,
             };
             let dir = args.dir.clone();
-            let metrics = metrics.clone();
             // Loading the directory compiles components: not on the executor.
-            tokio::task::spawn_blocking(move || async_mode::Service::start(&dir, options, metrics))
+            tokio::task::spawn_blocking(move || async_mode::Service::start(&dir, options))
                 .await
                 .context("starting the plugin registry")??
         }

@@ -22,10 +22,9 @@ use tokio::sync::{oneshot, Semaphore};
 use wasmplug::wasmtime::component::{Instance as RawInstance, InstancePre, Linker};
 use wasmplug::wasmtime::{self, Store};
 use wasmplug::{
-    world::check_export, Error, Event, Identity, Policy, Registry, Runtime, State, Watcher, World,
+    world::check_export, Error, Identity, Policy, Registry, Runtime, State, Watcher, World,
 };
 
-use crate::metrics::Metrics;
 use crate::types::{ErrorKind, HttpRequest, HttpResponse, Outcome, VersionGauge};
 
 /// `bindgen!` for `wit/handler.wit`, synchronous: what wasmplug calls.
@@ -125,11 +124,7 @@ pub struct Service {
 impl Service {
     /// Load every plugin in `dir`, start watching it, and start the workers.
     /// Blocks while the directory's components compile.
-    pub fn start(
-        dir: &Path,
-        options: Options,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<super::Backend> {
+    pub fn start(dir: &Path, options: Options) -> anyhow::Result<super::Backend> {
         let policy = Policy::default()
             .deadline(options.deadline)
             .memory_limit(options.memory_limit);
@@ -140,7 +135,6 @@ impl Service {
         let registry = Registry::<HttpHandler>::with_pool_size(options.workers);
 
         // Subscribe before the watcher's first scan, so its loads count.
-        count_events(registry.subscribe(), metrics)?;
 
         let watcher = Watcher::start(dir, runtime, registry.clone())
             .with_context(|| format!("watching {}", dir.display()))?;
@@ -226,28 +220,6 @@ impl Service {
     }
 }
 
-/// Count lifecycle events into `metrics` on a thread of their own. The
-/// registry itself writes each event to the log (target
-/// `wasmplug::registry`); this thread only counts them.
-pub fn count_events(events: mpsc::Receiver<Event>, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("plugin-events".into())
-        .spawn(move || {
-            for event in events {
-                metrics.record_event(match event {
-                    Event::Loaded { .. } => "loaded",
-                    Event::Swapped { .. } => "swapped",
-                    Event::Failed { .. } => "failed",
-                    Event::Unloaded { .. } => "unloaded",
-                    Event::DirectoryLost { .. } => "directory_lost",
-                    Event::DirectoryBack { .. } => "directory_back",
-                });
-            }
-        })
-        .context("starting the event thread")?;
-    Ok(())
-}
-
 /// Every loaded version of a registry, from [`Registry::list`].
 pub fn versions_of<W: World>(registry: &Registry<W>) -> Vec<VersionGauge> {
     registry
@@ -257,8 +229,6 @@ pub fn versions_of<W: World>(registry: &Registry<W>) -> Vec<VersionGauge> {
             name: v.identity.name,
             version: v.identity.version.to_string(),
             current: v.current,
-            live_instances: v.live_instances,
-            memory_bytes: v.memory_bytes,
         })
         .collect()
 }

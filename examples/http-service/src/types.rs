@@ -19,8 +19,8 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
-/// Why a call that reached a plugin did not produce an answer. Each is one
-/// value of the `kind` label of `wasmplug_plugin_errors_total`.
+/// Why a call that reached a plugin did not produce an answer: the
+/// response's status and its `x-plugin-error` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The plugin returned an error (`result::err`): 500.
@@ -39,15 +39,6 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
-        ErrorKind::Guest,
-        ErrorKind::Trap,
-        ErrorKind::Unavailable,
-        ErrorKind::Overloaded,
-        ErrorKind::BadResponse,
-        ErrorKind::Internal,
-    ];
-
     /// The label value, and the `x-plugin-error` header of the response.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -58,13 +49,6 @@ impl ErrorKind {
             ErrorKind::BadResponse => "bad_response",
             ErrorKind::Internal => "internal",
         }
-    }
-
-    pub fn index(self) -> usize {
-        ErrorKind::ALL
-            .iter()
-            .position(|k| *k == self)
-            .expect("every kind is in ALL")
     }
 
     /// The HTTP status the client gets.
@@ -87,12 +71,10 @@ pub enum Outcome {
     Failed { kind: ErrorKind, message: String },
 }
 
-/// One loaded version, as `/metrics` and `/healthz` show it.
+/// One loaded version, as `/healthz` shows it.
 #[derive(Debug, Clone)]
 pub struct VersionGauge {
     pub name: String,
     pub version: String,
     pub current: bool,
-    pub live_instances: usize,
-    pub memory_bytes: usize,
 }
