@@ -16,6 +16,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! `install_recorder` leaves the recorder's upkeep to you: it keeps every
+//! histogram sample until `PrometheusHandle::run_upkeep` drains it, which
+//! is tens of megabytes a minute at tens of thousands of calls a second.
+//! Run it every second or so (the HTTP example does), or let
+//! `PrometheusBuilder::install` serve `/metrics` and keep it up itself.
+//!
 //! Without a recorder the metrics cost a branch each, and calls are not
 //! timed: the clock is read only when something reads the time (a
 //! recorder, or a subscriber of the call spans). A recorder is seen as

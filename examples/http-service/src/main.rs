@@ -154,6 +154,7 @@ fn main() -> anyhow::Result<()> {
 async fn serve(args: Args) -> anyhow::Result<()> {
     // Before any runtime is built: wasmplug registers its metrics then.
     let metrics = Arc::new(Metrics::install().context("installing the metrics recorder")?);
+    metrics.spawn_upkeep();
     let workers = args.workers();
     let backend = match args.mode {
         Mode::Threads | Mode::Blocking => {

@@ -56,6 +56,22 @@ impl Metrics {
         })
     }
 
+    /// Drain the recorder's histogram samples into their buckets every
+    /// second. The Prometheus recorder keeps each recorded value until its
+    /// upkeep runs; between scrapes, at 50,000 calls a second, that is
+    /// megabytes (the load test saw 34 MiB in 40 s without this).
+    pub fn spawn_upkeep(&self) {
+        let prometheus = self.prometheus.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                prometheus.run_upkeep();
+            }
+        });
+    }
+
     /// A response sent with `status`.
     pub fn response(&self, status: u16) {
         counter!("http_service_responses_total", "code" => status.to_string()).increment(1);
