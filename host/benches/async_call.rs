@@ -131,24 +131,44 @@ struct Counter(AtomicU64);
 
 const TASKS: usize = 64;
 
-/// Calls per second with `TASKS` tasks calling for 1 s on `workers` threads.
-fn throughput<F, Fut>(workers: usize, call: F) -> f64
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = u32> + Send,
-{
+/// What one task calls in a loop. Each task makes its own once, so the
+/// harness shares nothing between tasks: a handle cloned per call would
+/// write its reference count, one cache line for every thread, and the
+/// blocking baseline (which borrows its handle) pays nothing of the kind.
+trait Caller: Send + Sync + 'static {
+    fn call(&self) -> impl std::future::Future<Output = u32> + Send + '_;
+}
+
+impl Caller for Handle<AsyncWorld> {
+    fn call(&self) -> impl std::future::Future<Output = u32> + Send + '_ {
+        count_async(self)
+    }
+}
+
+/// The worker-thread design: its own cost includes a handle clone per call
+/// (the call moves to another thread).
+struct ViaWorkers(Handle<BlockingWorld>, Arc<Workers>);
+
+impl Caller for ViaWorkers {
+    fn call(&self) -> impl std::future::Future<Output = u32> + Send + '_ {
+        self.1.count(&self.0)
+    }
+}
+
+/// Calls per second with `TASKS` tasks calling for 1 s on `workers` threads,
+/// each task through a caller `make` made for it.
+fn throughput<C: Caller>(workers: usize, make: impl Fn() -> C) -> f64 {
     let rt = multi_thread(workers);
-    let call = Arc::new(call);
     let done = Arc::new(AtomicBool::new(false));
     let counters: Arc<Vec<Counter>> = Arc::new((0..TASKS).map(|_| Counter::default()).collect());
     let total = |c: &[Counter]| c.iter().map(|c| c.0.load(Ordering::Relaxed)).sum::<u64>();
     rt.block_on(async {
         let tasks: Vec<_> = (0..TASKS)
             .map(|i| {
-                let (call, done, counters) = (call.clone(), done.clone(), counters.clone());
+                let (caller, done, counters) = (make(), done.clone(), counters.clone());
                 tokio::spawn(async move {
                     while !done.load(Ordering::Relaxed) {
-                        std::hint::black_box(call().await);
+                        std::hint::black_box(caller.call().await);
                         let mine = &counters[i].0;
                         mine.store(mine.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                     }
@@ -210,11 +230,7 @@ fn main() {
     // For a profiler: only the async path on 2 threads, for a while.
     if std::env::var_os("ASYNC_CALL_PROFILE").is_some() {
         for _ in 0..4 {
-            let h = ah.clone();
-            let rate = throughput(2, move || {
-                let h = h.clone();
-                async move { count_async(&h).await }
-            });
+            let rate = throughput(2, || ah.clone());
             println!("{rate:.0} calls/s");
         }
         return;
@@ -274,19 +290,10 @@ fn main() {
     };
     let (one, two) = (throughput_blocking(1, &bh), throughput_blocking(2, &bh));
     scale("blocking Handle::call (baseline)", one, two);
-    let h = ah.clone();
-    let call = move || {
-        let h = h.clone();
-        async move { count_async(&h).await }
-    };
-    let (one, two) = (throughput(1, call.clone()), throughput(2, call));
+    let (one, two) = (throughput(1, || ah.clone()), throughput(2, || ah.clone()));
     scale("wasmtime async Handle::call_async", one, two);
     let workers = Arc::new(Workers::start(2));
-    let (h, w) = (bh.clone(), workers.clone());
-    let call = move || {
-        let (h, w) = (h.clone(), w.clone());
-        async move { w.count(&h).await }
-    };
-    let (one, two) = (throughput(1, call.clone()), throughput(2, call));
+    let via = || ViaWorkers(bh.clone(), workers.clone());
+    let (one, two) = (throughput(1, via), throughput(2, via));
     scale("worker threads + oneshot", one, two);
 }

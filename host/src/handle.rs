@@ -55,6 +55,25 @@ impl<W: World> Handle<W> {
         live.ok_or_else(|| self.not_loaded())
     }
 
+    /// [`resolve`](Self::resolve) for a call that carries its version
+    /// with it: the current version as an arc-swap guard, which touches no
+    /// reference count (two threads calling one version would otherwise
+    /// write its count's cache line twice per call each), unless the guard
+    /// cannot be had cheaply on this thread; a requirement resolves as
+    /// `resolve` does.
+    fn resolve_owned(&self) -> Result<Version<W>> {
+        match &self.requirement {
+            None => {
+                let guard = self.slot.current.load();
+                if guard.is_none() {
+                    return Err(self.not_loaded());
+                }
+                Ok(Version::Current(guard))
+            }
+            Some(_) => Ok(Version::Owned(self.resolve()?)),
+        }
+    }
+
     /// Whether `live` stopped being the version this handle resolves to.
     fn moved(&self, live: &Live<W>) -> bool {
         moved(live, self.requirement.is_some())
@@ -217,11 +236,11 @@ impl<W: World> Handle<W> {
             + 'static,
     {
         let mut f = f;
-        let began = Instant::now();
+        let mut began = None;
         loop {
             // The call owns its version (it may move to another thread);
             // the handle stays here, to resolve again after a swap.
-            let live = self.resolve()?;
+            let live = self.resolve_owned()?;
             // A version whose last call took longer than the inline budget
             // starts on the guest threads: a plugin whose calls compute for
             // milliseconds then never holds this executor, not even for one
@@ -231,6 +250,9 @@ impl<W: World> Handle<W> {
                 .load(Ordering::Relaxed)
                 .then(|| live.plugin.inner.runtime.guest.clone());
             let span = telemetry::call_span(live.plugin.label());
+            // Read the clock only for a reader of the duration: on this
+            // path a clock read is a few per cent of the call.
+            began = began.or_else(|| telemetry::call_began(live.calls.recording, &span));
             let call = Call {
                 by_requirement: self.requirement.is_some(),
                 began,
@@ -303,6 +325,26 @@ enum Attempt<R, F> {
     Moved(F),
 }
 
+/// The version an async call carries: an arc-swap guard of the name's
+/// current pointer (checked not empty), or an `Arc` resolved by
+/// requirement. Either keeps the version alive, on whichever thread the
+/// call ends.
+enum Version<W: World> {
+    Current(arc_swap::Guard<Option<Arc<Live<W>>>>),
+    Owned(Arc<Live<W>>),
+}
+
+impl<W: World> std::ops::Deref for Version<W> {
+    type Target = Live<W>;
+
+    fn deref(&self) -> &Live<W> {
+        match self {
+            Version::Current(guard) => guard.as_ref().expect("checked when resolved"),
+            Version::Owned(live) => live,
+        }
+    }
+}
+
 /// What the embedder gets from a call's result: the result itself, or the
 /// guest's own error made an [`Error::Guest`].
 type Answer<W, R, T> = fn(&Plugin<W>, Result<R>) -> Result<T>;
@@ -310,8 +352,9 @@ type Answer<W, R, T> = fn(&Plugin<W>, Result<R>) -> Result<T>;
 /// One async call, but for its version and its closure.
 struct Call<W: World, R, T> {
     by_requirement: bool,
-    /// When the embedder called: the duration counts the waiting too.
-    began: Instant,
+    /// When the embedder called, if anything reads the duration (which
+    /// then counts the waiting too).
+    began: Option<Instant>,
     answer: Answer<W, R, T>,
     /// The call's; the caller instruments the future with it.
     span: Span,
@@ -320,7 +363,7 @@ struct Call<W: World, R, T> {
 impl<W: World, R, T> Call<W, R, T> {
     /// The call on one version: an instance from its pool, the call, the
     /// version's health kept.
-    async fn on<F>(self, live: Arc<Live<W>>, f: F) -> Attempt<T, F>
+    async fn on<F>(self, live: Version<W>, f: F) -> Attempt<T, F>
     where
         F: for<'a> FnOnce(
             &'a W,
@@ -331,7 +374,7 @@ impl<W: World, R, T> Call<W, R, T> {
             Ok(lease) => lease,
             Err(err) => {
                 let failed = Err(err);
-                settle(&live, &self.span, Some(self.began.elapsed()), &failed);
+                settle(&live, &self.span, self.began.map(|b| b.elapsed()), &failed);
                 return Attempt::Done(failed);
             }
         };
@@ -348,7 +391,7 @@ impl<W: World, R, T> Call<W, R, T> {
             live.computes.store(long, Ordering::Relaxed);
         }
         let result = (self.answer)(&live.plugin, result);
-        settle(&live, &self.span, Some(ended - self.began), &result);
+        settle(&live, &self.span, self.began.map(|b| ended - b), &result);
         Attempt::Done(result)
     }
 }
