@@ -55,13 +55,12 @@ impl<W: World> Handle<W> {
         live.ok_or_else(|| self.not_loaded())
     }
 
-    /// [`resolve`](Self::resolve) for a call that carries its version
-    /// with it: the current version as an arc-swap guard, which touches no
-    /// reference count (two threads calling one version would otherwise
-    /// write its count's cache line twice per call each), unless the guard
-    /// cannot be had cheaply on this thread; a requirement resolves as
-    /// `resolve` does.
-    fn resolve_owned(&self) -> Result<Version<W>> {
+    /// [`resolve`](Self::resolve) for a call, blocking or async (which
+    /// carries its version with it, maybe to another thread): the current
+    /// version as an arc-swap guard, which touches no reference count (two
+    /// threads calling one version would otherwise write its count's cache
+    /// line twice per call each); a requirement resolves as `resolve` does.
+    fn resolve_version(&self) -> Result<Version<W>> {
         match &self.requirement {
             None => {
                 let guard = self.slot.current.load();
@@ -97,17 +96,8 @@ impl<W: World> Handle<W> {
             // The current version through an arc-swap guard: no reference
             // count is touched, so concurrent callers share no cache line
             // here. A requirement resolves under the slot lock instead.
-            let (guard, owned);
-            let live: &Arc<Live<W>> = match &self.requirement {
-                None => {
-                    guard = self.slot.current.load();
-                    guard.as_ref().ok_or_else(|| self.not_loaded())?
-                }
-                Some(_) => {
-                    owned = self.resolve()?;
-                    &owned
-                }
-            };
+            let version = self.resolve_version()?;
+            let live: &Live<W> = &version;
             let span = telemetry::call_span(live.plugin.label());
             let _entered = span.enter();
             // From the first attempt: a call that follows a swap counts
@@ -214,10 +204,7 @@ impl<W: World> Handle<W> {
             + 'static,
     {
         self.run_async(f, |plugin, result| {
-            result?.map_err(|e| Error::Guest {
-                plugin: plugin.plugin_ref(),
-                message: e.to_string(),
-            })
+            result?.map_err(|e| plugin.guest_error(e))
         })
         .await
     }
@@ -240,7 +227,7 @@ impl<W: World> Handle<W> {
         loop {
             // The call owns its version (it may move to another thread);
             // the handle stays here, to resolve again after a swap.
-            let live = self.resolve_owned()?;
+            let live = self.resolve_version()?;
             // A version whose last call took longer than the inline budget
             // starts on the guest threads: a plugin whose calls compute for
             // milliseconds then never holds this executor, not even for one
@@ -325,10 +312,9 @@ enum Attempt<R, F> {
     Moved(F),
 }
 
-/// The version an async call carries: an arc-swap guard of the name's
-/// current pointer (checked not empty), or an `Arc` resolved by
-/// requirement. Either keeps the version alive, on whichever thread the
-/// call ends.
+/// The version a call runs on: an arc-swap guard of the name's current
+/// pointer (checked not empty), or an `Arc` resolved by requirement.
+/// Either keeps the version alive, on whichever thread an async call ends.
 enum Version<W: World> {
     Current(arc_swap::Guard<Option<Arc<Live<W>>>>),
     Owned(Arc<Live<W>>),
@@ -363,22 +349,23 @@ struct Call<W: World, R, T> {
 impl<W: World, R, T> Call<W, R, T> {
     /// The call on one version: an instance from its pool, the call, the
     /// version's health kept.
-    async fn on<F>(self, live: Version<W>, f: F) -> Attempt<T, F>
+    async fn on<F>(self, version: Version<W>, f: F) -> Attempt<T, F>
     where
         F: for<'a> FnOnce(
             &'a W,
             &'a mut Store<State<W::Data>>,
         ) -> BoxFuture<'a, wasmtime::Result<R>>,
     {
+        let live: &Live<W> = &version;
         let mut lease = match live.checkout_async().await {
             Ok(lease) => lease,
             Err(err) => {
                 let failed = Err(err);
-                settle(&live, &self.span, self.began.map(|b| b.elapsed()), &failed);
+                settle(live, &self.span, self.began.map(|b| b.elapsed()), &failed);
                 return Attempt::Done(failed);
             }
         };
-        if moved(&live, self.by_requirement) {
+        if moved(live, self.by_requirement) {
             return Attempt::Moved(f);
         }
         let instance = lease.instance();
@@ -386,12 +373,12 @@ impl<W: World, R, T> Call<W, R, T> {
         let result = instance.call_async(f).await;
         let ended = Instant::now();
         let long = ended - started > INLINE_BUDGET;
-        account(&live, instance);
+        account(live, instance);
         if long != live.computes.load(Ordering::Relaxed) {
             live.computes.store(long, Ordering::Relaxed);
         }
         let result = (self.answer)(&live.plugin, result);
-        settle(&live, &self.span, self.began.map(|b| ended - b), &result);
+        settle(live, &self.span, self.began.map(|b| ended - b), &result);
         Attempt::Done(result)
     }
 }

@@ -69,10 +69,7 @@ impl<W: World> Instance<W> {
             let refused = block_on(self.call_async(move |_, store| {
                 Box::pin(async move { func.call_async(store, (state,)).await.map(|(r,)| r) })
             }))?;
-            return refused.map_err(|message| crate::Error::Guest {
-                plugin: self.plugin().plugin_ref(),
-                message,
-            });
+            return refused.map_err(|message| self.plugin().guest_error(message));
         }
         let func: TypedFunc<(&[u8],), (Result<(), String>,)> = self.typed(&index, "restore")?;
         self.try_call(|_, store| func.call(store, (state,)).map(|(result,)| result))

@@ -202,10 +202,7 @@ impl<W: World> Instance<W> {
         &mut self,
         f: impl FnOnce(&W, &mut Store<State<W::Data>>) -> wasmtime::Result<std::result::Result<T, E>>,
     ) -> Result<T> {
-        self.call(f)?.map_err(|e| Error::Guest {
-            plugin: self.plugin.plugin_ref(),
-            message: e.to_string(),
-        })
+        self.call(f)?.map_err(|e| self.plugin.guest_error(e))
     }
 
     /// The raw component instance and its store, for lookups by name.

@@ -314,6 +314,15 @@ impl<W: World> Plugin<W> {
         }
     }
 
+    /// The guest's own error (a WIT `result`'s `err`) from this plugin: "the
+    /// plugin said no".
+    pub(crate) fn guest_error(&self, message: impl fmt::Display) -> Error {
+        Error::Guest {
+            plugin: self.plugin_ref(),
+            message: message.to_string(),
+        }
+    }
+
     pub(crate) fn instance_started(&self) {
         self.inner.live_instances.add(1);
     }
