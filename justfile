@@ -42,16 +42,17 @@ bench-extism: guests-rust
     cargo build --release --locked --target wasm32-unknown-unknown --manifest-path host/benches/extism/guest/Cargo.toml --target-dir host/benches/extism/guest/target
     cargo bench --locked --manifest-path host/benches/extism/Cargo.toml --target-dir target
 
-# Needs valgrind (apt-get install valgrind); steadier than timings, though the Handle count varies ±75 between runs.
-# Instructions per call, Handle::call vs Instance call, counted by callgrind.
+# Needs valgrind (apt-get install valgrind). Repeatable to the instruction.
+# Instructions per call, Handle::call vs Instance call, counted by callgrind
+# inside the call loop only (set-up and compilation not counted).
 callcount: guests-rust
     #!/usr/bin/env bash
     set -euo pipefail
     # --all-targets: the same features as the test build, so nothing rebuilds.
     cargo build --release --locked --workspace --all-targets
     cd tests
-    count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null ../target/release/callcount "$1" "$2" 2>&1 | sed -n 's/.*Collected : //p'; }
-    per_call() { local a b; a=$(count "$1" 2000); b=$(count "$1" 22000); echo $(( (b - a) / 20000 )); }
+    calls=10000
+    per_call() { valgrind --tool=callgrind --callgrind-out-file=/dev/null '--toggle-collect=*measured_calls*' ../target/release/callcount "$1" "$calls" 2>&1 | sed -n 's/.*Collected : //p' | python3 -c "print(int(input()) / $calls)"; }
     instance=$(per_call instance); handle=$(per_call handle); recorded=$(per_call handle-recorded)
     echo "count(), instructions per call: Instance::call $instance, Handle::call $handle, ratio $(python3 -c "print(f'{$handle/$instance:.3f}')")x (target <= 1.1x)"
     echo "  with a metrics recorder installed (every call counted and timed): Handle::call $recorded, ratio $(python3 -c "print(f'{$recorded/$instance:.3f}')")x"
