@@ -93,11 +93,22 @@ impl<W: World> Handle<W> {
     pub fn call<R>(&self, f: impl FnOnce(&mut Instance<W>) -> Result<R>) -> Result<R> {
         let mut began = None;
         loop {
-            // The current version through an arc-swap guard: no reference
-            // count is touched, so concurrent callers share no cache line
-            // here. A requirement resolves under the slot lock instead.
-            let version = self.resolve_version()?;
-            let live: &Live<W> = &version;
+            // The current version through an arc-swap guard (as
+            // `resolve_version`, without the enum the async call carries):
+            // no reference count is touched, so concurrent callers share
+            // no cache line here. A requirement resolves under the slot
+            // lock instead.
+            let (guard, owned);
+            let live: &Live<W> = match &self.requirement {
+                None => {
+                    guard = self.slot.current.load();
+                    guard.as_deref().ok_or_else(|| self.not_loaded())?
+                }
+                Some(_) => {
+                    owned = self.resolve()?;
+                    &owned
+                }
+            };
             let span = telemetry::call_span(live.plugin.label());
             let _entered = span.enter();
             // From the first attempt: a call that follows a swap counts
@@ -386,7 +397,13 @@ impl<W: World, R, T> Call<W, R, T> {
 /// Count a call that reached `live` in its metrics and close its span;
 /// `took` is `None` when nothing reads the time. (By reference: a result
 /// moved in and out would be copied twice, error and all, on every call.)
+#[inline]
 fn settle<W: World, R>(live: &Live<W>, span: &Span, took: Option<Duration>, result: &Result<R>) {
+    if took.is_none() {
+        // Timed when anything reads the outcome (a recorder, a span's
+        // subscriber): nothing does.
+        return;
+    }
     let kind = result.as_ref().err().map(Error::kind);
     live.calls.record(kind, took);
     telemetry::finish(span, kind.unwrap_or("ok"), took);
@@ -394,6 +411,7 @@ fn settle<W: World, R>(live: &Live<W>, span: &Span, took: Option<Duration>, resu
 
 /// Keep a version's health after a call: a trap counts against it, a good
 /// call clears its failures in a row.
+#[inline]
 fn account<W: World>(live: &Live<W>, instance: &Instance<W>) {
     if instance.is_poisoned() {
         let mut health = live.health();

@@ -144,6 +144,7 @@ impl<W: World> Lease<'_, W> {
 }
 
 impl<W: World> Drop for Lease<'_, W> {
+    #[inline]
     fn drop(&mut self) {
         let Some(mut place) = self.place.take() else {
             return;
@@ -239,6 +240,10 @@ impl<W: World> Live<W> {
     /// A free place, trying each once from this thread's own.
     fn free_place(&self) -> Option<MutexGuard<'_, Place<W>>> {
         let n = self.places.len();
+        if n == 1 {
+            // The default pool: no thread index to look up.
+            return self.places[0].try_lock();
+        }
         let start = thread_index() % n;
         (0..n).find_map(|i| self.places[(start + i) % n].try_lock())
     }
@@ -253,19 +258,45 @@ impl<W: World> Live<W> {
 
     /// A free place, else wait (at most `max_wait`) for this thread's own;
     /// then its instance, created there if missing.
+    #[inline]
     pub(crate) fn checkout(&self) -> Result<Lease<'_, W>> {
-        let place = match self.free_place() {
-            Some(place) => place,
-            None => {
-                let own = &self.places[thread_index() % self.places.len()];
-                match self.max_wait {
-                    None => own.lock(),
-                    Some(wait) => own
-                        .try_lock_for(wait)
-                        .ok_or_else(|| self.overloaded(wait))?,
-                }
-            }
+        // Inlined into `Handle::call`: the common case, a free place with
+        // its instance, costs a `try_lock`; the rest is out of line.
+        match self.free_place() {
+            Some(place) if place.instance.is_some() => Ok(Lease {
+                place: Some(place),
+                live: self,
+            }),
+            Some(place) => self.fill_place(place),
+            None => self.checkout_waiting(),
+        }
+    }
+
+    /// [`checkout`](Self::checkout) when no place is free.
+    #[cold]
+    #[inline(never)]
+    fn checkout_waiting(&self) -> Result<Lease<'_, W>> {
+        let own = &self.places[thread_index() % self.places.len()];
+        let place = match self.max_wait {
+            None => own.lock(),
+            Some(wait) => own
+                .try_lock_for(wait)
+                .ok_or_else(|| self.overloaded(wait))?,
         };
+        if place.instance.is_some() {
+            return Ok(Lease {
+                place: Some(place),
+                live: self,
+            });
+        }
+        self.fill_place(place)
+    }
+
+    /// [`checkout`](Self::checkout) of a place without an instance: one is
+    /// made there.
+    #[cold]
+    #[inline(never)]
+    fn fill_place<'a>(&'a self, place: MutexGuard<'a, Place<W>>) -> Result<Lease<'a, W>> {
         let mut lease = Lease {
             place: Some(place),
             live: self,

@@ -201,6 +201,10 @@ impl Calls {
     /// A call that ended with an error of `kind` (`None`: it succeeded)
     /// after `took` (when it was timed).
     pub(crate) fn record(&self, kind: Option<&'static str>, took: Option<Duration>) {
+        if !self.recording {
+            // No-op handles: nothing to count into.
+            return;
+        }
         self.calls.increment(1);
         if let Some(took) = took {
             self.duration.record(took.as_secs_f64());
@@ -221,6 +225,7 @@ impl Calls {
 
 /// When a call began, if anything will read its duration: a recorder
 /// (`recording`), or a subscriber of its span. Otherwise no clock is read.
+#[inline]
 pub(crate) fn call_began(recording: bool, span: &Span) -> Option<Instant> {
     (recording || !span.is_disabled()).then(Instant::now)
 }
@@ -237,6 +242,7 @@ fn recorder_installed() -> bool {
 }
 
 /// A `call` span for a call on `plugin` (name@version).
+#[inline]
 pub(crate) fn call_span(plugin: &str) -> Span {
     tracing::debug_span!(
         target: "wasmplug::call",
@@ -249,6 +255,7 @@ pub(crate) fn call_span(plugin: &str) -> Span {
 }
 
 /// Close a span (`call`, `load`, `activate`) with its outcome and duration.
+#[inline]
 pub(crate) fn finish(span: &Span, outcome: &str, took: Option<Duration>) {
     if span.is_disabled() {
         return;
