@@ -14,7 +14,8 @@
 //! awaited one after the other on a current-thread runtime, and what each
 //! design adds over the blocking call. Then throughput through each async
 //! design with 64 concurrent tasks on a multi-thread runtime with 1 worker
-//! and with 2 (a pool of 2 instances), and the ratio 2 workers / 1.
+//! and with 2 (a pool of 2 instances), and the ratio 2 workers / 1: windows
+//! of 1 and 2 workers taken in turn, the median of the pairs' ratios.
 //!
 //! Run: `cargo bench --locked --workspace --bench async_call`.
 
@@ -155,8 +156,30 @@ impl Caller for ViaWorkers {
     }
 }
 
-/// Calls per second with `TASKS` tasks calling for 1 s on `workers` threads,
-/// each task through a caller `make` made for it.
+/// How long each throughput window counts, after a warm-up of a third of
+/// it.
+const WINDOW: Duration = Duration::from_millis(300);
+
+/// Pairs of windows (1 thread, then 2) per design: the ratio is the median
+/// of the pairs' ratios, each pair taken within a second, so a noisy
+/// neighbour that comes and goes skews a pair or two, not the result.
+const PAIRS: usize = 9;
+
+/// Median calls/s on 1 thread, on 2, and the median of the per-pair
+/// ratios, `rate(threads)` measuring one window.
+fn scaling(mut rate: impl FnMut(usize) -> f64) -> (f64, f64, f64) {
+    let (mut ones, mut twos, mut ratios) = (vec![], vec![], vec![]);
+    for _ in 0..PAIRS {
+        let (one, two) = (rate(1), rate(2));
+        ones.push(one);
+        twos.push(two);
+        ratios.push(two / one);
+    }
+    (median(ones), median(twos), median(ratios))
+}
+
+/// Calls per second with `TASKS` tasks calling for a window on `workers`
+/// threads, each task through a caller `make` made for it.
 fn throughput<C: Caller>(workers: usize, make: impl Fn() -> C) -> f64 {
     let rt = multi_thread(workers);
     let done = Arc::new(AtomicBool::new(false));
@@ -175,11 +198,11 @@ fn throughput<C: Caller>(workers: usize, make: impl Fn() -> C) -> f64 {
                 })
             })
             .collect();
-        // Warm up, then count for a second.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Warm up, then count for a window.
+        tokio::time::sleep(WINDOW / 3).await;
         let before = total(&counters);
         let began = Instant::now();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(WINDOW).await;
         let per_sec = (total(&counters) - before) as f64 / began.elapsed().as_secs_f64();
         done.store(true, Ordering::Relaxed);
         for task in tasks {
@@ -206,10 +229,10 @@ fn throughput_blocking(threads: usize, handle: &Handle<BlockingWorld>) -> f64 {
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(WINDOW / 3);
         let before = total(&counters);
         let began = Instant::now();
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(WINDOW);
         let per_sec = (total(&counters) - before) as f64 / began.elapsed().as_secs_f64();
         done.store(true, Ordering::Relaxed);
         per_sec
@@ -227,10 +250,14 @@ fn main() {
     asynch.activate(async_rt.load(&path).unwrap()).unwrap();
     let (bh, ah) = (blocking.get("hello").unwrap(), asynch.get("hello").unwrap());
 
-    // For a profiler: only the async path on 2 threads, for a while.
-    if std::env::var_os("ASYNC_CALL_PROFILE").is_some() {
-        for _ in 0..4 {
-            let rate = throughput(2, || ah.clone());
+    // For a profiler: only the async path on ASYNC_CALL_PROFILE threads (1
+    // or 2), for a while.
+    if let Some(threads) = std::env::var("ASYNC_CALL_PROFILE")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+    {
+        for _ in 0..12 {
+            let rate = throughput(threads, || ah.clone());
             println!("{rate:.0} calls/s");
         }
         return;
@@ -281,19 +308,26 @@ fn main() {
     row("spawn_blocking", sb);
 
     println!();
-    println!("throughput, pool of 2 (calls/s), 1 -> 2 threads ({TASKS} tasks for async):");
-    let scale = |name: &str, one: f64, two: f64| {
-        println!(
-            "  {name:<34} {one:>10.0} -> {two:>10.0}   {:.2}x",
-            two / one
-        );
+    println!(
+        "throughput, pool of 2 (calls/s), 1 -> 2 threads ({TASKS} tasks for async; \
+         medians of {PAIRS} interleaved pairs of {} ms windows):",
+        WINDOW.as_millis()
+    );
+    let scale = |name: &str, (one, two, ratio): (f64, f64, f64)| {
+        println!("  {name:<34} {one:>10.0} -> {two:>10.0}   {ratio:.2}x");
     };
-    let (one, two) = (throughput_blocking(1, &bh), throughput_blocking(2, &bh));
-    scale("blocking Handle::call (baseline)", one, two);
-    let (one, two) = (throughput(1, || ah.clone()), throughput(2, || ah.clone()));
-    scale("wasmtime async Handle::call_async", one, two);
+    scale(
+        "blocking Handle::call (baseline)",
+        scaling(|threads| throughput_blocking(threads, &bh)),
+    );
+    scale(
+        "wasmtime async Handle::call_async",
+        scaling(|threads| throughput(threads, || ah.clone())),
+    );
     let workers = Arc::new(Workers::start(2));
     let via = || ViaWorkers(bh.clone(), workers.clone());
-    let (one, two) = (throughput(1, via), throughput(2, via));
-    scale("worker threads + oneshot", one, two);
+    scale(
+        "worker threads + oneshot",
+        scaling(|threads| throughput(threads, via)),
+    );
 }
