@@ -30,7 +30,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use streams::{InputStream, OutputStream};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -74,13 +74,25 @@ pub(crate) struct CallDeadline {
     clock: Arc<EpochClock>,
     /// The epoch the deadline falls on; `u64::MAX` for none.
     at: u64,
+    /// When the async call running in the store began (set by
+    /// `Instance::call_async`; blocking calls do not read the clock).
+    pub(crate) began: Option<Instant>,
 }
+
+/// How long an async call may have computed when an epoch tick comes and
+/// still go on where it runs, without yielding. A tick falls at a random
+/// point of a call: a call of a few microseconds that it happened to catch
+/// has not computed for a tick, and moving it to the guest threads would
+/// only cost a hand-off. So a call stays on the executor for one tick plus
+/// this at most. (Also the budget of `Handle::call_async`'s long calls.)
+pub(crate) const INLINE_BUDGET: Duration = Duration::from_micros(500);
 
 impl CallDeadline {
     pub(crate) fn new(clock: Arc<EpochClock>) -> Self {
         CallDeadline {
             clock,
             at: u64::MAX,
+            began: None,
         }
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::{Instrument as _, Span};
 use wasmtime::Store;
 
+use crate::deadline::INLINE_BUDGET;
 use crate::error::{Error, Result};
 use crate::pool::{Health, Live};
 use crate::runtime::computed_a_tick;
@@ -154,16 +155,20 @@ impl<W: World> Handle<W> {
     /// * **Never blocks the executor.** Waiting for a busy instance parks the
     ///   task. The guest runs on the calling task while it finishes within
     ///   its first epoch tick (most calls: no hand-off, no thread switch);
-    ///   a call still computing at its first tick moves, with its instance,
-    ///   to the runtime's guest threads
+    ///   a call still computing at its first tick (and begun at least
+    ///   0.5 ms before it: a tick that catches a call's start is not one
+    ///   that found it computing) moves, with its instance, to the
+    ///   runtime's guest threads
     ///   ([`RuntimeBuilder::guest_threads`](crate::runtime::RuntimeBuilder::guest_threads),
     ///   a lower OS priority than the embedder's threads) and the task just
     ///   awaits it. A guest burning CPU to its deadline therefore holds an
-    ///   executor thread for one tick at most. And a version whose last
-    ///   call took longer than 0.5 ms starts its next call on the guest
-    ///   threads directly (one call under that brings it back), so a plugin
-    ///   whose calls compute for milliseconds holds no executor thread at
-    ///   all.
+    ///   executor thread for one tick and 0.5 ms at most. Each call spends a
+    ///   unit of tokio's cooperative budget, so a task making call after
+    ///   call yields to its executor now and then. And a version whose last
+    ///   two calls each took longer than 0.5 ms starts its next call on the
+    ///   guest threads directly (one call under that brings it back), so a
+    ///   plugin whose calls compute for milliseconds holds no executor
+    ///   thread after its first two calls.
     /// * **Bounded waiting.** A call waits at most
     ///   [`Registry::with_max_wait`](crate::Registry::with_max_wait) for an
     ///   instance, then fails with [`Error::Overloaded`].
@@ -233,19 +238,21 @@ impl<W: World> Handle<W> {
             + Send
             + 'static,
     {
+        // A unit of tokio's cooperative budget, as a socket read spends:
+        // a task making call after call (most finish in their first poll)
+        // yields now and then, and its executor's timers and I/O go on.
+        // Spent before an instance is leased, not while holding one.
+        tokio::task::coop::consume_budget().await;
         let mut f = f;
         let mut began = None;
         loop {
             // The call owns its version (it may move to another thread);
             // the handle stays here, to resolve again after a swap.
             let live = self.resolve_version()?;
-            // A version whose last call took longer than the inline budget
+            // A version whose last calls took longer than the inline budget
             // starts on the guest threads: a plugin whose calls compute for
-            // milliseconds then never holds this executor, not even for one
-            // call.
-            let guest = live
-                .computes
-                .load(Ordering::Relaxed)
+            // milliseconds then stops holding this executor.
+            let guest = (live.long_calls.load(Ordering::Relaxed) >= LONG_STREAK)
                 .then(|| live.plugin.inner.runtime.guest.clone());
             let span = telemetry::call_span(live.plugin.label());
             // Read the clock only for a reader of the duration: on this
@@ -297,12 +304,17 @@ impl<W: World> Handle<W> {
     }
 }
 
-/// How long an async call may take and still let the next call on its
-/// version start on the caller's task. A version whose last call took
-/// longer (computing, or awaiting) starts its next call on the guest
-/// threads, so a plugin computing for milliseconds per call holds no
-/// executor thread; one fast call brings its version back.
-pub(crate) const INLINE_BUDGET: Duration = Duration::from_micros(500);
+/// Long calls (longer than [`INLINE_BUDGET`], computing or awaiting) in a
+/// row that send a version's calls to the guest threads from their start,
+/// so a plugin computing for milliseconds per call holds no executor
+/// thread; one fast call brings its version back.
+///
+/// Not one: a call is timed in wall-clock time, and a thread preempted
+/// mid-call (on a busy machine, many times a second) makes a fast call
+/// look long. With one, a 2-thread bench sent about a thousand calls a
+/// second to the guest threads for nothing, each a hand-off to another
+/// thread and back.
+pub(crate) const LONG_STREAK: u8 = 2;
 
 /// Whether `live` stopped being the version a handle resolves to.
 fn moved<W: World>(live: &Live<W>, by_requirement: bool) -> bool {
@@ -380,13 +392,21 @@ impl<W: World, R, T> Call<W, R, T> {
             return Attempt::Moved(f);
         }
         let instance = lease.instance();
-        let started = Instant::now();
-        let result = instance.call_async(f).await;
+        let result = instance.call_async_unbudgeted(f).await;
         let ended = Instant::now();
-        let long = ended - started > INLINE_BUDGET;
+        let long = instance
+            .async_call_began()
+            .is_some_and(|began| ended - began > INLINE_BUDGET);
         account(live, instance);
-        if long != live.computes.load(Ordering::Relaxed) {
-            live.computes.store(long, Ordering::Relaxed);
+        // Written only when it changes: every call reads it.
+        let streak = live.long_calls.load(Ordering::Relaxed);
+        let next = if long {
+            (streak + 1).min(LONG_STREAK)
+        } else {
+            0
+        };
+        if next != streak {
+            live.long_calls.store(next, Ordering::Relaxed);
         }
         let result = (self.answer)(&live.plugin, result);
         settle(live, &self.span, self.began.map(|b| ended - b), &result);

@@ -25,6 +25,7 @@
 //! new instance from its [`Plugin`].
 
 use std::fmt::Display;
+use std::time::Instant;
 
 use anyhow::anyhow;
 use wasmtime::Store;
@@ -132,18 +133,36 @@ impl<W: World> Instance<W> {
     /// # Ok(()) }
     /// ```
     ///
-    /// The guest runs on the calling task, yielding at every epoch tick and
-    /// at every awaiting host call, so one task computing never starves the
-    /// others of its executor thread for more than a tick (calls through a
-    /// [`Handle`](crate::Handle) go further: see
-    /// [`Handle::call_async`](crate::Handle::call_async)). The deadline holds
-    /// in wall-clock time, awaiting included. Dropping the future mid-call
-    /// stops the guest and poisons the instance (see the module docs).
+    /// The guest runs on the calling task, yielding at every epoch tick
+    /// (unless the call began less than 0.5 ms before it) and at every
+    /// awaiting host call, so one task computing never starves the others
+    /// of its executor thread for more than a tick and 0.5 ms (calls
+    /// through a [`Handle`](crate::Handle) go further: see
+    /// [`Handle::call_async`](crate::Handle::call_async)). Each call spends
+    /// a unit of tokio's cooperative budget, as reading a socket does, so a
+    /// task that makes call after call yields to its executor now and then
+    /// (its timers and I/O go on). The deadline holds in wall-clock time,
+    /// awaiting included. Dropping the future mid-call stops the guest and
+    /// poisons the instance (see the module docs).
     ///
     /// # Errors
     /// As [`call`](Self::call); [`Error::BadCall`] for a world whose bindings
     /// are blocking ([`World::ASYNC`] is false).
     pub async fn call_async<R>(
+        &mut self,
+        f: impl for<'a> FnOnce(
+            &'a W,
+            &'a mut Store<State<W::Data>>,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>,
+    ) -> Result<R> {
+        tokio::task::coop::consume_budget().await;
+        self.call_async_unbudgeted(f).await
+    }
+
+    /// [`call_async`](Self::call_async) without spending tokio's budget:
+    /// for the registry, which spends it before it leases an instance (a
+    /// task yielding with an instance leased would keep it from others).
+    pub(crate) async fn call_async_unbudgeted<R>(
         &mut self,
         f: impl for<'a> FnOnce(
             &'a W,
@@ -162,9 +181,14 @@ impl<W: World> Instance<W> {
         // instance refused, never reused half-called.
         self.poisoned = true;
         self.interrupted = true;
+        // One clock read per call: the wall-clock deadline, the epoch
+        // callback's check that a tick did not just catch the call's start,
+        // and the registry's timing of the call all count from here.
+        let began = Instant::now();
+        self.store.data_mut().deadline.began = Some(began);
         let runtime = &self.plugin.inner.runtime;
         let outcome = runtime
-            .bounded(self.deadline, f(&self.bindings, &mut self.store))
+            .bounded(began, self.deadline, f(&self.bindings, &mut self.store))
             .await;
         self.interrupted = false;
         match outcome {
@@ -174,6 +198,11 @@ impl<W: World> Instance<W> {
             }
             Err(err) => Err(self.crashed(err)),
         }
+    }
+
+    /// When the last async call on this instance began.
+    pub(crate) fn async_call_began(&self) -> Option<Instant> {
+        self.store.data().deadline.began
     }
 
     /// Mark the instance poisoned and classify the error, with the resource

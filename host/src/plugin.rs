@@ -157,11 +157,11 @@ impl<W: World> Plugin<W> {
         let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
         inner.runtime.arm(store, deadline, fuel);
         let outcome = if W::ASYNC {
-            block_on(
-                inner
-                    .runtime
-                    .bounded(deadline, started.bindings.init_async(store)),
-            )
+            block_on(inner.runtime.bounded(
+                Instant::now(),
+                deadline,
+                started.bindings.init_async(store),
+            ))
         } else {
             started.bindings.init(store)
         };
@@ -178,7 +178,7 @@ impl<W: World> Plugin<W> {
         inner.runtime.arm(store, deadline, fuel);
         let outcome = inner
             .runtime
-            .bounded(deadline, bindings.init_async(store))
+            .bounded(Instant::now(), deadline, bindings.init_async(store))
             .await;
         self.init_outcome(store, outcome)
     }

@@ -2,10 +2,11 @@
 //! through the registry, with their leases and the version's health.
 //!
 //! The pool is striped: one mutex per instance *place*. A caller tries each
-//! place once, starting from one picked by its thread, and holds the place
-//! it gets for its whole call (a [`Lease`]); only when every place is busy
-//! does it wait, at most [`Registry::with_max_wait`] (then the call fails
-//! with [`Error::Overloaded`]). A blocking caller waits on its own place (so
+//! place once, starting from the one its thread leased last, and holds the
+//! place it gets for its whole call (a [`Lease`]); only when every place is
+//! busy does it wait, at most [`Registry::with_max_wait`] (then the call
+//! fails with [`Error::Overloaded`]). A blocking caller waits on the place
+//! it leased last (so
 //! it may wait for a busy place while another has just freed: the price of
 //! sharing no lock between callers on the fast path); an async caller waits
 //! for whichever place frees first, without holding a thread. The place
@@ -18,10 +19,12 @@
 //!
 //! [`Registry::with_max_wait`]: crate::Registry::with_max_wait
 
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -77,7 +80,7 @@ impl Health {
 /// The pool is striped: one mutex per instance place, so two callers on two
 /// cores each lock a place of their own and share no lock. A call holds its
 /// place's lock for its whole duration; a caller tries every place, starting
-/// from one picked by its thread, and only waits when all are busy.
+/// from the one its thread leased last, and only waits when all are busy.
 ///
 /// Aligned to 128 bytes so the `Arc`'s reference counts, which every async
 /// call touches, sit on a cache line of their own, not on the one that
@@ -85,7 +88,10 @@ impl Health {
 #[repr(align(128))]
 pub(crate) struct Live<W: World> {
     pub(crate) plugin: Plugin<W>,
-    pub(crate) places: Box<[Mutex<Place<W>>]>,
+    /// Each on cache lines of its own: two threads calling two instances
+    /// of one version lock, unlock and write their own places on every
+    /// call, and places side by side shared a line.
+    pub(crate) places: Box<[CachePadded<Mutex<Place<W>>>]>,
     /// Set when the version leaves the registry: queued callers go elsewhere.
     pub(crate) retired: AtomicBool,
     /// Set just before the name's current pointer moves away from this
@@ -97,12 +103,13 @@ pub(crate) struct Live<W: World> {
     /// Whether `health` shows failures in a row: a good call only takes the
     /// health lock to clear them.
     pub(crate) failing: AtomicBool,
-    /// Its last async call took longer than [`INLINE_BUDGET`]: the next
-    /// starts on the guest threads instead of the caller's task
-    /// (`handle.rs`).
+    /// How many of its last async calls in a row took longer than
+    /// [`INLINE_BUDGET`], up to [`LONG_STREAK`]: at that, the next starts on
+    /// the guest threads instead of the caller's task (`handle.rs`).
     ///
-    /// [`INLINE_BUDGET`]: crate::handle::INLINE_BUDGET
-    pub(crate) computes: AtomicBool,
+    /// [`INLINE_BUDGET`]: crate::deadline::INLINE_BUDGET
+    /// [`LONG_STREAK`]: crate::handle::LONG_STREAK
+    pub(crate) long_calls: AtomicU8,
     /// Its calls' metric handles (`telemetry.rs`).
     pub(crate) calls: Calls,
     /// How long a caller may wait for a busy place; `None`: for ever.
@@ -184,13 +191,18 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// A small number per thread, to spread callers over a pool's places.
-fn thread_index() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    INDEX.with(|i| *i)
+thread_local! {
+    /// The place this thread last leased, in whichever pool: where it
+    /// looks first next time. Threads spread themselves over a pool's
+    /// places: two that start at the same place collide once, and the one
+    /// that moves on remembers where it found room. (A fixed index per
+    /// thread, taken from a counter, put two of a runtime's threads on the
+    /// same place of a pool of two half the time, and they then fought
+    /// over its lock on every call.)
+    static PLACE_HINT: Cell<usize> = Cell::new({
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    });
 }
 
 impl<W: World> Live<W> {
@@ -205,10 +217,10 @@ impl<W: World> Live<W> {
         let mut first = Some(instance);
         let places = (0..max.max(1))
             .map(|_| {
-                Mutex::new(Place {
+                CachePadded::new(Mutex::new(Place {
                     instance: first.take(),
                     crashed: false,
-                })
+                }))
             })
             .collect();
         let identity = plugin.identity();
@@ -221,7 +233,7 @@ impl<W: World> Live<W> {
             superseded: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             failing: AtomicBool::new(false),
-            computes: AtomicBool::new(false),
+            long_calls: AtomicU8::new(0),
             max_wait,
             waiters: AtomicUsize::new(0),
             freed: Notify::new(),
@@ -237,15 +249,22 @@ impl<W: World> Live<W> {
         self.places.len()
     }
 
-    /// A free place, trying each once from this thread's own.
+    /// A free place, trying each once from the one this thread leased last.
     fn free_place(&self) -> Option<MutexGuard<'_, Place<W>>> {
         let n = self.places.len();
         if n == 1 {
-            // The default pool: no thread index to look up.
+            // The default pool: no hint to look up.
             return self.places[0].try_lock();
         }
-        let start = thread_index() % n;
-        (0..n).find_map(|i| self.places[(start + i) % n].try_lock())
+        let start = PLACE_HINT.get() % n;
+        (0..n).find_map(|i| {
+            let at = (start + i) % n;
+            let place = self.places[at].try_lock()?;
+            if i > 0 {
+                PLACE_HINT.set(at);
+            }
+            Some(place)
+        })
     }
 
     fn overloaded(&self, waited: Duration) -> Error {
@@ -256,8 +275,8 @@ impl<W: World> Live<W> {
         }
     }
 
-    /// A free place, else wait (at most `max_wait`) for this thread's own;
-    /// then its instance, created there if missing.
+    /// A free place, else wait (at most `max_wait`) for the one this thread
+    /// leased last; then its instance, created there if missing.
     #[inline]
     pub(crate) fn checkout(&self) -> Result<Lease<'_, W>> {
         // Inlined into `Handle::call`: the common case, a free place with
@@ -276,7 +295,7 @@ impl<W: World> Live<W> {
     #[cold]
     #[inline(never)]
     fn checkout_waiting(&self) -> Result<Lease<'_, W>> {
-        let own = &self.places[thread_index() % self.places.len()];
+        let own = &self.places[PLACE_HINT.get() % self.places.len()];
         let place = match self.max_wait {
             None => own.lock(),
             Some(wait) => own

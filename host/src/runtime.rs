@@ -40,7 +40,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::DiskCache;
-use crate::deadline::EpochClock;
+use crate::deadline::{EpochClock, INLINE_BUDGET};
 use crate::identity::ContentHash;
 use crate::{Policy, State, World};
 
@@ -447,6 +447,7 @@ impl<W: World> RuntimeInner<W> {
     /// stack, and the caller discards the instance, as after any deadline.
     pub(crate) async fn bounded<R>(
         &self,
+        began: std::time::Instant,
         deadline: Option<Duration>,
         call: impl Future<Output = wasmtime::Result<R>>,
     ) -> wasmtime::Result<R> {
@@ -455,7 +456,7 @@ impl<W: World> RuntimeInner<W> {
         };
         // The epoch stops a computing guest within a tick past its deadline:
         // the same allowance here.
-        let until = std::time::Instant::now() + deadline.saturating_add(self.tick);
+        let until = began + deadline.saturating_add(self.tick);
         Bounded {
             call: std::pin::pin!(call),
             until,
@@ -512,7 +513,8 @@ pub(crate) fn computed_a_tick() -> Option<Arc<GuestThreads>> {
 }
 
 /// An async store's epoch behaviour: at every tick, trap if the call's
-/// deadline has passed, otherwise yield to the executor (and say so:
+/// deadline has passed; otherwise, unless the call began less than
+/// [`INLINE_BUDGET`] ago, yield to the executor (and say so:
 /// [`computed_a_tick`]).
 pub(crate) fn yield_at_ticks<D: Send>(
     store: &mut wasmtime::Store<State<D>>,
@@ -520,8 +522,16 @@ pub(crate) fn yield_at_ticks<D: Send>(
 ) {
     let guest = Arc::downgrade(&guest);
     store.epoch_deadline_callback(move |cx| {
-        if cx.data().deadline.passed() {
+        let deadline = &cx.data().deadline;
+        if deadline.passed() {
             return Ok(wasmtime::UpdateDeadline::Interrupt);
+        }
+        if deadline
+            .began
+            .is_some_and(|began| began.elapsed() < INLINE_BUDGET)
+        {
+            // The tick caught a call that just began: not one that computes.
+            return Ok(wasmtime::UpdateDeadline::Continue(1));
         }
         COMPUTED_A_TICK.with(|c| *c.borrow_mut() = Some(guest.clone()));
         Ok(wasmtime::UpdateDeadline::Yield(1))

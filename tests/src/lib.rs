@@ -12,6 +12,8 @@ use wasmplug::reference::GreeterPlugin;
 use wasmplug::{Policy, Registry, Runtime};
 
 /// The repository root.
+pub mod gated;
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -3,13 +3,13 @@
 //! mid-call, overload, a guest burning CPU beside other tasks, an async
 //! host import that must not hold a thread, deadlines while awaiting.
 
-use std::sync::mpsc;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use wasmplug::reference::async_world::GreeterPlugin;
 use wasmplug::{Error, Handle, Policy, Registry, Runtime};
+use wasmplug_tests::gated::{self, ENTERED, RELEASE};
 use wasmplug_tests::guest;
 
 /// `greeter.welcome(cmd)` through a handle, as an axum handler makes it.
@@ -263,73 +263,6 @@ fn blocking_and_async_calls_on_the_wrong_world_are_refused_as_bad_calls() {
     assert_eq!(instance.welcome("Zoë").unwrap(), "Welcome, Zoë!");
 }
 
-// --- An embedder's world whose import is an `async fn` -------------------
-
-mod gated {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "wasmplug:plugin/greeter-plugin@1.0.0",
-        imports: { default: async },
-        exports: { default: async },
-    });
-}
-
-/// Signalled when the import is entered; it then waits to be released.
-static ENTERED: LazyLock<Notify> = LazyLock::new(Notify::new);
-static RELEASE: LazyLock<Notify> = LazyLock::new(Notify::new);
-
-#[derive(Default)]
-pub struct Gate;
-
-impl gated::wasmplug::plugin::types::Host for Gate {}
-
-impl gated::wasmplug::plugin::host::Host for Gate {
-    /// `log("gate")` awaits the test's release, as an import awaiting a
-    /// database would; every other message passes.
-    async fn log(&mut self, _level: gated::wasmplug::plugin::types::Level, message: String) {
-        if message == "gate" {
-            ENTERED.notify_one();
-            RELEASE.notified().await;
-        }
-    }
-}
-
-impl wasmplug::World for gated::GreeterPlugin {
-    const ASYNC: bool = true;
-    type Data = Gate;
-    type Indices = gated::GreeterPluginIndices;
-
-    fn add_to_linker(
-        linker: &mut wasmtime::component::Linker<wasmplug::State<Gate>>,
-    ) -> wasmtime::Result<()> {
-        gated::GreeterPlugin::add_to_linker::<_, wasmtime::component::HasSelf<Gate>>(
-            linker,
-            wasmplug::State::data_mut,
-        )
-    }
-
-    fn indices(
-        pre: &wasmtime::component::InstancePre<wasmplug::State<Gate>>,
-    ) -> wasmtime::Result<Self::Indices> {
-        gated::GreeterPluginIndices::new(pre)
-    }
-
-    fn load(
-        indices: &Self::Indices,
-        store: &mut wasmtime::Store<wasmplug::State<Gate>>,
-        instance: &wasmtime::component::Instance,
-    ) -> wasmtime::Result<Self> {
-        indices.load(store, instance)
-    }
-
-    fn init_async<'a>(
-        &'a self,
-        store: &'a mut wasmtime::Store<wasmplug::State<Gate>>,
-    ) -> wasmplug::world::BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(self.wasmplug_plugin_lifecycle().call_init(store))
-    }
-}
-
 #[test]
 fn an_async_host_import_awaits_without_holding_the_only_executor_thread() {
     let runtime = Runtime::<gated::GreeterPlugin>::new().unwrap();
@@ -448,4 +381,63 @@ fn an_instance_whose_call_was_dropped_mid_way_refuses_the_next_call_and_says_why
         assert!(matches!(err, Error::Trap { .. }), "{err:?}");
         assert!(err.to_string().contains("dropped mid-way"), "{err}");
     });
+}
+
+#[test]
+fn a_task_making_call_after_call_lets_its_executors_timers_fire() {
+    // Most calls finish in their first poll, so a task calling in a loop
+    // never returned `Pending`: on a current-thread runtime it kept the
+    // thread, and the sleep below never woke. Each call spends tokio's
+    // cooperative budget, as a socket read does.
+    let runtime = Runtime::<GreeterPlugin>::new().unwrap();
+    let plugin = runtime.load(guest("hello-v1")).unwrap();
+    let registry = Registry::new();
+    registry.activate(plugin.clone()).unwrap();
+    let handle = registry.get("hello").unwrap();
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let calls = rt.block_on(async {
+            let stop = Arc::new(AtomicBool::new(false));
+            let through_handle = tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    let mut calls = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        count(&handle).await.unwrap();
+                        calls += 1;
+                    }
+                    calls
+                }
+            });
+            let on_instance = tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    let mut instance = plugin.instantiate_async().await.unwrap();
+                    let mut calls = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        instance
+                            .call_async(|plugin, store| {
+                                Box::pin(plugin.wasmplug_plugin_greeter().call_count(store))
+                            })
+                            .await
+                            .unwrap();
+                        calls += 1;
+                    }
+                    calls
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.store(true, Ordering::Relaxed);
+            (through_handle.await.unwrap(), on_instance.await.unwrap())
+        });
+        let _ = done.send(calls);
+    });
+    let (through_handle, on_instance) = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the sleep never woke: tasks calling in a loop kept the executor's only thread");
+    assert!(through_handle > 0 && on_instance > 0);
 }
