@@ -250,12 +250,18 @@ impl<W: World> Live<W> {
     }
 
     /// A free place, trying each once from the one this thread leased last.
+    #[inline]
     fn free_place(&self) -> Option<MutexGuard<'_, Place<W>>> {
-        let n = self.places.len();
-        if n == 1 {
+        if let [only] = &self.places[..] {
             // The default pool: no hint to look up.
-            return self.places[0].try_lock();
+            return only.try_lock();
         }
+        self.free_place_of_many()
+    }
+
+    /// [`free_place`](Self::free_place) in a pool of more than one place.
+    fn free_place_of_many(&self) -> Option<MutexGuard<'_, Place<W>>> {
+        let n = self.places.len();
         let start = PLACE_HINT.get() % n;
         (0..n).find_map(|i| {
             let at = (start + i) % n;
