@@ -1,8 +1,8 @@
 //! An embedder's world whose `host.log` import is an `async fn`, for the
-//! tests of the async API (`tests/async_api.rs`, `tests/async_ticks.rs`):
+//! tests of the async API (`tests/async_api.rs`):
 //! `log("gate")` awaits the test's release, as an import awaiting a
-//! database would; `log("where")` counts the call and whether it ran on
-//! wasmplug's guest threads.
+//! database would; `log("where")` counts the call if it runs on wasmplug's
+//! guest threads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
@@ -29,9 +29,7 @@ pub struct Gate;
 
 impl bindings::wasmplug::plugin::types::Host for Gate {}
 
-/// Calls that logged `where`, and how many of them ran on wasmplug's guest
-/// threads.
-pub static WHERE_CALLS: AtomicUsize = AtomicUsize::new(0);
+/// Calls that logged `where` on wasmplug's guest threads.
 pub static WHERE_ON_GUEST_THREADS: AtomicUsize = AtomicUsize::new(0);
 
 impl bindings::wasmplug::plugin::host::Host for Gate {
@@ -45,7 +43,6 @@ impl bindings::wasmplug::plugin::host::Host for Gate {
                 RELEASE.notified().await;
             }
             "where" => {
-                WHERE_CALLS.fetch_add(1, Ordering::Relaxed);
                 let name = std::thread::current().name().map(str::to_owned);
                 if name.is_some_and(|n| n.starts_with("wasmplug-guest")) {
                     WHERE_ON_GUEST_THREADS.fetch_add(1, Ordering::Relaxed);
