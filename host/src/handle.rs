@@ -95,10 +95,11 @@ impl<W: World> Handle<W> {
         let mut began = None;
         loop {
             // The current version through an arc-swap guard (as
-            // `resolve_version`, without the enum the async call carries):
-            // no reference count is touched, so concurrent callers share
-            // no cache line here. A requirement resolves under the slot
-            // lock instead.
+            // `resolve_version`, without the enum the async call carries:
+            // calling it here costs 30 instructions a call, `just
+            // callcount`): no reference count is touched, so concurrent
+            // callers share no cache line here. A requirement resolves
+            // under the slot lock instead.
             let (guard, owned);
             let live: &Live<W> = match &self.requirement {
                 None => {

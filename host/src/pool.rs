@@ -287,34 +287,29 @@ impl<W: World> Live<W> {
     pub(crate) fn checkout(&self) -> Result<Lease<'_, W>> {
         // Inlined into `Handle::call`: the common case, a free place with
         // its instance, costs a `try_lock`; the rest is out of line.
-        match self.free_place() {
-            Some(place) if place.instance.is_some() => Ok(Lease {
-                place: Some(place),
-                live: self,
-            }),
-            Some(place) => self.fill_place(place),
-            None => self.checkout_waiting(),
+        let place = match self.free_place() {
+            Some(place) => place,
+            None => self.wait_for_place()?,
+        };
+        if place.instance.is_none() {
+            return self.fill_place(place);
         }
+        Ok(Lease {
+            place: Some(place),
+            live: self,
+        })
     }
 
+    /// The place this thread leased last, waited for (at most `max_wait`):
     /// [`checkout`](Self::checkout) when no place is free.
     #[cold]
     #[inline(never)]
-    fn checkout_waiting(&self) -> Result<Lease<'_, W>> {
+    fn wait_for_place(&self) -> Result<MutexGuard<'_, Place<W>>> {
         let own = &self.places[PLACE_HINT.get() % self.places.len()];
-        let place = match self.max_wait {
-            None => own.lock(),
-            Some(wait) => own
-                .try_lock_for(wait)
-                .ok_or_else(|| self.overloaded(wait))?,
-        };
-        if place.instance.is_some() {
-            return Ok(Lease {
-                place: Some(place),
-                live: self,
-            });
+        match self.max_wait {
+            None => Ok(own.lock()),
+            Some(wait) => own.try_lock_for(wait).ok_or_else(|| self.overloaded(wait)),
         }
-        self.fill_place(place)
     }
 
     /// [`checkout`](Self::checkout) of a place without an instance: one is
@@ -326,11 +321,9 @@ impl<W: World> Live<W> {
             place: Some(place),
             live: self,
         };
-        if lease.place_mut().instance.is_none() {
-            let replacing = std::mem::take(&mut lease.place_mut().crashed);
-            let made = self.may_create().and_then(|()| self.plugin.instantiate());
-            self.fill(&mut lease, made, replacing)?;
-        }
+        let replacing = std::mem::take(&mut lease.place_mut().crashed);
+        let made = self.may_create().and_then(|()| self.plugin.instantiate());
+        self.fill(&mut lease, made, replacing)?;
         Ok(lease)
     }
 
