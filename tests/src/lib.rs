@@ -14,6 +14,15 @@ use wasmplug::{Policy, Registry, Runtime};
 /// The repository root.
 pub mod gated;
 
+/// A current-thread tokio runtime with timers and I/O: one executor
+/// thread, as the async tests that try to starve it need.
+pub fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

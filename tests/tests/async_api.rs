@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use wasmplug::reference::async_world::GreeterPlugin;
 use wasmplug::{Error, Handle, Policy, Registry, Runtime};
 use wasmplug_tests::gated::{self, ENTERED, RELEASE, WHERE_ON_GUEST_THREADS};
-use wasmplug_tests::guest;
+use wasmplug_tests::{current_thread, guest};
 
 /// `greeter.welcome(cmd)` through a handle, as an axum handler makes it.
 async fn welcome(handle: &Handle<GreeterPlugin>, cmd: &str) -> wasmplug::Result<String> {
@@ -180,10 +180,7 @@ fn guests_burning_cpu_to_their_deadline_leave_the_executor_thread_free() {
     let registry = hostile(Policy::default().deadline(Duration::from_secs(2)), 4, None);
     let handle = registry.get("hostile").unwrap();
     // One executor thread, as a current-thread runtime has.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let (burned, ticks, cpu) = rt.block_on(async {
         let cpu_before = thread_cpu();
         let began = Instant::now();
@@ -271,10 +268,7 @@ fn an_async_host_import_awaits_without_holding_the_only_executor_thread() {
     // One executor thread. If the import held it while waiting, the task
     // that releases the import could never run.
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let outcome = rt.block_on(async {
             let mut instance = plugin.instantiate_async().await.unwrap();
             let call = instance.call_async(|plugin, store| {
@@ -396,10 +390,7 @@ fn a_task_making_call_after_call_lets_its_executors_timers_fire() {
     let handle = registry.get("hello").unwrap();
     let (done, finished) = mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let calls = rt.block_on(async {
             let stop = Arc::new(AtomicBool::new(false));
             let through_handle = tokio::spawn({
@@ -461,10 +452,7 @@ fn fast_calls_caught_by_an_epoch_tick_stay_on_the_calling_task() {
         .activate(runtime.load(guest("hostile")).unwrap())
         .unwrap();
     let handle = registry.get("hostile").unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let budget = Duration::from_micros(500);
     let (mut calls, mut moved, mut unexplained) = (0u64, 0u64, vec![]);
     let mut last_two = [Duration::ZERO; 2];

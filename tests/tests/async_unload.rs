@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use wasmplug::reference::async_world::GreeterPlugin;
 use wasmplug::{Policy, Registry, Runtime};
-use wasmplug_tests::guest;
+use wasmplug_tests::{current_thread, guest};
 
 fn guest_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -29,10 +29,7 @@ fn dropping_the_runtime_ends_its_guest_threads() {
             .activate(runtime.load(guest("hostile")).unwrap())
             .unwrap();
         let handle = registry.get("hostile").unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         // A guest that computes to its deadline moves to the guest threads.
         let err = rt
             .block_on(handle.call_async(|plugin, store| {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use wasmplug::reference::{GreeterPlugin, User};
 use wasmplug::{Handle, Policy, Registry, Runtime};
-use wasmplug_tests::guest;
+use wasmplug_tests::{current_thread, guest};
 
 /// A recorder of our own for this thread: each test reads only its own
 /// numbers, whatever the other tests in this binary do.
@@ -195,10 +195,7 @@ fn async_calls_are_counted_as_blocking_ones_and_a_guest_error_is_a_guest_error()
     let plugin = runtime.load(guest("hello-v1")).unwrap();
     registry.activate(plugin).unwrap();
     let handle = registry.get("hello").unwrap();
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let tokio = current_thread();
     tokio.block_on(async {
         let count = handle
             .call_async(|p, store| Box::pin(p.wasmplug_plugin_greeter().call_count(store)))
