@@ -13,6 +13,7 @@ demo: guests-rust
 # Build every guest plugin into guest-plugins/dist/: Rust, C, JavaScript, Python.
 guests: guests-rust
     bash guest-plugins/hello-c/build.sh guest-plugins/dist
+    WIT_VERSION=1.1 bash guest-plugins/hello-c/build.sh guest-plugins/dist
     bash guest-plugins/hello-js/build.sh guest-plugins/dist
     bash guest-plugins/hello-py/build.sh guest-plugins/dist
 

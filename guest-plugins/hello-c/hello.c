@@ -1,6 +1,11 @@
 // hello-c: the reference greeter plugin (world `greeter-plugin` of
 // wit/plugin.wit) in C. Behaves like the Rust `hello` plugin at 1.0.0.
 //
+// Built with -DWIT_1_1 (`WIT_VERSION=1.1 ./build.sh`) it targets world 1.1.0
+// (wit/v1.1/plugin.wit) instead and is hello-c@1.1.0: it adds `farewell`,
+// and `welcome` uses the embedder's `greeting` setting (the 1.1 `config`
+// import) when there is one. Everything else is as in 1.0.0.
+//
 // Copy this file to start a C plugin. `build.sh` generates the bindings
 // (`greeter_plugin.h/.c`) with `wit-bindgen c`; you implement the
 // `exports_*` functions declared there.
@@ -14,6 +19,9 @@
 //   copied them. Never return a string literal (except an empty string).
 // - Strings passed to imports (`wasmplug_plugin_host_log`) are only borrowed:
 //   a literal via `greeter_plugin_string_set` is fine.
+// - Strings an import returns (1.1's `wasmplug_plugin_config_get`, whose
+//   option<string> is its bool result plus `*ret`) belong to the caller:
+//   free them (`greeter_plugin_string_free`) when done.
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,7 +31,11 @@
 #include "greeter_plugin.h"
 
 #define NAME "hello-c"
+#ifdef WIT_1_1
+#define VERSION "1.1.0"
+#else
 #define VERSION "1.0.0"
+#endif
 
 // Per instance: every instance has its own linear memory, so its own statics.
 static bool initialised = false;
@@ -46,6 +58,23 @@ static void concat3(greeter_plugin_string_t *ret, const char *prefix,
   ret->ptr = buf;
   ret->len = p + n + q;
 }
+
+#ifdef WIT_1_1
+// A new heap string: g + ", " + s + "!" (byte-wise, like concat3).
+static void greet_with(greeter_plugin_string_t *ret,
+                       const greeter_plugin_string_t *g,
+                       const greeter_plugin_string_t *s) {
+  size_t p = g->len, n = s->len;
+  uint8_t *buf = malloc(p + 2 + n + 1);
+  if (!buf) abort();
+  memcpy(buf, g->ptr, p);
+  memcpy(buf + p, ", ", 2);
+  memcpy(buf + p + 2, s->ptr, n);
+  buf[p + 2 + n] = '!';
+  ret->ptr = buf;
+  ret->len = p + 2 + n + 1;
+}
+#endif
 
 // ---- lifecycle ------------------------------------------------------------
 
@@ -71,6 +100,17 @@ bool exports_wasmplug_plugin_lifecycle_init(greeter_plugin_string_t *err) {
 void exports_wasmplug_plugin_greeter_welcome(greeter_plugin_string_t *name,
                                              greeter_plugin_string_t *ret) {
   require_init();
+#ifdef WIT_1_1
+  // 1.1: "{greeting}, {name}!" when the embedder has a `greeting` setting.
+  greeter_plugin_string_t key, greeting;
+  greeter_plugin_string_set(&key, "greeting");  // borrowed by the import
+  if (wasmplug_plugin_config_get(&key, &greeting)) {
+    greet_with(ret, &greeting, name);
+    greeter_plugin_string_free(&greeting);  // the import's result is ours
+    greeter_plugin_string_free(name);
+    return;
+  }
+#endif
   concat3(ret, "Welcome, ", name, "!");
   greeter_plugin_string_free(name);  // we own the argument
 }
@@ -101,3 +141,13 @@ bool exports_wasmplug_plugin_greeter_birthday(
   ret->age = who->age == UINT32_MAX ? UINT32_MAX : who->age + 1;  // saturating
   return true;
 }
+
+#ifdef WIT_1_1
+// New in 1.1.0.
+void exports_wasmplug_plugin_greeter_farewell(greeter_plugin_string_t *name,
+                                              greeter_plugin_string_t *ret) {
+  require_init();
+  concat3(ret, "Goodbye, ", name, "!");
+  greeter_plugin_string_free(name);  // we own the argument
+}
+#endif

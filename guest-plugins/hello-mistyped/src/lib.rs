@@ -8,9 +8,18 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+#[cfg(not(feature = "wit-1-1"))]
 wit_bindgen::generate!({
     world: "greeter-plugin",
     path: "wit",
+});
+// With feature `wit-1-1`: world 1.1.0 whose `farewell` returns a `u32`
+// (`wit/v1.1/plugin.wit`); `hello` is right there, so `farewell` is the one
+// wrong item.
+#[cfg(feature = "wit-1-1")]
+wit_bindgen::generate!({
+    world: "greeter-plugin",
+    path: "wit/v1.1",
 });
 
 use exports::wasmplug::plugin::{greeter, lifecycle};
@@ -53,9 +62,23 @@ impl greeter::Guest for HelloMistyped {
     }
 
     /// The wrong signature: a `string`, not a `user`.
+    #[cfg(not(feature = "wit-1-1"))]
     fn hello(who: String) -> String {
         require_init();
         format!("Hello, {who}!")
+    }
+
+    #[cfg(feature = "wit-1-1")]
+    fn hello(who: User) -> String {
+        require_init();
+        format!("Hello, {}!", who.name)
+    }
+
+    /// The wrong signature: a `u32`, not a `string`.
+    #[cfg(feature = "wit-1-1")]
+    fn farewell(name: String) -> u32 {
+        require_init();
+        name.len() as u32
     }
 
     fn count() -> u32 {

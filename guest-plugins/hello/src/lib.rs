@@ -9,23 +9,37 @@
 //! It exports `handoff`, so a hot swap carries its counter over. Version
 //! 3.0.0 (feature `v3`) refuses the state of earlier versions.
 //!
+//! Version 1.1.0 (feature `wit-1-1`) is built against world 1.1.0
+//! (`wit/v1.1`): it adds `farewell`, and its `welcome` uses the embedder's
+//! `greeting` setting (the 1.1 `config` import) when there is one. It reads
+//! and writes the same handoff state as 1.0.0, so a swap between the two
+//! carries the counter either way.
+//!
 //! Version 2.0.0 has one deliberate bug: `hello` traps for a user aged
 //! `u32::MAX` (an overflow). The tests use it to prove a trap poisons only the
 //! instance it happened in.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+#[cfg(not(feature = "wit-1-1"))]
 wit_bindgen::generate!({
     world: "greeter-plugin-stateful",
     path: "../../wit",
+});
+#[cfg(feature = "wit-1-1")]
+wit_bindgen::generate!({
+    world: "greeter-plugin-stateful",
+    path: "../../wit/v1.1",
 });
 
 use exports::wasmplug::plugin::{greeter, handoff, lifecycle};
 use wasmplug::plugin::host::log;
 use wasmplug::plugin::types::{Identity, Level, User};
 
-#[cfg(not(any(feature = "v2", feature = "v3")))]
+#[cfg(not(any(feature = "v2", feature = "v3", feature = "wit-1-1")))]
 const VERSION: &str = "1.0.0";
+#[cfg(feature = "wit-1-1")]
+const VERSION: &str = "1.1.0";
 #[cfg(all(feature = "v2", not(feature = "v3")))]
 const VERSION: &str = "2.0.0";
 #[cfg(feature = "v3")]
@@ -67,6 +81,10 @@ impl lifecycle::Guest for Hello {
 impl greeter::Guest for Hello {
     fn welcome(name: String) -> String {
         require_init();
+        #[cfg(feature = "wit-1-1")]
+        if let Some(greeting) = wasmplug::plugin::config::get("greeting") {
+            return format!("{greeting}, {name}!");
+        }
         if cfg!(feature = "v3") {
             format!("Greetings, {name}!")
         } else if cfg!(feature = "v2") {
@@ -102,6 +120,12 @@ impl greeter::Guest for Hello {
             name: who.name,
             age: who.age.saturating_add(1),
         })
+    }
+
+    #[cfg(feature = "wit-1-1")]
+    fn farewell(name: String) -> String {
+        require_init();
+        format!("Goodbye, {name}!")
     }
 }
 
