@@ -18,6 +18,9 @@
 //!   result was dropped (resources handed back to the guest), and the
 //!   instance is still fine. An answer that breaks the canonical ABI (a
 //!   string out of bounds, invalid UTF-8) is the guest's fault: `Trap`.
+//! * [`Error::Unsupported`]: the plugin was built against an older version
+//!   of the world, without the function called. Nothing ran; the instance
+//!   is fine (see [`versioned`](crate::versioned)).
 //! * [`Error::NotLoaded`]: a registry has no version of that name (or none
 //!   matching the requirement).
 //! * [`Error::Instantiate`]: the host could not create an instance (an
@@ -112,6 +115,18 @@ pub enum Error {
         /// What was wrong with the call.
         message: String,
     },
+    /// The plugin's world version does not have the function called: it was
+    /// built against an older version of the world
+    /// ([`versioned`](crate::versioned)). The guest never ran; the instance
+    /// is healthy.
+    #[error("{plugin} cannot answer: {call}")]
+    Unsupported {
+        /// The plugin that was called.
+        plugin: PluginRef,
+        /// The function, the plugin's world version and the version that
+        /// added the function.
+        call: Box<crate::versioned::Unsupported>,
+    },
     /// The version's instance keeps crashing: the registry waits before
     /// restarting it again.
     #[error(
@@ -182,6 +197,7 @@ impl Error {
             | Error::Guest { plugin, .. }
             | Error::Trap { plugin, .. }
             | Error::BadCall { plugin, .. }
+            | Error::Unsupported { plugin, .. }
             | Error::Handoff { plugin, .. }
             | Error::Unavailable { plugin, .. }
             | Error::Overloaded { plugin, .. }
@@ -193,7 +209,7 @@ impl Error {
     /// A short, stable name for what went wrong, for metrics labels and
     /// logs: `load`, `init`, `guest`, `trap`, `timeout` (a trap at the
     /// deadline), `limit` (a trap at a resource cap or out of fuel),
-    /// `bad_call`, `unavailable`, `not_loaded`, `handoff`, `overloaded`,
+    /// `bad_call`, `unsupported`, `unavailable`, `not_loaded`, `handoff`, `overloaded`,
     /// `instantiate`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -205,6 +221,7 @@ impl Error {
             _ if self.is_out_of_fuel() => "limit",
             Error::Trap { .. } => "trap",
             Error::BadCall { .. } => "bad_call",
+            Error::Unsupported { .. } => "unsupported",
             Error::Unavailable { .. } => "unavailable",
             Error::NotLoaded { .. } => "not_loaded",
             Error::Handoff { .. } => "handoff",
@@ -216,6 +233,12 @@ impl Error {
     /// True when the guest trapped (including deadlines and resource caps).
     pub fn is_trap(&self) -> bool {
         matches!(self, Error::Trap { .. })
+    }
+
+    /// True when the plugin's world version lacks the function called
+    /// ([`Error::Unsupported`]).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::Unsupported { .. })
     }
 
     /// True when the call was refused because every instance stayed busy

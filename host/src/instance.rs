@@ -112,7 +112,7 @@ impl<W: World> Instance<W> {
         self.enter()?;
         match f(&self.bindings, &mut self.store) {
             Ok(value) => Ok(value),
-            Err(err) => Err(self.crashed(err)),
+            Err(err) => Err(self.failed(err)),
         }
     }
 
@@ -196,13 +196,31 @@ impl<W: World> Instance<W> {
                 self.poisoned = false;
                 Ok(value)
             }
-            Err(err) => Err(self.crashed(err)),
+            Err(err) => {
+                self.poisoned = false;
+                Err(self.failed(err))
+            }
         }
     }
 
     /// When the last async call on this instance began.
     pub(crate) fn async_call_began(&self) -> Option<Instant> {
         self.store.data().deadline.began
+    }
+
+    /// What a call's error means: this instance's own bindings refusing a
+    /// function its world version lacks (nothing ran), or a crash.
+    #[cold]
+    fn failed(&mut self, err: wasmtime::Error) -> Error {
+        if let Some(refused) = err.downcast_ref::<crate::versioned::Unsupported>() {
+            if refused.came_from(&self.bindings) {
+                return Error::Unsupported {
+                    plugin: self.plugin.plugin_ref(),
+                    call: Box::new(refused.clone()),
+                };
+            }
+        }
+        self.crashed(err)
     }
 
     /// Mark the instance poisoned and classify the error, with the resource
@@ -314,7 +332,7 @@ impl<W: World> Plugin<W> {
     pub fn instantiate(&self) -> Result<Instance<W>> {
         match self.take_spare() {
             Some(instance) => Ok(instance),
-            None => self.instantiate_fresh(W::Data::default()),
+            None => self.instantiate_fresh((self.inner.runtime.data)()),
         }
     }
 
@@ -347,7 +365,7 @@ impl<W: World> Plugin<W> {
             &inner.policy,
             &inner.label,
             &inner.memory_bytes,
-            W::Data::default(),
+            (inner.runtime.data)(),
         )
         .await
         .map_err(|cause| Error::Instantiate {

@@ -65,6 +65,7 @@ pub mod runtime;
 pub mod signature;
 mod slot;
 pub mod telemetry;
+pub mod versioned;
 pub mod watcher;
 pub mod world;
 

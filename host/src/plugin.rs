@@ -95,7 +95,7 @@ impl<W: World> Plugin<W> {
             &policy,
             &label,
             &memory_bytes,
-            W::Data::default(),
+            (runtime.data)(),
         )
         .map_err(|e| load_error(e.context("instantiating it")))?;
         let identity = if W::ASYNC {
@@ -238,6 +238,14 @@ impl<W: World> Plugin<W> {
     /// When it was loaded.
     pub fn loaded_at(&self) -> SystemTime {
         self.inner.loaded_at
+    }
+
+    /// The version of the world it is bound to, for a world that serves
+    /// several ([`versioned_world!`](crate::versioned_world)): the newest
+    /// the host serves that is not newer than the one the plugin was built
+    /// against. `None` for a world of one version.
+    pub fn world_version(&self) -> Option<&'static str> {
+        W::world_version(&self.inner.compiled.indices)
     }
 
     /// The policy its instances run under.

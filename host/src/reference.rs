@@ -235,3 +235,145 @@ pub mod async_world {
         }
     }
 }
+
+/// The reference world at **every version this host serves**, 1.1.0 and
+/// 1.0.0, through one API ([`versioned_world!`](crate::versioned_world)):
+/// the same component bytes built against 1.0 load unchanged beside 1.1
+/// ones, and `farewell`, new in 1.1, is
+/// [`Error::Unsupported`](crate::Error::Unsupported) on a 1.0 plugin.
+///
+/// ```no_run
+/// use wasmplug::reference::versions::{Greeter, Settings};
+///
+/// # fn main() -> anyhow::Result<()> {
+/// let runtime = wasmplug::Runtime::<Greeter>::builder()
+///     .instance_data(|| Settings::from_iter([("greeting", "Hej")]))
+///     .build()?;
+/// let mut old = runtime.load("guest-plugins/dist/hello-v1.wasm")?.instantiate()?;
+/// let mut new = runtime.load("guest-plugins/dist/hello-v1.1.wasm")?.instantiate()?;
+/// let bye = new.call(|plugin, store| plugin.greeter().farewell(store, "Ann"))?;
+/// assert_eq!(bye, "Goodbye, Ann!");
+/// let err = old.call(|plugin, store| plugin.greeter().farewell(store, "Ann")).unwrap_err();
+/// assert!(err.is_unsupported()); // and `old` serves on
+/// # Ok(()) }
+/// ```
+///
+/// What 1.1 cost here: one `bindgen!` run for the newest version (its
+/// `types` mapped to 1.0's, so both versions share [`User`]), the `config`
+/// import's host side, `"1.1.0"` in `versions` and the `farewell` line.
+pub mod versions {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use wasmtime::component::{HasSelf, Linker};
+    use wasmtime::Store;
+
+    use super::host_level;
+    pub use super::{Level, User, WitIdentity};
+    use crate::{Identity, State};
+
+    /// `bindgen!` for the newest version only: its imports serve every
+    /// 1.x plugin (wasmtime links `host@1.0.0` to `host@1.1.0`).
+    #[allow(missing_docs)]
+    mod bindings {
+        wasmtime::component::bindgen!({
+            path: "../wit/v1.1",
+            world: "wasmplug:plugin/greeter-plugin@1.1.0",
+            // Unchanged since 1.0: one `User`, one `Level` for both.
+            with: { "wasmplug:plugin/types": super::super::bindings::wasmplug::plugin::types },
+        });
+    }
+
+    /// The embedder's settings, answered to a 1.1 plugin's `config.get`.
+    /// Cheap to clone: give every instance the same with
+    /// [`RuntimeBuilder::instance_data`](crate::runtime::RuntimeBuilder::instance_data).
+    #[derive(Debug, Clone, Default)]
+    pub struct Settings(Arc<BTreeMap<String, String>>);
+
+    impl Settings {
+        /// The value of `key`, if set.
+        pub fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).map(String::as_str)
+        }
+    }
+
+    impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Settings {
+        fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+            Settings(Arc::new(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ))
+        }
+    }
+
+    impl super::wasmplug::plugin::types::Host for State<Settings> {}
+
+    impl bindings::wasmplug::plugin::host::Host for State<Settings> {
+        fn log(&mut self, level: Level, message: String) {
+            State::log(self, host_level(level), &message);
+        }
+    }
+
+    impl bindings::wasmplug::plugin::config::Host for State<Settings> {
+        fn get(&mut self, key: String) -> Option<String> {
+            self.data().get(&key).map(str::to_owned)
+        }
+    }
+
+    fn link(linker: &mut Linker<State<Settings>>) -> wasmtime::Result<()> {
+        bindings::GreeterPlugin::add_to_linker::<_, HasSelf<State<Settings>>>(linker, |s| s)
+    }
+
+    fn read_identity(
+        plugin: &Greeter,
+        store: &mut Store<State<Settings>>,
+    ) -> wasmtime::Result<Option<Identity>> {
+        let id = plugin.lifecycle().identity(&mut *store)?;
+        Identity::parse(&id.name, &id.version)
+            .map(Some)
+            .map_err(wasmtime::Error::from_anyhow)
+    }
+
+    fn run_init(
+        plugin: &Greeter,
+        store: &mut Store<State<Settings>>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        plugin.lifecycle().init(store)
+    }
+
+    crate::versioned_world! {
+        /// The reference world, `wasmplug:plugin/greeter-plugin`, at 1.1.0
+        /// and 1.0.0. See the [module docs](self).
+        pub struct Greeter {
+            package: "wasmplug:plugin",
+            versions: ["1.1.0", "1.0.0"],
+            data: Settings,
+            add_to_linker: link,
+            identity: read_identity,
+            init: run_init,
+            /// `lifecycle`: who the plugin is, and its initialiser.
+            interface lifecycle = "lifecycle" {
+                /// The plugin's name and version.
+                fn identity() -> WitIdentity;
+                /// Run once per instance, before any other call.
+                fn init() -> Result<(), String>;
+            }
+            /// `greeter`: the greetings.
+            interface greeter = "greeter" {
+                /// A greeting for `name`.
+                fn welcome(name: &str) -> String;
+                /// A greeting for a `user` record.
+                fn hello(who: &User) -> String;
+                /// This instance's counter, plus one.
+                fn count() -> u32;
+                /// `who` one year older, or the plugin's refusal.
+                fn birthday(who: &User) -> Result<User, String>;
+                /// A farewell for `name`. New in 1.1.0.
+                #[since = "1.1.0"]
+                fn farewell(name: &str) -> String;
+            }
+        }
+    }
+}

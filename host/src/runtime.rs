@@ -67,8 +67,12 @@ pub(crate) struct RuntimeInner<W: World> {
     pub(crate) clock: Arc<EpochClock>,
     /// Where async calls that compute past their first tick go on running.
     pub(crate) guest: Arc<GuestThreads>,
+    /// Each new instance's [`World::Data`].
+    pub(crate) data: DataFn<W>,
     _ticker: Ticker,
 }
+
+type DataFn<W> = Arc<dyn Fn() -> <W as World>::Data + Send + Sync>;
 
 /// Owns the engine and the linker for one world `W`; loads plugins.
 ///
@@ -144,6 +148,7 @@ impl<W: World> Runtime<W> {
                 component
             }
         };
+        W::accepts(&component, engine).map_err(anyhow::Error::from)?;
         let pre = self
             .inner
             .linker
@@ -215,6 +220,7 @@ pub struct RuntimeBuilder<W: World> {
     fuel: bool,
     cache: Option<(std::path::PathBuf, u64)>,
     guest_threads: usize,
+    data: Option<DataFn<W>>,
 }
 
 /// The default bound of the on-disk cache: 1 GiB.
@@ -238,7 +244,27 @@ impl<W: World> RuntimeBuilder<W> {
             fuel: false,
             cache: None,
             guest_threads: std::thread::available_parallelism().map_or(2, usize::from),
+            data: None,
         }
+    }
+
+    /// Make each new instance's [`World::Data`] with `data` instead of
+    /// `Default`: how an embedder's settings reach the host imports of
+    /// every instance, including those a registry or a watcher makes.
+    /// [`Plugin::instantiate_with`](crate::Plugin::instantiate_with) still
+    /// takes its own.
+    ///
+    /// ```no_run
+    /// # use wasmplug::reference::{Greeter, Settings};
+    /// let settings = Settings::from_iter([("greeting", "Hej")]);
+    /// let runtime = wasmplug::Runtime::<Greeter>::builder()
+    ///     .instance_data(move || settings.clone())
+    ///     .build()?;
+    /// # anyhow::Ok(())
+    /// ```
+    pub fn instance_data(mut self, data: impl Fn() -> W::Data + Send + Sync + 'static) -> Self {
+        self.data = Some(Arc::new(data));
+        self
     }
 
     /// Keep compiled code in `dir` across processes (see the `cache`
@@ -357,6 +383,7 @@ impl<W: World> RuntimeBuilder<W> {
                 disk,
                 clock,
                 guest: Arc::new(GuestThreads::new(self.guest_threads)),
+                data: self.data.unwrap_or_else(|| Arc::new(W::Data::default)),
                 _ticker: ticker,
             }),
         })

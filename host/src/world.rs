@@ -16,8 +16,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use wasmtime::component::{Instance, InstancePre, Linker, ResourceTable};
-use wasmtime::Store;
+use wasmtime::component::{Component, Instance, InstancePre, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::Identity;
@@ -88,9 +88,11 @@ pub trait World: Sized + Send + Sync + 'static {
     const ASYNC: bool = false;
 
     /// The embedder's own per-instance state, reachable from its host
-    /// imports through [`State::data_mut`]. `Default` gives the value used
-    /// when loading probes the plugin and by
-    /// [`Plugin::instantiate`](crate::Plugin::instantiate); pass your own with
+    /// imports through [`State::data_mut`]. `Default` gives the value of
+    /// every new instance (the one loading probes the plugin with included)
+    /// unless the runtime was built with
+    /// [`instance_data`](crate::runtime::RuntimeBuilder::instance_data); pass
+    /// one instance's own with
     /// [`Plugin::instantiate_with`](crate::Plugin::instantiate_with).
     type Data: Default + Send + 'static;
 
@@ -106,6 +108,24 @@ pub trait World: Sized + Send + Sync + 'static {
     /// component. This is where a mistyped plugin is refused at load.
     /// Forward to `XxxIndices::new`.
     fn indices(pre: &InstancePre<State<Self::Data>>) -> wasmtime::Result<Self::Indices>;
+
+    /// Refuse, before it is linked, a component this world cannot serve,
+    /// with an error that says why (a [`versioned_world!`](crate::versioned_world)
+    /// refuses another major version of its world, naming the one the
+    /// component targets and the ones the host serves). The default
+    /// accepts everything: linking and [`indices`](World::indices) check it.
+    fn accepts(component: &Component, engine: &Engine) -> wasmtime::Result<()> {
+        let _ = (component, engine);
+        Ok(())
+    }
+
+    /// The version of the world a loaded plugin is bound to, for a world
+    /// that serves several ([`versioned_world!`](crate::versioned_world)).
+    /// `None` (the default) for a world of one version.
+    fn world_version(indices: &Self::Indices) -> Option<&'static str> {
+        let _ = indices;
+        None
+    }
 
     /// Build the typed bindings for a fresh instance. Forward to
     /// `XxxIndices::load`.

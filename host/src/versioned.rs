@@ -1,0 +1,609 @@
+//! One host, plugins built against several versions of its world.
+//!
+//! A service's WIT changes over the years. Published versions are never
+//! edited; a new one is added beside them (`pkg@1.1.0` beside `pkg@1.0.0`)
+//! and only **adds**: new functions, new interfaces, new imports. With
+//! [`versioned_world!`](crate::versioned_world) the host serves every
+//! version of a major at once:
+//!
+//! * **Imports**: the newest version's `bindgen!` output links the host's
+//!   imports. wasmtime matches import names semver-compatibly, so a 1.0
+//!   plugin's `pkg/host@1.0.0` is answered by the 1.1 implementation, and
+//!   imports new in 1.1 are simply not used by it.
+//! * **Exports**: the embedder declares each exported function once, in
+//!   Rust types of the newest bindings, marking the ones a later version
+//!   added with `#[since = "1.1.0"]`. At load each function is looked up and
+//!   **type-checked**; one the plugin's version lacks is bound as absent.
+//! * **Calls** go through one API, the newest: `plugin.greeter().farewell(
+//!   store, name)`. On a plugin whose version lacks the function the call
+//!   returns [`Error::Unsupported`](crate::Error::Unsupported), naming the
+//!   function and the plugin's world version, without running the guest:
+//!   no trap, and the instance stays healthy. A declaration may instead
+//!   name a default (`#[default = path]`): a function of the same arguments
+//!   that answers for plugins without it.
+//!
+//! At load a plugin is bound to the newest version the host serves that is
+//! not newer than the one it was built against (its target, read from the
+//! versions in its import and export names). It must export every function
+//! of that version, each with the declared type; a missing or mistyped one
+//! refuses it, named. A plugin of another major (`pkg@2.0.0` on a 1.x host)
+//! is refused before linking, with the version it targets and the ones the
+//! host serves. A plugin built against a newer minor than the host knows is
+//! bound as the host's newest, if its imports are ones the host has.
+//!
+//! What an embedder writes per new version: the version in `versions`, one
+//! line per new function, and the host side of new imports. See
+//! `docs/EVOLVING.md` and [`crate::reference::Greeter`].
+
+use std::fmt;
+
+use semver::Version;
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{Component, ComponentExportIndex, Func, Instance, InstancePre};
+use wasmtime::{AsContextMut, Engine};
+
+/// A call the plugin's world version does not have, refused before the guest
+/// ran. [`Instance::call`](crate::Instance::call) turns it into
+/// [`Error::Unsupported`](crate::Error::Unsupported); the instance stays
+/// healthy.
+#[derive(Debug, Clone)]
+pub struct Unsupported {
+    /// The function, as `interface.function` in WIT names.
+    pub function: String,
+    /// The world version the plugin is bound to (`1.0.0`).
+    pub world_version: &'static str,
+    /// The version that added the function, when declared.
+    pub since: Option<&'static str>,
+    /// Where the bindings that refused live: an instance only accepts its
+    /// own bindings' refusal as "the guest never ran" (an `Unsupported`
+    /// from another plugin, propagated through this guest's host import,
+    /// is a trap like any other).
+    pub(crate) origin: usize,
+}
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` is not in world version {} the plugin was built against",
+            self.function, self.world_version
+        )?;
+        if let Some(since) = self.since {
+            write!(f, " (it is new in {since})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+impl Unsupported {
+    /// True when `self` came from bindings stored in `bindings`.
+    pub(crate) fn came_from<W>(&self, bindings: &W) -> bool {
+        let base = bindings as *const W as usize;
+        (base..base + std::mem::size_of::<W>().max(1)).contains(&self.origin)
+    }
+}
+
+/// What a versioned world's bindings carry into every call: the world
+/// version the plugin is bound to. Generated code only.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub version: &'static str,
+}
+
+impl Bound {
+    /// The refusal of a call to `function`, from the bindings at `origin`.
+    pub fn unsupported<T: ?Sized>(
+        &self,
+        origin: &T,
+        function: &str,
+        since: Option<&'static str>,
+    ) -> wasmtime::Error {
+        wasmtime::Error::new(Unsupported {
+            function: function.replace('_', "-"),
+            world_version: self.version,
+            since,
+            origin: origin as *const T as *const u8 as usize,
+        })
+    }
+}
+
+/// One exported function as the embedder declared it. Generated code only.
+#[doc(hidden)]
+pub struct Declared<T: 'static> {
+    /// WIT name of its interface, without package or version (`greeter`).
+    pub interface: &'static str,
+    /// Its Rust name (`farewell`); the WIT name is this in kebab case.
+    pub name: &'static str,
+    /// The version that added it; `None`: every version has it.
+    pub since: Option<&'static str>,
+    /// The declared parameters, `(name, Rust type)`, for errors.
+    pub params: &'static [(&'static str, &'static str)],
+    /// The declared result's Rust type, for errors.
+    pub result: Option<&'static str>,
+    /// `ComponentFunc::typecheck` with the declared parameter and result types.
+    pub check: fn(&ComponentFunc, &InstancePre<T>) -> wasmtime::Result<()>,
+}
+
+impl<T> Declared<T> {
+    /// The declaration as Rust: `fn farewell(name: &str) -> String`.
+    fn rust(&self) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(n, t)| format!("{n}: {t}"))
+            .collect();
+        let result = self.result.map(|r| format!(" -> {r}")).unwrap_or_default();
+        format!("fn {}({}){result}", self.name, params.join(", "))
+    }
+}
+
+/// The export lookups of a loaded plugin, resolved and type-checked once.
+#[derive(Clone)]
+pub struct Indices {
+    version: &'static str,
+    funcs: Vec<Option<ComponentExportIndex>>,
+}
+
+impl Indices {
+    /// The world version the plugin is bound to.
+    pub fn version(&self) -> &'static str {
+        self.version
+    }
+
+    /// Generated code only: the functions of a fresh instance, in declared
+    /// order (`None` where the plugin's version lacks one), and what its
+    /// bindings carry.
+    #[doc(hidden)]
+    pub fn load(
+        &self,
+        mut store: impl AsContextMut,
+        instance: &Instance,
+    ) -> wasmtime::Result<(Bound, std::vec::IntoIter<Option<Func>>)> {
+        let mut funcs = Vec::with_capacity(self.funcs.len());
+        for index in &self.funcs {
+            funcs.push(match index {
+                Some(index) => Some(instance.get_func(&mut store, index).ok_or_else(|| {
+                    wasmtime::format_err!("an export checked at load is missing from the instance")
+                })?),
+                None => None,
+            });
+        }
+        let bound = Bound {
+            version: self.version,
+        };
+        Ok((bound, funcs.into_iter()))
+    }
+}
+
+/// `pkg/interface@version` names among a component's imports or exports, for
+/// `package`: (the name, its version).
+fn package_names(
+    component: &Component,
+    engine: &Engine,
+    package: &str,
+) -> Vec<(String, Option<Version>)> {
+    let ty = component.component_type();
+    let prefix = format!("{package}/");
+    ty.imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name))
+        .filter(|name| name.starts_with(&prefix))
+        .map(|name| {
+            let version = name
+                .split_once('@')
+                .and_then(|(_, v)| Version::parse(v).ok());
+            (name.to_string(), version)
+        })
+        .collect()
+}
+
+/// Two versions on one semver track (`1.x`, or `0.y.x`): what wasmtime
+/// links to each other. A pre-release is on a track of its own.
+fn compatible(a: &Version, b: &Version) -> bool {
+    if !a.pre.is_empty() || !b.pre.is_empty() {
+        return a == b;
+    }
+    a.major == b.major && (a.major != 0 || a.minor == b.minor)
+}
+
+fn served_list(package: &str, versions: &[&str]) -> String {
+    let listed: Vec<String> = versions.iter().map(|v| format!("{package}@{v}")).collect();
+    listed.join(", ")
+}
+
+/// The version of `package` a component was built against: the newest
+/// version among its import and export names of that package. `None` when
+/// it names none (or none versioned).
+pub fn target(component: &Component, engine: &Engine, package: &str) -> Option<Version> {
+    package_names(component, engine, package)
+        .into_iter()
+        .filter_map(|(_, v)| v)
+        .max()
+}
+
+/// Refuse, before linking, a component the host cannot serve: one that uses
+/// nothing of `package`, or targets a version of another major than every
+/// served one. Generated code calls it from [`World::accepts`](crate::World::accepts).
+///
+/// # Errors
+/// The refusal, naming the version the component targets (with the import
+/// or export that says so) and the versions the host serves.
+pub fn accepts(
+    component: &Component,
+    engine: &Engine,
+    package: &str,
+    versions: &[&'static str],
+) -> wasmtime::Result<()> {
+    let served: Vec<Version> = versions
+        .iter()
+        .map(|v| Version::parse(v))
+        .collect::<Result<_, _>>()
+        .map_err(|e| wasmtime::format_err!("the host's world versions must be semver: {e}"))?;
+    let names = package_names(component, engine, package);
+    if names.is_empty() {
+        wasmtime::bail!(
+            "it imports and exports nothing of `{package}`: it is not a plugin of this \
+             world (the host serves {})",
+            served_list(package, versions)
+        );
+    }
+    for (name, version) in &names {
+        let Some(version) = version else {
+            wasmtime::bail!(
+                "`{name}` names no version of `{package}`; the host serves {}",
+                served_list(package, versions)
+            );
+        };
+        if !served.iter().any(|s| compatible(s, version)) {
+            wasmtime::bail!(
+                "it targets world `{package}@{version}` (it uses `{name}`), a version this \
+                 host does not serve; the host serves {}",
+                served_list(package, versions)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Resolve and type-check a plugin's exports against the declared
+/// functions, and pick the world version it is bound to. Generated code
+/// calls it from [`World::indices`](crate::World::indices).
+///
+/// # Errors
+/// A declared function the plugin's version must have but lacks, or one it
+/// exports with another type (both types named); a plugin of no served
+/// version.
+pub fn indices<T: 'static>(
+    pre: &InstancePre<T>,
+    package: &str,
+    versions: &[&'static str],
+    declared: &[Declared<T>],
+) -> wasmtime::Result<Indices> {
+    let component = pre.component();
+    let engine = pre.engine();
+    let newest = versions
+        .first()
+        .ok_or_else(|| wasmtime::format_err!("a versioned world needs at least one version"))?;
+    let parse = |v: &str| {
+        Version::parse(v)
+            .map_err(|e| wasmtime::format_err!("world version `{v}` is not semver: {e}"))
+    };
+    // Bound to the newest served version not newer than its target.
+    let target = target(component, engine, package);
+    let mut version = None;
+    for v in versions {
+        let parsed = parse(v)?;
+        if target.as_ref().is_none_or(|t| *t >= parsed) {
+            version = Some((*v, parsed));
+            break;
+        }
+    }
+    let (version, bound) = version.ok_or_else(|| {
+        wasmtime::format_err!(
+            "it targets `{package}@{}`, older than every version this host serves ({})",
+            target.as_ref().map(ToString::to_string).unwrap_or_default(),
+            served_list(package, versions)
+        )
+    })?;
+    let mut funcs = Vec::with_capacity(declared.len());
+    for decl in declared {
+        let interface = format!("{package}/{}@{newest}", decl.interface);
+        let wit_name = decl.name.replace('_', "-");
+        let path = format!("{package}/{}#{wit_name}", decl.interface);
+        let required = match decl.since {
+            Some(since) => parse(since)? <= bound,
+            None => true,
+        };
+        let found = component
+            .get_export_index(None, &interface)
+            .and_then(|parent| component.get_export(Some(&parent), &wit_name));
+        let Some((item, index)) = found else {
+            if required {
+                wasmtime::bail!(
+                    "it targets `{package}@{version}` but does not export `{path}` ({}), \
+                     which that version has",
+                    decl.rust()
+                );
+            }
+            funcs.push(None);
+            continue;
+        };
+        let ComponentItem::ComponentFunc(func) = &item else {
+            wasmtime::bail!(
+                "its export `{path}` is not a function; the host expects `{}`",
+                decl.rust()
+            );
+        };
+        (decl.check)(func, pre).map_err(|e| {
+            wasmtime::format_err!(
+                "its export `{path}` has the wrong type: the host expects `{}`, the plugin \
+                 has `{}` ({e:#})",
+                decl.rust(),
+                crate::signature::func(func)
+            )
+        })?;
+        funcs.push(Some(index));
+    }
+    Ok(Indices { version, funcs })
+}
+
+/// The value of a call's results tuple: `()` for none, `T` for `(T,)`.
+/// Generated code only.
+#[doc(hidden)]
+pub trait Results {
+    type Out;
+    fn out(self) -> Self::Out;
+}
+
+impl Results for () {
+    type Out = ();
+    fn out(self) {}
+}
+
+impl<T> Results for (T,) {
+    type Out = T;
+    fn out(self) -> T {
+        self.0
+    }
+}
+
+/// Call a function with its arguments as a tuple: a declared `#[default]`
+/// answering for a plugin without the function. Generated code only.
+#[doc(hidden)]
+pub trait Apply<Args> {
+    type Out;
+    fn apply(self, args: Args) -> Self::Out;
+}
+
+macro_rules! apply_tuples {
+    ($( ($($a:ident),*) )*) => {$(
+        impl<F: FnOnce($($a),*) -> R, R, $($a),*> Apply<($($a,)*)> for F {
+            type Out = R;
+            #[allow(non_snake_case)]
+            fn apply(self, ($($a,)*): ($($a,)*)) -> R {
+                self($($a),*)
+            }
+        }
+    )*};
+}
+
+apply_tuples! { () (A) (A, B) (A, B, C) (A, B, C, D) (A, B, C, D, E) (A, B, C, D, E, G) (A, B, C, D, E, G, H) (A, B, C, D, E, G, H, I) }
+
+/// `Some(value)` or `None`, for the generated code.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wasmplug_some {
+    () => {
+        ::core::option::Option::None
+    };
+    ($value:expr) => {
+        ::core::option::Option::Some($value)
+    };
+}
+
+/// Define a [`World`](crate::World) that serves plugins built against any of
+/// several versions of one WIT world: see the [module docs](crate::versioned).
+///
+/// `add_to_linker` links the **newest** version's imports (one `bindgen!`
+/// run, for the newest version only); each `interface` lists the world's
+/// exported functions in the newest version's Rust types, once. A
+/// function a later version added carries `#[since = "x.y.z"]`, and may carry
+/// `#[default = path]`: a function of the same arguments that answers for
+/// plugins without it (otherwise such a call is
+/// [`Error::Unsupported`](crate::Error::Unsupported)). `identity` and `init`
+/// (optional) are functions `fn(&World, &mut Store<State<Data>>)` forwarding
+/// [`World::identity`](crate::World::identity) and
+/// [`World::init`](crate::World::init).
+///
+/// Each `interface x` becomes a module `x` beside the struct (its `Exports`
+/// type) and an accessor `world.x()`; a WIT name in kebab case is written in
+/// snake case. Blocking bindings only.
+///
+/// ```ignore
+/// wasmplug::versioned_world! {
+///     pub struct Greeter {
+///         package: "wasmplug:plugin",
+///         versions: ["1.1.0", "1.0.0"],        // newest first
+///         data: (),
+///         add_to_linker: link_newest,          // fn(&mut Linker<State<()>>) -> wasmtime::Result<()>
+///         identity: identity,
+///         interface greeter = "greeter" {
+///             fn welcome(name: &str) -> String;
+///             #[since = "1.1.0"]
+///             fn farewell(name: &str) -> String;
+///         }
+///     }
+/// }
+/// // instance.call(|plugin, store| plugin.greeter().farewell(store, "Ann"))
+/// ```
+///
+/// [`crate::reference::Greeter`] is the reference world's, in full.
+#[macro_export]
+macro_rules! versioned_world {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            package: $package:literal,
+            versions: [$($version:literal),+ $(,)?],
+            data: $data:ty,
+            add_to_linker: $link:expr,
+            $(identity: $identity:expr,)?
+            $(init: $init:expr,)?
+            $(
+                $(#[doc = $idoc:literal])*
+                interface $iface:ident = $iface_name:literal {
+                    $(
+                        $(#[doc = $doc:literal])*
+                        $(#[since = $since:literal])?
+                        $(#[default = $default:path])?
+                        fn $fn:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?;
+                    )*
+                }
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            bound: $crate::versioned::Bound,
+            $( $iface: $iface::Exports, )*
+        }
+
+        impl $name {
+            /// The world version this plugin is bound to: the newest the
+            /// host serves that is not newer than the plugin's own.
+            pub fn world_version(&self) -> &'static str {
+                self.bound.version
+            }
+            $(
+                $(#[doc = $idoc])*
+                pub fn $iface(&self) -> &$iface::Exports {
+                    &self.$iface
+                }
+            )*
+        }
+
+        $(
+            $(#[doc = $idoc])*
+            $vis mod $iface {
+                #[allow(unused_imports)]
+                use super::*;
+
+                /// The interface's exports, as the plugin's world version has them.
+                pub struct Exports {
+                    pub(super) bound: $crate::versioned::Bound,
+                    $( pub(super) $fn: ::core::option::Option<$crate::wasmtime::component::Func>, )*
+                }
+
+                impl Exports {
+                    $(
+                        $(#[doc = $doc])*
+                        #[allow(unreachable_code, clippy::needless_return)]
+                        pub fn $fn<S: $crate::wasmtime::AsContextMut>(
+                            &self,
+                            mut store: S,
+                            $($arg: $ty),*
+                        ) -> $crate::wasmtime::Result<<($($ret,)?) as $crate::versioned::Results>::Out> {
+                            let ::core::option::Option::Some(func) = self.$fn else {
+                                let args = ($($arg,)*);
+                                $( return ::core::result::Result::Ok($crate::versioned::Apply::apply($default, args)); )?
+                                let _ = args;
+                                return ::core::result::Result::Err(self.bound.unsupported(
+                                    self,
+                                    concat!($iface_name, ".", stringify!($fn)),
+                                    $crate::__wasmplug_some!($($since)?),
+                                ));
+                            };
+                            // SAFETY: `World::indices` type-checked this export
+                            // against exactly these types, for this component.
+                            let callee = unsafe {
+                                $crate::wasmtime::component::TypedFunc::<($($ty,)*), ($($ret,)?)>::new_unchecked(func)
+                            };
+                            let results = callee.call(
+                                $crate::wasmtime::AsContextMut::as_context_mut(&mut store),
+                                ($($arg,)*),
+                            )?;
+                            ::core::result::Result::Ok($crate::versioned::Results::out(results))
+                        }
+                    )*
+                }
+            }
+        )*
+
+        impl $crate::World for $name {
+            type Data = $data;
+            type Indices = $crate::versioned::Indices;
+
+            fn add_to_linker(
+                linker: &mut $crate::wasmtime::component::Linker<$crate::State<$data>>,
+            ) -> $crate::wasmtime::Result<()> {
+                ($link)(linker)
+            }
+
+            fn accepts(
+                component: &$crate::wasmtime::component::Component,
+                engine: &$crate::wasmtime::Engine,
+            ) -> $crate::wasmtime::Result<()> {
+                $crate::versioned::accepts(component, engine, $package, &[$($version),+])
+            }
+
+            fn indices(
+                pre: &$crate::wasmtime::component::InstancePre<$crate::State<$data>>,
+            ) -> $crate::wasmtime::Result<$crate::versioned::Indices> {
+                let declared: &[$crate::versioned::Declared<$crate::State<$data>>] = &[$($(
+                    $crate::versioned::Declared {
+                        interface: $iface_name,
+                        name: stringify!($fn),
+                        since: $crate::__wasmplug_some!($($since)?),
+                        params: &[$((stringify!($arg), stringify!($ty))),*],
+                        result: $crate::__wasmplug_some!($(stringify!($ret))?),
+                        check: |func, pre| {
+                            func.typecheck::<($($ty,)*), ($($ret,)?)>(&pre.instance_type())
+                        },
+                    },
+                )*)*];
+                $crate::versioned::indices(pre, $package, &[$($version),+], declared)
+            }
+
+            fn load(
+                indices: &$crate::versioned::Indices,
+                store: &mut $crate::wasmtime::Store<$crate::State<$data>>,
+                instance: &$crate::wasmtime::component::Instance,
+            ) -> $crate::wasmtime::Result<Self> {
+                #[allow(unused_mut)]
+                let (bound, mut funcs) = indices.load(&mut *store, instance)?;
+                ::core::result::Result::Ok($name {
+                    bound,
+                    $( $iface: $iface::Exports {
+                        bound,
+                        $( $fn: funcs.next().flatten(), )*
+                    }, )*
+                })
+            }
+
+            fn world_version(indices: &$crate::versioned::Indices) -> ::core::option::Option<&'static str> {
+                ::core::option::Option::Some(indices.version())
+            }
+
+            $(
+                fn identity(
+                    &self,
+                    store: &mut $crate::wasmtime::Store<$crate::State<$data>>,
+                ) -> $crate::wasmtime::Result<::core::option::Option<$crate::Identity>> {
+                    ($identity)(self, store)
+                }
+            )?
+
+            $(
+                fn init(
+                    &self,
+                    store: &mut $crate::wasmtime::Store<$crate::State<$data>>,
+                ) -> $crate::wasmtime::Result<::core::result::Result<(), ::std::string::String>> {
+                    ($init)(self, store)
+                }
+            )?
+        }
+    };
+}
