@@ -106,12 +106,13 @@ fn host_level(level: Level) -> HostLevel {
     }
 }
 
-/// Add the reference world's host imports (`types`, `host.log`) to a
-/// linker: for worlds, like [`Dynamic`](crate::Dynamic), that want to run
-/// reference plugins without binding their exports.
+/// Add the reference world's host imports, at its newest version (`types`,
+/// `host.log`, and `config.get`, which answers `None`: there are no
+/// settings) to a linker: for worlds, like [`Dynamic`](crate::Dynamic),
+/// that want to run reference plugins of any 1.x version without binding
+/// their exports.
 pub(crate) fn add_host_to_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
-    wasmplug::plugin::types::add_to_linker::<_, HasSelf<State<()>>>(linker, |state| state)?;
-    wasmplug::plugin::host::add_to_linker::<_, HasSelf<State<()>>>(linker, |state| state)
+    versions::add_host_to_linker(linker)
 }
 
 /// Typed calls of the reference world's `greeter` interface.
@@ -320,6 +321,26 @@ pub mod versions {
         fn get(&mut self, key: String) -> Option<String> {
             self.data().get(&key).map(str::to_owned)
         }
+    }
+
+    impl bindings::wasmplug::plugin::host::Host for State<()> {
+        fn log(&mut self, level: Level, message: String) {
+            State::log(self, host_level(level), &message);
+        }
+    }
+
+    impl bindings::wasmplug::plugin::config::Host for State<()> {
+        fn get(&mut self, _key: String) -> Option<String> {
+            None
+        }
+    }
+
+    /// See [`super::add_host_to_linker`].
+    pub(super) fn add_host_to_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
+        type Host = HasSelf<State<()>>;
+        super::wasmplug::plugin::types::add_to_linker::<_, Host>(linker, |state| state)?;
+        bindings::wasmplug::plugin::host::add_to_linker::<_, Host>(linker, |state| state)?;
+        bindings::wasmplug::plugin::config::add_to_linker::<_, Host>(linker, |state| state)
     }
 
     fn link(linker: &mut Linker<State<Settings>>) -> wasmtime::Result<()> {

@@ -433,3 +433,70 @@ fn every_command_has_help_with_an_example_and_completions_are_generated() {
         );
     }
 }
+
+#[test]
+fn inspect_names_the_world_versions_a_component_fits() {
+    let cases = [
+        (
+            "hello-v1",
+            "world      fits wasmplug:plugin/greeter-plugin@1.0.0\n",
+        ),
+        (
+            "hello-v1.1",
+            "world      fits wasmplug:plugin/greeter-plugin@1.1.0\n",
+        ),
+        (
+            "hello-c-v1.1",
+            "world      fits wasmplug:plugin/greeter-plugin@1.1.0\n",
+        ),
+        (
+            "hello-major2",
+            "targets world `wasmplug:plugin@2.0.0` (it uses `wasmplug:plugin/types@2.0.0`)",
+        ),
+    ];
+    for (component, expected) in cases {
+        let path = guest(component);
+        let (ok, out, err) = wasmplug(&["inspect", path.to_str().unwrap()]);
+        assert!(ok, "{out}{err}");
+        assert!(out.contains(expected), "{component}: `{expected}` in {out}");
+    }
+
+    // A WIT directory with two versions: one verdict per version, newest
+    // first; the exit status says whether one of them fits.
+    let wit = repo("wit");
+    let inspect = |component: &str| {
+        let path = guest(component);
+        let args = [
+            "inspect",
+            path.to_str().unwrap(),
+            "--wit",
+            &wit,
+            "--world",
+            "greeter-plugin",
+        ];
+        wasmplug(&args)
+    };
+    let (ok, out, _) = inspect("hello-v1");
+    assert!(ok, "{out}");
+    let lines = [
+        "world      does not fit wasmplug:plugin/greeter-plugin@1.1.0",
+        "- missing export `wasmplug:plugin/greeter@1.1.0#farewell`: func(name: string) -> string",
+        "           fits wasmplug:plugin/greeter-plugin@1.0.0",
+    ];
+    for line in lines {
+        assert!(out.contains(line), "`{line}` in {out}");
+    }
+    let (ok, out, _) = inspect("hello-v1.1");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("world      fits wasmplug:plugin/greeter-plugin@1.1.0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("imports `wasmplug:plugin/config@1.1.0#get`, which the world does not offer"),
+        "{out}"
+    );
+    let (ok, out, _) = inspect("hello-major2");
+    assert!(!ok, "fits no version: exit status 1\n{out}");
+    assert_eq!(out.matches("does not fit").count(), 2, "{out}");
+}

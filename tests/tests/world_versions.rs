@@ -344,3 +344,66 @@ fn a_swap_1_0_to_1_1_to_1_0_under_load_fails_no_call() {
     }
     assert!(calls.load(Ordering::Relaxed) > 0);
 }
+
+/// An operator drops a 1.1 build over a 1.0 one in a watched directory,
+/// then a 2.0 build (refused, 1.1 serves on), then the 1.0 build again.
+#[test]
+fn the_watcher_swaps_across_world_versions_and_refuses_another_major() {
+    use wasmplug::{Event, Watcher};
+    use wasmplug_tests::{replace_atomically, wait_for_event};
+    let wait = std::time::Duration::from_secs(30);
+    let dir = TempDir::new("world-versions-watch");
+    let file = dir.path().join("hello.wasm");
+    std::fs::write(&file, guest_bytes("hello-v1")).unwrap();
+    let registry: Registry<Greeter> = Registry::with_pool_size(1);
+    let events = registry.subscribe();
+    let _watcher = Watcher::start(dir.path(), host().clone(), registry.clone()).unwrap();
+    wait_for_event(&events, wait, "hello 1.0 loaded", |e| {
+        matches!(e, Event::Loaded { .. })
+    });
+    let handle = registry.get("hello").unwrap();
+    assert_eq!(handle.call(count).unwrap(), 1);
+
+    replace_atomically(&file, &guest_bytes("hello-v1.1"));
+    let swapped = wait_for_event(&events, wait, "swap to 1.1", |e| {
+        matches!(e, Event::Swapped { .. })
+    });
+    let Event::Swapped { state_carried, .. } = swapped else {
+        unreachable!()
+    };
+    assert!(state_carried, "1.0 and 1.1 both export handoff");
+    assert_eq!(handle.call(count).unwrap(), 2);
+    assert_eq!(
+        handle.call(|i| farewell(i, "Ann")).unwrap(),
+        "Goodbye, Ann!"
+    );
+
+    replace_atomically(&file, &guest_bytes("hello-major2"));
+    let failed = wait_for_event(&events, wait, "2.0 refused", |e| {
+        matches!(e, Event::Failed { .. })
+    });
+    let Event::Failed { error, .. } = failed else {
+        unreachable!()
+    };
+    assert!(
+        error.to_string().contains("wasmplug:plugin@2.0.0"),
+        "{error}"
+    );
+    assert_eq!(
+        handle.call(|i| farewell(i, "Ann")).unwrap(),
+        "Goodbye, Ann!"
+    );
+
+    replace_atomically(&file, &guest_bytes("hello-v1"));
+    wait_for_event(
+        &events,
+        wait,
+        "back to 1.0",
+        |e| matches!(e, Event::Swapped { to, .. } if to.version.to_string() == "1.0.0"),
+    );
+    assert_eq!(handle.call(count).unwrap(), 3);
+    assert!(handle
+        .call(|i| farewell(i, "Ann"))
+        .unwrap_err()
+        .is_unsupported());
+}

@@ -9,7 +9,14 @@
 //!
 //! The component fits when it exports every function the world exports,
 //! with the same type, and imports nothing beyond what the world imports
-//! (same types) and what every wasmplug host provides (WASI).
+//! (same types) and what every wasmplug host provides (WASI). Names match as
+//! wasmtime links them: semver-compatibly (`greeter@1.0.0` is on the track
+//! of `greeter@1.1.0`), so a 1.0 component fits a 1.1 world if it has all
+//! of 1.1's exports and only 1.1's imports.
+//!
+//! A directory may hold several versions of one package: the directory's
+//! own `.wit` files, and each subdirectory (not `deps/`) with `.wit` files
+//! of its own (`wit/` and `wit/v1.1/`). [`check_versions`] checks each.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,7 +31,60 @@ use wit_parser::{ManglingAndAbi, Resolve};
 /// The verdict: which world, and what does not fit (empty when it fits).
 pub struct Fit {
     pub world: String,
+    /// The package's version, when it has one.
+    pub version: Option<semver::Version>,
+    /// Where the WIT came from.
+    pub path: std::path::PathBuf,
     pub problems: Vec<String>,
+}
+
+/// Check `component` against every version of the WIT package at `wit`:
+/// one [`Fit`] per version, newest first. A file, or a directory without
+/// versioned subdirectories, is one version.
+pub fn check_versions(
+    engine: &Engine,
+    component: &Component,
+    wit: &Path,
+    world: Option<&str>,
+) -> anyhow::Result<Vec<Fit>> {
+    let mut fits = Vec::new();
+    for dir in versions(wit)? {
+        fits.push(check(engine, component, &dir, world)?);
+    }
+    fits.sort_by(|a, b| b.version.cmp(&a.version));
+    Ok(fits)
+}
+
+/// `wit` itself when it has `.wit` files (or is one), and each subdirectory
+/// of it, `deps/` aside, that has `.wit` files.
+fn versions(wit: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let has_wit = |dir: &Path| -> bool {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "wit") && e.path().is_file())
+        })
+    };
+    if !wit.is_dir() {
+        return Ok(vec![wit.to_path_buf()]);
+    }
+    let mut dirs = Vec::new();
+    if has_wit(wit) {
+        dirs.push(wit.to_path_buf());
+    }
+    let entries = std::fs::read_dir(wit)
+        .with_context(|| format!("reading the directory {}", wit.display()))?;
+    let mut subdirs: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.ends_with("deps") && has_wit(p))
+        .collect();
+    subdirs.sort();
+    dirs.extend(subdirs);
+    if dirs.is_empty() {
+        anyhow::bail!("{} holds no .wit files", wit.display());
+    }
+    Ok(dirs)
 }
 
 /// Check `component` against `world` (or the only world) of the WIT
@@ -76,8 +136,8 @@ pub fn check(
     let (want_exports, want_imports) = functions(engine, &expected);
     let (have_exports, have_imports) = functions(engine, component);
     let mut problems = Vec::new();
-    for (name, want) in &want_exports {
-        match have_exports.get(name) {
+    for (track, (name, want)) in &want_exports {
+        match have_exports.get(track).map(|(_, have)| have) {
             None => problems.push(format!("missing export `{name}`: {want}")),
             Some(have) if have != want => problems.push(format!(
                 "export `{name}` is `{have}`, the world says `{want}`"
@@ -85,8 +145,8 @@ pub fn check(
             Some(_) => {}
         }
     }
-    for (name, have) in &have_imports {
-        match want_imports.get(name) {
+    for (track, (name, have)) in &have_imports {
+        match want_imports.get(track).map(|(_, want)| want) {
             None if name.starts_with("wasi:") => {} // every wasmplug host links WASI
             None => problems.push(format!("imports `{name}`, which the world does not offer")),
             Some(want) if want != have => problems.push(format!(
@@ -97,11 +157,32 @@ pub fn check(
     }
     Ok(Fit {
         world: world_name,
+        version: package_name.version.clone(),
+        path: wit.to_path_buf(),
         problems,
     })
 }
 
-type Signatures = BTreeMap<String, String>;
+/// By semver track (see [`track`]): the name as written, and its type.
+type Signatures = BTreeMap<String, (String, String)>;
+
+/// A name with its version cut to what wasmtime treats as compatible:
+/// `a:b/c@1.2.0#f` → `a:b/c@1#f`, `@0.2.1` → `@0.2`; a pre-release, or
+/// `0.0.x`, stays whole.
+fn track(name: &str) -> String {
+    let Some((head, rest)) = name.split_once('@') else {
+        return name.to_string();
+    };
+    let (version, tail) = match rest.split_once('#') {
+        Some((v, f)) => (v, format!("#{f}")),
+        None => (rest, String::new()),
+    };
+    match semver::Version::parse(version) {
+        Ok(v) if v.pre.is_empty() && v.major != 0 => format!("{head}@{}{tail}", v.major),
+        Ok(v) if v.pre.is_empty() && v.minor != 0 => format!("{head}@0.{}{tail}", v.minor),
+        _ => name.to_string(),
+    }
+}
 
 /// A component's exported and imported functions, with their types as WIT.
 fn functions(engine: &Engine, component: &Component) -> (Signatures, Signatures) {
@@ -109,7 +190,7 @@ fn functions(engine: &Engine, component: &Component) -> (Signatures, Signatures)
     let written = |funcs: Vec<(String, _)>| {
         funcs
             .into_iter()
-            .map(|(name, func)| (name, signature::func(&func)))
+            .map(|(name, func)| (track(&name), (name, signature::func(&func))))
             .collect()
     };
     (

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
+use wasmplug::reference::versions::Greeter;
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::wasmtime::component::Component;
 use wasmplug::{
@@ -41,19 +42,25 @@ Examples:
 #[derive(Subcommand)]
 enum Command {
     /// Show a component's identity, size, imports and exports (as WIT), and
-    /// whether it fits the reference world or the world of a WIT file.
+    /// which versions of the reference world, or of the world of a WIT file
+    /// or directory, it fits.
     ///
-    /// With --wit, the exit status says whether it fits (0) or not (1).
+    /// A --wit directory may hold several versions of its package: its own
+    /// .wit files and each subdirectory with .wit files (`wit/`,
+    /// `wit/v1.1/`); each version gets a line. With --wit, the exit status
+    /// says whether it fits one of them (0) or none (1).
     ///
     /// Examples:
     ///   wasmplug inspect guest-plugins/dist/hello-v1.wasm
+    ///   wasmplug inspect guest-plugins/dist/hello-v1.wasm --wit wit
     ///   wasmplug inspect handler.wasm --wit wit/handler.wit --world service
     #[command(verbatim_doc_comment)]
     Inspect {
         /// The component file.
         component: PathBuf,
-        /// A WIT file (or a directory of them, with `deps/`) whose world the
-        /// component should fit, instead of the reference world.
+        /// A WIT file, or a directory of them (with `deps/`, and versions
+        /// in subdirectories), whose world the component should fit,
+        /// instead of the reference world.
         #[arg(long, value_name = "PATH")]
         wit: Option<PathBuf>,
         /// Which world of the WIT package, when it has more than one.
@@ -214,27 +221,27 @@ fn inspect(
     }
     let fits = match wit {
         Some(wit) => {
-            let fit = fit::check(engine, &component, wit, world)?;
-            if fit.problems.is_empty() {
-                outln!("world      fits {} ({})", fit.world, wit.display());
-            } else {
-                outln!("world      does not fit {} ({}):", fit.world, wit.display());
-                for problem in &fit.problems {
-                    outln!("             - {problem}");
+            // One line per version of the package (`wit/`, `wit/v1.1/`).
+            let fits = fit::check_versions(engine, &component, wit, world)?;
+            for (i, fit) in fits.iter().enumerate() {
+                let head = if i == 0 { "world " } else { "      " };
+                if fit.problems.is_empty() {
+                    outln!("{head}     fits {} ({})", fit.world, fit.path.display());
+                } else {
+                    outln!(
+                        "{head}     does not fit {} ({}):",
+                        fit.world,
+                        fit.path.display()
+                    );
+                    for problem in &fit.problems {
+                        outln!("             - {problem}");
+                    }
                 }
             }
-            fit.problems.is_empty()
+            fits.iter().any(|fit| fit.problems.is_empty())
         }
         None => {
-            match cache
-                .runtime::<GreeterPlugin>(Default::default())?
-                .load(path)
-            {
-                Ok(_) => outln!("world      fits wasmplug:plugin/greeter-plugin@1.0.0"),
-                Err(err) => {
-                    outln!("world      does not fit wasmplug:plugin/greeter-plugin@1.0.0: {err}")
-                }
-            }
+            reference_fit(cache, path)?;
             true // not asked for: informational
         }
     };
@@ -252,6 +259,29 @@ fn inspect(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Which versions of the reference world the component fits: 1.0.0 when a
+/// host of exactly 1.0 loads it, 1.1.0 when the 1.x host binds it as 1.1.
+fn reference_fit(cache: &Cache, path: &Path) -> anyhow::Result<()> {
+    const WORLD: &str = "wasmplug:plugin/greeter-plugin";
+    let v1_0 = cache
+        .runtime::<GreeterPlugin>(Default::default())?
+        .load(path);
+    let v1_x = cache.runtime::<Greeter>(Default::default())?.load(path);
+    let mut fits = Vec::new();
+    if matches!(&v1_x, Ok(plugin) if plugin.world_version() == Some("1.1.0")) {
+        fits.push(format!("{WORLD}@1.1.0"));
+    }
+    if v1_0.is_ok() {
+        fits.push(format!("{WORLD}@1.0.0"));
+    }
+    match v1_x {
+        _ if !fits.is_empty() => outln!("world      fits {}", fits.join(", ")),
+        Err(err) => outln!("world      does not fit {WORLD} (1.1.0 or 1.0.0): {err}"),
+        Ok(_) => outln!("world      does not fit {WORLD}"),
+    }
+    Ok(())
 }
 
 fn compile(cache: &Cache, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
