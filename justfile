@@ -44,7 +44,8 @@ bench-extism: guests-rust
     cargo bench --locked --manifest-path host/benches/extism/Cargo.toml --target-dir target
 
 # Needs valgrind (apt-get install valgrind). Repeatable to the instruction.
-# Instructions per call, Handle::call vs Instance call, counted by callgrind
+# Instructions per call, Handle::call vs Instance call (and a versioned world vs
+# its own bindgen! bindings), counted by callgrind
 # inside the call loop only (set-up and compilation not counted).
 callcount: guests-rust
     #!/usr/bin/env bash
@@ -57,6 +58,8 @@ callcount: guests-rust
     instance=$(per_call instance); handle=$(per_call handle); recorded=$(per_call handle-recorded)
     echo "count(), instructions per call: Instance::call $instance, Handle::call $handle, ratio $(python3 -c "print(f'{$handle/$instance:.3f}')")x (target <= 1.1x)"
     echo "  with a metrics recorder installed (every call counted and timed): Handle::call $recorded, ratio $(python3 -c "print(f'{$recorded/$instance:.3f}')")x"
+    direct=$(per_call direct); versioned=$(per_call versioned)
+    echo "count() through a versioned world (1.1 + 1.0) vs the world's own bindgen! bindings, same 1.0 component: versioned $versioned, direct $direct, ratio $(python3 -c "print(f'{$versioned/$direct:.3f}')")x (target <= 1.1x)"
 
 # Load, call and unload 10,000 times and 200 versions; print the RSS table.
 soak: guests-rust

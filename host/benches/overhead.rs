@@ -13,6 +13,11 @@
 //! memory per idle instance, and calls per second on 1 and 2 threads, with an
 //! instance per thread and through a `Registry` with a pool of 2.
 //!
+//! The `versions-*` groups put a call through a versioned world
+//! (`reference::versions::Greeter`, serving 1.1 and 1.0) beside the same
+//! call through the world's own `bindgen!` bindings, on the same 1.0
+//! component.
+//!
 //! Run: `just bench` (or `cargo bench -p wasmplug --bench overhead`).
 
 #[path = "../tests/support/mod.rs"]
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 
 use support::guest;
+use wasmplug::reference::versions::{Greeter as Versioned, User as VUser};
 use wasmplug::reference::{GreeterPlugin as Wp, User as WpUser};
 use wasmplug::wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmplug::wasmtime::{Config, Engine, InstanceAllocationStrategy, Store};
@@ -170,6 +176,39 @@ fn main() {
         });
         group.finish();
     }
+    {
+        // A versioned world against the world's own `bindgen!` bindings, on
+        // the same component bytes (hello 1.0): what serving several world
+        // versions costs a call.
+        let versioned = wasmplug::Runtime::<Versioned>::new().unwrap();
+        let mut v = versioned.load(&path).unwrap().instantiate().unwrap();
+        let v_user = VUser {
+            name: "Gopher".into(),
+            age: 13,
+        };
+        let mut group = c.benchmark_group("versions-count");
+        group.bench_function("direct", |b| {
+            b.iter(|| {
+                ours.call(|p, s| p.wasmplug_plugin_greeter().call_count(s))
+                    .unwrap()
+            })
+        });
+        group.bench_function("versioned", |b| {
+            b.iter(|| v.call(|p, s| p.greeter().count(s)).unwrap())
+        });
+        group.finish();
+        let mut group = c.benchmark_group("versions-hello");
+        group.bench_function("direct", |b| {
+            b.iter(|| {
+                ours.call(|p, s| p.wasmplug_plugin_greeter().call_hello(s, &user))
+                    .unwrap()
+            })
+        });
+        group.bench_function("versioned", |b| {
+            b.iter(|| v.call(|p, s| p.greeter().hello(s, &v_user)).unwrap())
+        });
+        group.finish();
+    }
     c.final_summary();
 
     println!();
@@ -186,6 +225,18 @@ fn main() {
         let verdict = if ratio <= target { "met" } else { "MISSED" };
         println!(
             "{what:<40} wasmplug {ours:>9.1} ns   raw {raw:>9.1} ns   ratio {ratio:.2}x   (target <= {target}x: {verdict})"
+        );
+    }
+
+    for (group, what) in [
+        ("versions-count", "versioned world vs bindgen!: count()"),
+        ("versions-hello", "versioned world vs bindgen!: hello(user)"),
+    ] {
+        let (versioned, direct) = (median_ns(group, "versioned"), median_ns(group, "direct"));
+        let ratio = versioned / direct;
+        let verdict = if ratio <= 1.1 { "met" } else { "MISSED" };
+        println!(
+            "{what:<40} versioned {versioned:>8.1} ns   direct {direct:>9.1} ns   ratio {ratio:.2}x   (target <= 1.1x: {verdict})"
         );
     }
 

@@ -125,7 +125,7 @@ pub enum Error {
         plugin: PluginRef,
         /// The function, the plugin's world version and the version that
         /// added the function.
-        call: Box<crate::versioned::Unsupported>,
+        call: Box<Unsupported>,
     },
     /// The version's instance keeps crashing: the registry waits before
     /// restarting it again.
@@ -177,6 +177,49 @@ pub enum Error {
         /// Why (pool exhausted, a start function trapped, a limit).
         cause: anyhow::Error,
     },
+}
+
+/// A call the plugin's world version does not have, refused before the guest
+/// ran. `Instance::call` turns it into
+/// [`Error::Unsupported`]; the instance stays
+/// healthy.
+#[derive(Debug, Clone)]
+pub struct Unsupported {
+    /// The function, as `interface.function` in WIT names.
+    pub function: String,
+    /// The world version the plugin is bound to (`1.0.0`).
+    pub world_version: &'static str,
+    /// The version that added the function, when declared.
+    pub since: Option<&'static str>,
+    /// Where the bindings that refused live: an instance only accepts its
+    /// own bindings' refusal as "the guest never ran" (an `Unsupported`
+    /// from another plugin, propagated through this guest's host import,
+    /// is a trap like any other).
+    pub(crate) origin: usize,
+}
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` is not in world version {} the plugin was built against",
+            self.function, self.world_version
+        )?;
+        if let Some(since) = self.since {
+            write!(f, " (it is new in {since})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+impl Unsupported {
+    /// True when `self` came from bindings stored in `bindings`.
+    pub(crate) fn came_from<W>(&self, bindings: &W) -> bool {
+        let base = bindings as *const W as usize;
+        (base..base + std::mem::size_of::<W>().max(1)).contains(&self.origin)
+    }
 }
 
 /// What a trap means, when wasmplug knows better than the trap code.

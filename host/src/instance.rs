@@ -212,7 +212,7 @@ impl<W: World> Instance<W> {
     /// function its world version lacks (nothing ran), or a crash.
     #[cold]
     fn failed(&mut self, err: wasmtime::Error) -> Error {
-        if let Some(refused) = err.downcast_ref::<crate::versioned::Unsupported>() {
+        if let Some(refused) = err.downcast_ref::<crate::error::Unsupported>() {
             if refused.came_from(&self.bindings) {
                 return Error::Unsupported {
                     plugin: self.plugin.plugin_ref(),

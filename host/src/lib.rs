@@ -104,6 +104,7 @@ mod layers {
         &["identity"],
         &["cache", "manifest", "event"],
         &["world"],
+        &["versioned"],
         &["runtime"],
         &["plugin"],
         &["instance"],

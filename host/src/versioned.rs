@@ -35,55 +35,12 @@
 //! line per new function, and the host side of new imports. See
 //! `docs/EVOLVING.md` and [`crate::reference::Greeter`].
 
-use std::fmt;
-
 use semver::Version;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, Func, Instance, InstancePre};
 use wasmtime::{AsContextMut, Engine};
 
-/// A call the plugin's world version does not have, refused before the guest
-/// ran. [`Instance::call`](crate::Instance::call) turns it into
-/// [`Error::Unsupported`](crate::Error::Unsupported); the instance stays
-/// healthy.
-#[derive(Debug, Clone)]
-pub struct Unsupported {
-    /// The function, as `interface.function` in WIT names.
-    pub function: String,
-    /// The world version the plugin is bound to (`1.0.0`).
-    pub world_version: &'static str,
-    /// The version that added the function, when declared.
-    pub since: Option<&'static str>,
-    /// Where the bindings that refused live: an instance only accepts its
-    /// own bindings' refusal as "the guest never ran" (an `Unsupported`
-    /// from another plugin, propagated through this guest's host import,
-    /// is a trap like any other).
-    pub(crate) origin: usize,
-}
-
-impl fmt::Display for Unsupported {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` is not in world version {} the plugin was built against",
-            self.function, self.world_version
-        )?;
-        if let Some(since) = self.since {
-            write!(f, " (it is new in {since})")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Unsupported {}
-
-impl Unsupported {
-    /// True when `self` came from bindings stored in `bindings`.
-    pub(crate) fn came_from<W>(&self, bindings: &W) -> bool {
-        let base = bindings as *const W as usize;
-        (base..base + std::mem::size_of::<W>().max(1)).contains(&self.origin)
-    }
-}
+pub use crate::error::Unsupported;
 
 /// What a versioned world's bindings carry into every call: the world
 /// version the plugin is bound to. Generated code only.

@@ -6,7 +6,10 @@
 //! the way MODE says: `instance` (an `Instance` held by the caller),
 //! `handle` (a `Registry` with one instance, `Handle::call`), or
 //! `handle-recorded` (the same with a Prometheus recorder installed, so
-//! wasmplug's telemetry counts and times every call).
+//! wasmplug's telemetry counts and times every call). `direct` and
+//! `versioned` compare bindings on one `Instance`: the world's own
+//! `bindgen!` struct against the versioned world serving 1.1 and 1.0
+//! (`reference::versions::Greeter`), on the same 1.0 component.
 //!
 //! The calls are made inside `measured_calls`, and `just callcount` runs
 //! this under `valgrind --tool=callgrind --toggle-collect=*measured_calls*`,
@@ -17,6 +20,7 @@
 
 use std::hint::black_box;
 
+use wasmplug::reference::versions::Greeter;
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::{Registry, Result, Runtime};
 use wasmplug_tests::guest;
@@ -34,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (mode, calls) = match args.as_slice() {
         [_, mode, n] => (mode.as_str(), n.parse::<u64>()?),
-        _ => anyhow::bail!("usage: callcount instance|handle|handle-recorded N"),
+        _ => anyhow::bail!("usage: callcount instance|handle|handle-recorded|direct|versioned N"),
     };
     // On-demand allocation: valgrind cannot reserve the pooling allocator's
     // address space, and the call path does not depend on the allocator.
@@ -60,7 +64,22 @@ fn main() -> anyhow::Result<()> {
             handle.call(|i| i.count())?;
             measured_calls(calls, || handle.call(|i| i.count()))?;
         }
-        other => anyhow::bail!("unknown mode {other}: instance, handle or handle-recorded"),
+        "direct" => {
+            let mut instance = plugin.instantiate()?;
+            let mut count = || instance.call(|p, s| p.wasmplug_plugin_greeter().call_count(s));
+            count()?;
+            measured_calls(calls, count)?;
+        }
+        "versioned" => {
+            let runtime = Runtime::<Greeter>::builder().on_demand().build()?;
+            let mut instance = runtime.load(guest("hello-v1"))?.instantiate()?;
+            let mut count = || instance.call(|p, s| p.greeter().count(s));
+            count()?;
+            measured_calls(calls, count)?;
+        }
+        other => anyhow::bail!(
+            "unknown mode {other}: instance, handle, handle-recorded, direct or versioned"
+        ),
     }
     Ok(())
 }
