@@ -255,7 +255,7 @@ impl<W: World> RuntimeBuilder<W> {
     /// takes its own.
     ///
     /// ```no_run
-    /// # use wasmplug::reference::{Greeter, Settings};
+    /// # use wasmplug::reference::versions::{Greeter, Settings};
     /// let settings = Settings::from_iter([("greeting", "Hej")]);
     /// let runtime = wasmplug::Runtime::<Greeter>::builder()
     ///     .instance_data(move || settings.clone())

@@ -379,22 +379,41 @@ macro_rules! __wasmplug_some {
 /// type) and an accessor `world.x()`; a WIT name in kebab case is written in
 /// snake case. Blocking bindings only.
 ///
-/// ```ignore
+/// ```no_run
+/// use wasmplug::wasmtime::{self, component::Linker};
+/// use wasmplug::{Runtime, State};
+///
+/// // `acme:text@1.1.0` added `filter.name` to 1.0's `filter.apply`. The
+/// // world imports nothing, so linking its imports is nothing; a world with
+/// // imports forwards to the newest version's `bindgen!` `add_to_linker`.
+/// fn link(_: &mut Linker<State<()>>) -> wasmtime::Result<()> {
+///     Ok(())
+/// }
+///
 /// wasmplug::versioned_world! {
-///     pub struct Greeter {
-///         package: "wasmplug:plugin",
-///         versions: ["1.1.0", "1.0.0"],        // newest first
+///     pub struct Text {
+///         package: "acme:text",
+///         versions: ["1.1.0", "1.0.0"], // newest first
 ///         data: (),
-///         add_to_linker: link_newest,          // fn(&mut Linker<State<()>>) -> wasmtime::Result<()>
-///         identity: identity,
-///         interface greeter = "greeter" {
-///             fn welcome(name: &str) -> String;
+///         add_to_linker: link,
+///         interface filter = "filter" {
+///             fn apply(input: &str) -> String;
 ///             #[since = "1.1.0"]
-///             fn farewell(name: &str) -> String;
+///             fn name() -> String;
 ///         }
 ///     }
 /// }
-/// // instance.call(|plugin, store| plugin.greeter().farewell(store, "Ann"))
+///
+/// # fn main() -> anyhow::Result<()> {
+/// let runtime = Runtime::<Text>::new()?;
+/// let mut instance = runtime.load("plugins/upper.wasm")?.instantiate()?;
+/// let out = instance.call(|plugin, store| plugin.filter().apply(store, "hi"))?;
+/// match instance.call(|plugin, store| plugin.filter().name(store)) {
+///     Ok(name) => println!("{name}: {out}"),
+///     Err(err) if err.is_unsupported() => println!("a 1.0 filter: {out}"),
+///     Err(err) => return Err(err.into()),
+/// }
+/// # Ok(()) }
 /// ```
 ///
 /// [`crate::reference::Greeter`] is the reference world's, in full.
