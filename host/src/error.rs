@@ -183,7 +183,7 @@ pub enum Error {
 /// ran. `Instance::call` turns it into
 /// [`Error::Unsupported`]; the instance stays
 /// healthy.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Unsupported {
     /// The function, as `interface.function` in WIT names.
     pub function: String,
@@ -198,15 +198,26 @@ pub struct Unsupported {
     pub(crate) origin: usize,
 }
 
+// By hand: `origin` is an address, for no log to print.
+impl fmt::Debug for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unsupported")
+            .field("function", &self.function)
+            .field("world_version", &self.world_version)
+            .field("since", &self.since)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Display for Unsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "`{}` is not in world version {} the plugin was built against",
-            self.function, self.world_version
+            "it is served as world version {}, which has no `{}`",
+            self.world_version, self.function
         )?;
         if let Some(since) = self.since {
-            write!(f, " (it is new in {since})")?;
+            write!(f, " (new in {since})")?;
         }
         Ok(())
     }

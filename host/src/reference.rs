@@ -5,9 +5,11 @@
 //! then [`World`] on the generated struct. Nothing else in the library knows
 //! about it.
 //!
-//! One bindings module per interface version: when `wasmplug:plugin@1.1.0`
-//! exists it gets its own module beside this one, so 1.0 plugins keep
-//! loading.
+//! [`GreeterPlugin`] serves version 1.0.0 only. [`versions::Greeter`]
+//! serves 1.1.0 (`wit/v1.1/plugin.wit`) and 1.0.0 through one API, as an
+//! embedder serves the versions of its own world (docs/EVOLVING.md); the
+//! CLI's [`Dynamic`](crate::Dynamic) world links the 1.1 imports, so it runs
+//! plugins of both.
 
 use wasmtime::component::{HasSelf, Instance as RawInstance, InstancePre, Linker};
 use wasmtime::Store;

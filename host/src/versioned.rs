@@ -59,7 +59,7 @@ impl Bound {
         since: Option<&'static str>,
     ) -> wasmtime::Error {
         wasmtime::Error::new(Unsupported {
-            function: function.replace('_', "-"),
+            function: wit_name(function),
             world_version: self.version,
             since,
             origin: origin as *const T as *const u8 as usize,
@@ -84,6 +84,11 @@ pub struct Declared<T: 'static> {
     pub check: fn(&ComponentFunc, &InstancePre<T>) -> wasmtime::Result<()>,
 }
 
+/// A Rust name as WIT writes it: `get_user` → `get-user`, `r#type` → `type`.
+fn wit_name(rust: &str) -> String {
+    rust.replace("r#", "").replace('_', "-")
+}
+
 impl<T> Declared<T> {
     /// The declaration as Rust: `fn farewell(name: &str) -> String`.
     fn rust(&self) -> String {
@@ -93,18 +98,34 @@ impl<T> Declared<T> {
             .map(|(n, t)| format!("{n}: {t}"))
             .collect();
         let result = self.result.map(|r| format!(" -> {r}")).unwrap_or_default();
-        format!("fn {}({}){result}", self.name, params.join(", "))
+        format!(
+            "fn {}({}){result}",
+            self.name.trim_start_matches("r#"),
+            params.join(", ")
+        )
     }
 }
 
-/// The export lookups of a loaded plugin, resolved and type-checked once.
-#[derive(Clone)]
-pub struct Indices {
+/// The export lookups of a loaded plugin of world `W`, resolved and
+/// type-checked once against `W`'s declarations. Tied to `W`: indices
+/// checked for one world cannot be loaded as another's.
+pub struct Indices<W> {
     version: &'static str,
     funcs: Vec<Option<ComponentExportIndex>>,
+    world: std::marker::PhantomData<fn() -> W>,
 }
 
-impl Indices {
+impl<W> Clone for Indices<W> {
+    fn clone(&self) -> Self {
+        Indices {
+            version: self.version,
+            funcs: self.funcs.clone(),
+            world: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<W> Indices<W> {
     /// The world version the plugin is bound to.
     pub fn version(&self) -> &'static str {
         self.version
@@ -194,11 +215,11 @@ pub fn accepts(
     package: &str,
     versions: &[&'static str],
 ) -> wasmtime::Result<()> {
+    validate(versions, std::iter::empty())?;
     let served: Vec<Version> = versions
         .iter()
-        .map(|v| Version::parse(v))
-        .collect::<Result<_, _>>()
-        .map_err(|e| wasmtime::format_err!("the host's world versions must be semver: {e}"))?;
+        .filter_map(|v| Version::parse(v).ok())
+        .collect();
     let names = package_names(component, engine, package);
     if names.is_empty() {
         wasmtime::bail!(
@@ -229,21 +250,27 @@ pub fn accepts(
 /// functions, and pick the world version it is bound to. Generated code
 /// calls it from [`World::indices`](crate::World::indices).
 ///
+/// # Safety
+/// Each `declared` entry's `check` must type-check exactly the parameter
+/// and result types `W`'s generated calls use for that function: those
+/// calls skip the check (`TypedFunc::new_unchecked`). The macro emits both
+/// from one declaration, in one scope.
+///
 /// # Errors
 /// A declared function the plugin's version must have but lacks, or one it
 /// exports with another type (both types named); a plugin of no served
-/// version.
-pub fn indices<T: 'static>(
+/// version; a malformed `versions` list.
+#[doc(hidden)]
+pub unsafe fn indices<W, T: 'static>(
     pre: &InstancePre<T>,
     package: &str,
     versions: &[&'static str],
     declared: &[Declared<T>],
-) -> wasmtime::Result<Indices> {
+) -> wasmtime::Result<Indices<W>> {
     let component = pre.component();
     let engine = pre.engine();
-    let newest = versions
-        .first()
-        .ok_or_else(|| wasmtime::format_err!("a versioned world needs at least one version"))?;
+    validate(versions, declared.iter().filter_map(|d| d.since))?;
+    let newest = versions[0];
     let parse = |v: &str| {
         Version::parse(v)
             .map_err(|e| wasmtime::format_err!("world version `{v}` is not semver: {e}"))
@@ -268,7 +295,7 @@ pub fn indices<T: 'static>(
     let mut funcs = Vec::with_capacity(declared.len());
     for decl in declared {
         let interface = format!("{package}/{}@{newest}", decl.interface);
-        let wit_name = decl.name.replace('_', "-");
+        let wit_name = wit_name(decl.name);
         let path = format!("{package}/{}#{wit_name}", decl.interface);
         let required = match decl.since {
             Some(since) => parse(since)? <= bound,
@@ -304,7 +331,50 @@ pub fn indices<T: 'static>(
         })?;
         funcs.push(Some(index));
     }
-    Ok(Indices { version, funcs })
+    Ok(Indices {
+        version,
+        funcs,
+        world: std::marker::PhantomData,
+    })
+}
+
+/// The embedder's `versions` list and `#[since]` attributes: at least one
+/// version, newest first, no pre-releases, all on the newest's semver
+/// track (one major), and every `since` one of them. A mistake here refuses
+/// every plugin, saying what is wrong with the list.
+fn validate<'a>(versions: &[&str], since: impl Iterator<Item = &'a str>) -> wasmtime::Result<()> {
+    let bad =
+        |why: String| wasmtime::format_err!("the host's versioned world is misdeclared: {why}");
+    let parsed: Vec<Version> = versions
+        .iter()
+        .map(|v| Version::parse(v).map_err(|e| bad(format!("version `{v}` is not semver: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let newest = parsed
+        .first()
+        .ok_or_else(|| bad("`versions` is empty".into()))?;
+    for (v, next) in parsed.iter().zip(parsed.iter().skip(1)) {
+        if v <= next {
+            return Err(bad(format!(
+                "`versions` must be newest first: {v} before {next}"
+            )));
+        }
+    }
+    for v in &parsed {
+        if !v.pre.is_empty() {
+            return Err(bad(format!("version {v} is a pre-release")));
+        }
+        if !compatible(newest, v) {
+            return Err(bad(format!(
+                "versions {newest} and {v} are of different majors: one world per major"
+            )));
+        }
+    }
+    for s in since {
+        if !versions.contains(&s) {
+            return Err(bad(format!("#[since = \"{s}\"] is not one of `versions`")));
+        }
+    }
+    Ok(())
 }
 
 /// The value of a call's results tuple: `()` for none, `T` for `(T,)`.
@@ -347,7 +417,15 @@ macro_rules! apply_tuples {
     )*};
 }
 
-apply_tuples! { () (A) (A, B) (A, B, C) (A, B, C, D) (A, B, C, D, E) (A, B, C, D, E, G) (A, B, C, D, E, G, H) (A, B, C, D, E, G, H, I) }
+apply_tuples! {
+    () (A) (A, B) (A, B, C) (A, B, C, D) (A, B, C, D, E) (A, B, C, D, E, G)
+    (A, B, C, D, E, G, H) (A, B, C, D, E, G, H, I) (A, B, C, D, E, G, H, I, J)
+    (A, B, C, D, E, G, H, I, J, K) (A, B, C, D, E, G, H, I, J, K, L)
+    (A, B, C, D, E, G, H, I, J, K, L, M) (A, B, C, D, E, G, H, I, J, K, L, M, N)
+    (A, B, C, D, E, G, H, I, J, K, L, M, N, O)
+    (A, B, C, D, E, G, H, I, J, K, L, M, N, O, P)
+    (A, B, C, D, E, G, H, I, J, K, L, M, N, O, P, Q)
+}
 
 /// `Some(value)` or `None`, for the generated code.
 #[doc(hidden)]
@@ -443,7 +521,7 @@ macro_rules! versioned_world {
     ) => {
         $(#[$meta])*
         $vis struct $name {
-            bound: $crate::versioned::Bound,
+            __bound: $crate::versioned::Bound,
             $( $iface: $iface::Exports, )*
         }
 
@@ -451,7 +529,7 @@ macro_rules! versioned_world {
             /// The world version this plugin is bound to: the newest the
             /// host serves that is not newer than the plugin's own.
             pub fn world_version(&self) -> &'static str {
-                self.bound.version
+                self.__bound.version
             }
             $(
                 $(#[doc = $idoc])*
@@ -469,7 +547,7 @@ macro_rules! versioned_world {
 
                 /// The interface's exports, as the plugin's world version has them.
                 pub struct Exports {
-                    pub(super) bound: $crate::versioned::Bound,
+                    pub(super) __bound: $crate::versioned::Bound,
                     $( pub(super) $fn: ::core::option::Option<$crate::wasmtime::component::Func>, )*
                 }
 
@@ -486,7 +564,7 @@ macro_rules! versioned_world {
                                 let args = ($($arg,)*);
                                 $( return ::core::result::Result::Ok($crate::versioned::Apply::apply($default, args)); )?
                                 let _ = args;
-                                return ::core::result::Result::Err(self.bound.unsupported(
+                                return ::core::result::Result::Err(self.__bound.unsupported(
                                     self,
                                     concat!($iface_name, ".", stringify!($fn)),
                                     $crate::__wasmplug_some!($($since)?),
@@ -505,12 +583,32 @@ macro_rules! versioned_world {
                         }
                     )*
                 }
+
+                /// The declarations, with their type checks written here,
+                /// where the calls above are: the same tokens, in the same
+                /// scope, name the same types.
+                pub(super) fn __declared(
+                    out: &mut ::std::vec::Vec<$crate::versioned::Declared<$crate::State<$data>>>,
+                ) {
+                    $(
+                        out.push($crate::versioned::Declared {
+                            interface: $iface_name,
+                            name: stringify!($fn),
+                            since: $crate::__wasmplug_some!($($since)?),
+                            params: &[$((stringify!($arg), stringify!($ty))),*],
+                            result: $crate::__wasmplug_some!($(stringify!($ret))?),
+                            check: |func, pre| {
+                                func.typecheck::<($($ty,)*), ($($ret,)?)>(&pre.instance_type())
+                            },
+                        });
+                    )*
+                }
             }
         )*
 
         impl $crate::World for $name {
             type Data = $data;
-            type Indices = $crate::versioned::Indices;
+            type Indices = $crate::versioned::Indices<$name>;
 
             fn add_to_linker(
                 linker: &mut $crate::wasmtime::component::Linker<$crate::State<$data>>,
@@ -527,39 +625,34 @@ macro_rules! versioned_world {
 
             fn indices(
                 pre: &$crate::wasmtime::component::InstancePre<$crate::State<$data>>,
-            ) -> $crate::wasmtime::Result<$crate::versioned::Indices> {
-                let declared: &[$crate::versioned::Declared<$crate::State<$data>>] = &[$($(
-                    $crate::versioned::Declared {
-                        interface: $iface_name,
-                        name: stringify!($fn),
-                        since: $crate::__wasmplug_some!($($since)?),
-                        params: &[$((stringify!($arg), stringify!($ty))),*],
-                        result: $crate::__wasmplug_some!($(stringify!($ret))?),
-                        check: |func, pre| {
-                            func.typecheck::<($($ty,)*), ($($ret,)?)>(&pre.instance_type())
-                        },
-                    },
-                )*)*];
-                $crate::versioned::indices(pre, $package, &[$($version),+], declared)
+            ) -> $crate::wasmtime::Result<$crate::versioned::Indices<$name>> {
+                #[allow(unused_mut)]
+                let mut declared = ::std::vec::Vec::new();
+                $( $iface::__declared(&mut declared); )*
+                // SAFETY: each `check` was generated beside the call it
+                // guards, from the same declaration (`__declared`).
+                unsafe {
+                    $crate::versioned::indices::<$name, _>(pre, $package, &[$($version),+], &declared)
+                }
             }
 
             fn load(
-                indices: &$crate::versioned::Indices,
+                indices: &$crate::versioned::Indices<$name>,
                 store: &mut $crate::wasmtime::Store<$crate::State<$data>>,
                 instance: &$crate::wasmtime::component::Instance,
             ) -> $crate::wasmtime::Result<Self> {
                 #[allow(unused_mut)]
                 let (bound, mut funcs) = indices.load(&mut *store, instance)?;
                 ::core::result::Result::Ok($name {
-                    bound,
+                    __bound: bound,
                     $( $iface: $iface::Exports {
-                        bound,
+                        __bound: bound,
                         $( $fn: funcs.next().flatten(), )*
                     }, )*
                 })
             }
 
-            fn world_version(indices: &$crate::versioned::Indices) -> ::core::option::Option<&'static str> {
+            fn world_version(indices: &$crate::versioned::Indices<$name>) -> ::core::option::Option<&'static str> {
                 ::core::option::Option::Some(indices.version())
             }
 
@@ -582,4 +675,73 @@ macro_rules! versioned_world {
             )?
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misdeclared_versions_list_is_named() {
+        let check = |versions: &[&str], since: &[&str]| {
+            validate(versions, since.iter().copied()).map_err(|e| e.to_string())
+        };
+        assert!(check(&["1.1.0", "1.0.0"], &["1.1.0"]).is_ok());
+        assert!(check(&["0.3.1", "0.3.0"], &[]).is_ok());
+        for (versions, since, expected) in [
+            (&[][..], &[][..], "`versions` is empty"),
+            (&["1.0.0", "1.1.0"], &[], "newest first: 1.0.0 before 1.1.0"),
+            (&["1.1.0", "1.1.0"], &[], "newest first"),
+            (&["2.0.0", "1.0.0"], &[], "different majors"),
+            (&["0.3.0", "0.2.0"], &[], "different majors"),
+            (&["1.1.0-rc.1", "1.0.0"], &[], "pre-release"),
+            (&["1.1"], &[], "not semver"),
+            (
+                &["1.1.0", "1.0.0"],
+                &["1.2.0"],
+                "#[since = \"1.2.0\"] is not one of",
+            ),
+        ] {
+            let err = check(versions, since).unwrap_err();
+            assert!(
+                err.contains(expected),
+                "{versions:?}: `{expected}` in {err}"
+            );
+            assert!(err.contains("misdeclared"), "{err}");
+        }
+    }
+
+    #[test]
+    fn semver_tracks_are_wasmtimes() {
+        let v = |s: &str| Version::parse(s).unwrap();
+        assert!(compatible(&v("1.1.0"), &v("1.0.3")));
+        assert!(!compatible(&v("2.0.0"), &v("1.9.0")));
+        assert!(compatible(&v("0.2.1"), &v("0.2.0")));
+        assert!(!compatible(&v("0.3.0"), &v("0.2.0")));
+        assert!(!compatible(&v("1.1.0-rc.1"), &v("1.1.0")));
+        assert!(compatible(&v("1.1.0-rc.1"), &v("1.1.0-rc.1")));
+    }
+
+    #[test]
+    fn rust_names_become_wit_names() {
+        assert_eq!(wit_name("get_user"), "get-user");
+        assert_eq!(wit_name("r#type"), "type");
+        assert_eq!(wit_name("farewell"), "farewell");
+    }
+
+    #[test]
+    fn an_unsupported_call_tells_no_address() {
+        let bindings = [0u8; 16];
+        let refused =
+            Bound { version: "1.0.0" }.unsupported(&bindings, "greeter.say_bye", Some("1.1.0"));
+        let refused = refused.downcast_ref::<Unsupported>().unwrap();
+        assert!(refused.came_from(&bindings));
+        assert!(!refused.came_from(&[0u8; 16]));
+        let debug = format!("{refused:?}");
+        assert!(!debug.contains("origin"), "{debug}");
+        assert_eq!(
+            refused.to_string(),
+            "it is served as world version 1.0.0, which has no `greeter.say-bye` (new in 1.1.0)"
+        );
+    }
 }

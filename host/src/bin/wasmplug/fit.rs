@@ -47,9 +47,20 @@ pub fn check_versions(
     wit: &Path,
     world: Option<&str>,
 ) -> anyhow::Result<Vec<Fit>> {
+    let dirs = versions(wit)?;
     let mut fits = Vec::new();
-    for dir in versions(wit)? {
-        fits.push(check(engine, component, &dir, world)?);
+    for dir in &dirs {
+        match check(engine, component, dir, world) {
+            Ok(fit) => fits.push(fit),
+            // One unreadable version among several is a verdict, not the end.
+            Err(err) if dirs.len() > 1 => fits.push(Fit {
+                world: format!("the WIT in {}", dir.display()),
+                version: None,
+                path: dir.clone(),
+                problems: vec![format!("{err:#}")],
+            }),
+            Err(err) => return Err(err),
+        }
     }
     fits.sort_by(|a, b| b.version.cmp(&a.version));
     Ok(fits)
