@@ -455,7 +455,16 @@ macro_rules! __wasmplug_some {
 ///
 /// Each `interface x` becomes a module `x` beside the struct (its `Exports`
 /// type) and an accessor `world.x()`; a WIT name in kebab case is written in
-/// snake case. Blocking bindings only.
+/// snake case.
+///
+/// **Async worlds**: write `pub async struct` and link the newest version's
+/// `bindgen!` run with `imports: { default: async }, exports: { default: async }`.
+/// The world is then [`ASYNC`](crate::World::ASYNC), its calls are `async
+/// fn`s awaited inside [`Instance::call_async`](crate::Instance::call_async)
+/// or [`Handle::call_async`](crate::Handle::call_async)
+/// (`|plugin, store| Box::pin(plugin.greeter().farewell(store, "Ann"))`),
+/// and `identity` and `init` return a
+/// [`BoxFuture`](crate::world::BoxFuture).
 ///
 /// ```no_run
 /// use wasmplug::wasmtime::{self, component::Linker};
@@ -498,6 +507,25 @@ macro_rules! __wasmplug_some {
 #[macro_export]
 macro_rules! versioned_world {
     (
+        $(#[$meta:meta])*
+        $vis:vis async struct $name:ident { $($body:tt)* }
+    ) => {
+        $crate::__wasmplug_versioned_world! { [async] $(#[$meta])* $vis struct $name { $($body)* } }
+    };
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident { $($body:tt)* }
+    ) => {
+        $crate::__wasmplug_versioned_world! { [blocking] $(#[$meta])* $vis struct $name { $($body)* } }
+    };
+}
+
+/// `versioned_world!`, for a mode: `blocking` or `async`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wasmplug_versioned_world {
+    (
+        [$mode:ident]
         $(#[$meta:meta])*
         $vis:vis struct $name:ident {
             package: $package:literal,
@@ -553,33 +581,15 @@ macro_rules! versioned_world {
 
                 impl Exports {
                     $(
-                        $(#[doc = $doc])*
-                        #[allow(unreachable_code, clippy::needless_return)]
-                        pub fn $fn<S: $crate::wasmtime::AsContextMut>(
-                            &self,
-                            mut store: S,
-                            $($arg: $ty),*
-                        ) -> $crate::wasmtime::Result<<($($ret,)?) as $crate::versioned::Results>::Out> {
-                            let ::core::option::Option::Some(func) = self.$fn else {
-                                let args = ($($arg,)*);
-                                $( return ::core::result::Result::Ok($crate::versioned::Apply::apply($default, args)); )?
-                                let _ = args;
-                                return ::core::result::Result::Err(self.__bound.unsupported(
-                                    self,
-                                    concat!($iface_name, ".", stringify!($fn)),
-                                    $crate::__wasmplug_some!($($since)?),
-                                ));
-                            };
-                            // SAFETY: `World::indices` type-checked this export
-                            // against exactly these types, for this component.
-                            let callee = unsafe {
-                                $crate::wasmtime::component::TypedFunc::<($($ty,)*), ($($ret,)?)>::new_unchecked(func)
-                            };
-                            let results = callee.call(
-                                $crate::wasmtime::AsContextMut::as_context_mut(&mut store),
-                                ($($arg,)*),
-                            )?;
-                            ::core::result::Result::Ok($crate::versioned::Results::out(results))
+                        $crate::__wasmplug_method! {
+                            [$mode]
+                            docs: [$(#[doc = $doc])*]
+                            name: $fn,
+                            interface: $iface_name,
+                            since: [$($since)?],
+                            default: [$($default)?],
+                            params: [$($arg: $ty),*],
+                            result: [$($ret)?]
                         }
                     )*
                 }
@@ -656,24 +666,143 @@ macro_rules! versioned_world {
                 ::core::option::Option::Some(indices.version())
             }
 
-            $(
-                fn identity(
-                    &self,
-                    store: &mut $crate::wasmtime::Store<$crate::State<$data>>,
-                ) -> $crate::wasmtime::Result<::core::option::Option<$crate::Identity>> {
-                    ($identity)(self, store)
-                }
-            )?
-
-            $(
-                fn init(
-                    &self,
-                    store: &mut $crate::wasmtime::Store<$crate::State<$data>>,
-                ) -> $crate::wasmtime::Result<::core::result::Result<(), ::std::string::String>> {
-                    ($init)(self, store)
-                }
-            )?
+            $crate::__wasmplug_hooks! {
+                [$mode] $data;
+                identity: [$($identity)?]
+                init: [$($init)?]
+            }
         }
+    };
+}
+
+/// One generated call: blocking, or async (`call_async`, awaited).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wasmplug_method {
+    (
+        [blocking]
+        docs: [$(#[doc = $doc:literal])*]
+        name: $fn:ident,
+        interface: $iface_name:literal,
+        since: [$($since:literal)?],
+        default: [$($default:path)?],
+        params: [$($arg:ident: $ty:ty),*],
+        result: [$($ret:ty)?]
+    ) => {
+        $(#[doc = $doc])*
+        #[allow(unreachable_code, clippy::needless_return)]
+        pub fn $fn<S: $crate::wasmtime::AsContextMut>(
+            &self,
+            mut store: S,
+            $($arg: $ty),*
+        ) -> $crate::wasmtime::Result<<($($ret,)?) as $crate::versioned::Results>::Out> {
+            let ::core::option::Option::Some(func) = self.$fn else {
+                return $crate::__wasmplug_method!(@missing self, $fn, $iface_name, [$($since)?], [$($default)?], [$($arg),*]);
+            };
+            // SAFETY: `World::indices` type-checked this export against
+            // exactly these types (`__declared`), for this component.
+            let callee = unsafe {
+                $crate::wasmtime::component::TypedFunc::<($($ty,)*), ($($ret,)?)>::new_unchecked(func)
+            };
+            let results = callee.call(
+                $crate::wasmtime::AsContextMut::as_context_mut(&mut store),
+                ($($arg,)*),
+            )?;
+            ::core::result::Result::Ok($crate::versioned::Results::out(results))
+        }
+    };
+    (
+        [async]
+        docs: [$(#[doc = $doc:literal])*]
+        name: $fn:ident,
+        interface: $iface_name:literal,
+        since: [$($since:literal)?],
+        default: [$($default:path)?],
+        params: [$($arg:ident: $ty:ty),*],
+        result: [$($ret:ty)?]
+    ) => {
+        $(#[doc = $doc])*
+        #[allow(unreachable_code, clippy::needless_return)]
+        pub async fn $fn<S>(
+            &self,
+            mut store: S,
+            $($arg: $ty),*
+        ) -> $crate::wasmtime::Result<<($($ret,)?) as $crate::versioned::Results>::Out>
+        where
+            S: $crate::wasmtime::AsContextMut,
+            S::Data: Send,
+        {
+            let ::core::option::Option::Some(func) = self.$fn else {
+                return $crate::__wasmplug_method!(@missing self, $fn, $iface_name, [$($since)?], [$($default)?], [$($arg),*]);
+            };
+            // SAFETY: as for the blocking call.
+            let callee = unsafe {
+                $crate::wasmtime::component::TypedFunc::<($($ty,)*), ($($ret,)?)>::new_unchecked(func)
+            };
+            let results = callee
+                .call_async(
+                    $crate::wasmtime::AsContextMut::as_context_mut(&mut store),
+                    ($($arg,)*),
+                )
+                .await?;
+            ::core::result::Result::Ok($crate::versioned::Results::out(results))
+        }
+    };
+    // The answer for a plugin without the function: its `#[default]`, or
+    // `Unsupported`.
+    (@missing $this:tt, $fn:ident, $iface_name:literal, [$($since:literal)?], [$($default:path)?], [$($arg:ident),*]) => {{
+        let args = ($($arg,)*);
+        $( return ::core::result::Result::Ok($crate::versioned::Apply::apply($default, args)); )?
+        let _ = args;
+        ::core::result::Result::Err($this.__bound.unsupported(
+            $this,
+            concat!($iface_name, ".", stringify!($fn)),
+            $crate::__wasmplug_some!($($since)?),
+        ))
+    }};
+}
+
+/// The `World` items that differ by mode: `ASYNC`, and the identity and
+/// init hooks (blocking functions, or functions returning a `BoxFuture`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wasmplug_hooks {
+    ([blocking] $data:ty; identity: [$($identity:expr)?] init: [$($init:expr)?]) => {
+        $(
+            fn identity(
+                &self,
+                store: &mut $crate::wasmtime::Store<$crate::State<$data>>,
+            ) -> $crate::wasmtime::Result<::core::option::Option<$crate::Identity>> {
+                ($identity)(self, store)
+            }
+        )?
+        $(
+            fn init(
+                &self,
+                store: &mut $crate::wasmtime::Store<$crate::State<$data>>,
+            ) -> $crate::wasmtime::Result<::core::result::Result<(), ::std::string::String>> {
+                ($init)(self, store)
+            }
+        )?
+    };
+    ([async] $data:ty; identity: [$($identity:expr)?] init: [$($init:expr)?]) => {
+        const ASYNC: bool = true;
+        $(
+            fn identity_async<'a>(
+                &'a self,
+                store: &'a mut $crate::wasmtime::Store<$crate::State<$data>>,
+            ) -> $crate::world::BoxFuture<'a, $crate::wasmtime::Result<::core::option::Option<$crate::Identity>>> {
+                ($identity)(self, store)
+            }
+        )?
+        $(
+            fn init_async<'a>(
+                &'a self,
+                store: &'a mut $crate::wasmtime::Store<$crate::State<$data>>,
+            ) -> $crate::world::BoxFuture<'a, $crate::wasmtime::Result<::core::result::Result<(), ::std::string::String>>> {
+                ($init)(self, store)
+            }
+        )?
     };
 }
 

@@ -104,3 +104,122 @@ fn an_embedders_versioned_world_serves_both_versions_with_its_default() {
     assert_eq!(welcome(&mut new).unwrap(), "Ahoy, Ann!");
     assert_eq!(welcome(&mut old).unwrap(), "Welcome, Ann!");
 }
+
+/// The same world with async bindings, for a tokio service: imports that
+/// are `async fn`s, calls awaited through `call_async`.
+mod asynchronous {
+    use wasmplug::wasmtime::component::{HasSelf, Linker};
+    use wasmplug::wasmtime::{self, Store};
+    use wasmplug::world::BoxFuture;
+    use wasmplug::State;
+
+    pub use super::Config;
+
+    mod newest {
+        ::wasmplug::wasmtime::component::bindgen!({
+            path: "../wit/v1.1",
+            world: "wasmplug:plugin/greeter-plugin@1.1.0",
+            wasmtime_crate: ::wasmplug::wasmtime,
+            imports: { default: async },
+            exports: { default: async },
+        });
+    }
+
+    impl newest::wasmplug::plugin::types::Host for State<Config> {}
+
+    impl newest::wasmplug::plugin::host::Host for State<Config> {
+        async fn log(&mut self, _level: newest::wasmplug::plugin::types::Level, message: String) {
+            State::log(self, wasmplug::log::Level::Info, &message);
+        }
+    }
+
+    impl newest::wasmplug::plugin::config::Host for State<Config> {
+        async fn get(&mut self, key: String) -> Option<String> {
+            (key == "greeting")
+                .then(|| self.data().greeting.clone())
+                .flatten()
+        }
+    }
+
+    fn link(linker: &mut Linker<State<Config>>) -> wasmtime::Result<()> {
+        newest::GreeterPlugin::add_to_linker::<_, HasSelf<State<Config>>>(linker, |s| s)
+    }
+
+    fn run_init<'a>(
+        plugin: &'a Greeter,
+        store: &'a mut Store<State<Config>>,
+    ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
+        Box::pin(plugin.lifecycle().init(store))
+    }
+
+    wasmplug::versioned_world! {
+        /// The embedder's world again, async.
+        pub async struct Greeter {
+            package: "wasmplug:plugin",
+            versions: ["1.1.0", "1.0.0"],
+            data: Config,
+            add_to_linker: link,
+            init: run_init,
+            interface lifecycle = "lifecycle" {
+                fn init() -> Result<(), String>;
+            }
+            interface greeter = "greeter" {
+                fn count() -> u32;
+                #[since = "1.1.0"]
+                fn farewell(name: &str) -> String;
+            }
+        }
+    }
+}
+
+async fn count(instance: &mut wasmplug::Instance<asynchronous::Greeter>) -> wasmplug::Result<u32> {
+    instance
+        .call_async(|plugin, store| Box::pin(plugin.greeter().count(store)))
+        .await
+}
+
+#[test]
+fn an_async_versioned_world_serves_both_versions_on_tokio() {
+    use asynchronous::Greeter as AsyncGreeter;
+    let runtime: Runtime<AsyncGreeter> = Runtime::new().unwrap();
+    // Loading is a blocking call: made outside the executor.
+    let (old, new) = (
+        runtime.load(guest("hello-v1")).unwrap(),
+        runtime.load(guest("hello-v1.1")).unwrap(),
+    );
+    let registry = wasmplug::Registry::new();
+    registry.activate(old.clone()).unwrap();
+    wasmplug_tests::current_thread().block_on(async {
+        let mut new = new.instantiate_async().await.unwrap();
+        let bye = new
+            .call_async(|plugin, store| Box::pin(plugin.greeter().farewell(store, "Ann")))
+            .await;
+        assert_eq!(bye.unwrap(), "Goodbye, Ann!");
+
+        let mut old = old.instantiate_async().await.unwrap();
+        assert_eq!(count(&mut old).await.unwrap(), 1);
+        let err = old
+            .call_async(|plugin, store| Box::pin(plugin.greeter().farewell(store, "Ann")))
+            .await
+            .unwrap_err();
+        assert!(err.is_unsupported(), "{err:?}");
+        assert!(!old.is_poisoned());
+        assert_eq!(count(&mut old).await.unwrap(), 2);
+
+        // Through a registry's handle: the pooled instance stays in service.
+        let handle = registry.get("hello-v1").unwrap();
+        for _ in 0..2 {
+            let err = handle
+                .call_async(|plugin, store| Box::pin(plugin.greeter().farewell(store, "Ann")))
+                .await
+                .unwrap_err();
+            assert!(err.is_unsupported(), "{err:?}");
+        }
+        let n = handle
+            .call_async(|plugin, store| Box::pin(plugin.greeter().count(store)))
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "the same instance served on, nothing restarted");
+        assert_eq!(handle.health().unwrap().restarts, 0);
+    });
+}
