@@ -10,10 +10,12 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 demo: guests-rust
     cargo run --release --locked -q -p wasmplug-tests --bin demo
 
-# Build every guest plugin into guest-plugins/dist/: Rust, C, JavaScript, Python.
+# Build every guest plugin into guest-plugins/dist/: Rust, C, Go, JavaScript, Python.
 guests: guests-rust
     bash guest-plugins/hello-c/build.sh guest-plugins/dist
     WIT_VERSION=1.1 bash guest-plugins/hello-c/build.sh guest-plugins/dist
+    bash guest-plugins/hello-go/build.sh guest-plugins/dist
+    WIT_VERSION=1.1 bash guest-plugins/hello-go/build.sh guest-plugins/dist
     bash guest-plugins/hello-js/build.sh guest-plugins/dist
     bash guest-plugins/hello-py/build.sh guest-plugins/dist
 
@@ -92,12 +94,13 @@ lint:
     cd guest-plugins && cargo fmt --all --check
     cd guest-plugins && cargo clippy --release --locked --target wasm32-wasip2 --workspace -- -D warnings
 
-# Idempotent; the C, JavaScript and Python toolchains are pinned.
+# Idempotent; the C, Go, JavaScript and Python toolchains are pinned.
 # Install what a fresh machine lacks: wasm target, lints, guest toolchains.
 setup:
     rustup target add wasm32-wasip2
     rustup component add clippy rustfmt
     command -v just >/dev/null || pip install rust-just
     bash guest-plugins/hello-c/setup.sh
+    bash guest-plugins/hello-go/setup.sh
     bash guest-plugins/hello-js/setup.sh
     bash guest-plugins/hello-py/setup.sh

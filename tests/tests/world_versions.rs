@@ -148,8 +148,8 @@ macro_rules! per_world_version {
 }
 
 per_world_version! {
-    1.0: rust => "hello-v1", c => "hello-c", javascript => "hello-js", python => "hello-py";
-    1.1: rust => "hello-v1.1", c => "hello-c-v1.1";
+    1.0: rust => "hello-v1", c => "hello-c", javascript => "hello-js", python => "hello-py", go => "hello-go";
+    1.1: rust => "hello-v1.1", c => "hello-c-v1.1", go => "hello-go-v1.1";
 }
 
 #[test]
