@@ -16,6 +16,7 @@ guests: guests-rust
     WIT_VERSION=1.1 bash guest-plugins/hello-c/build.sh guest-plugins/dist
     bash guest-plugins/hello-go/build.sh guest-plugins/dist
     WIT_VERSION=1.1 bash guest-plugins/hello-go/build.sh guest-plugins/dist
+    UNPATCHED=1 bash guest-plugins/hello-go/build.sh guest-plugins/dist
     bash guest-plugins/hello-js/build.sh guest-plugins/dist
     bash guest-plugins/hello-py/build.sh guest-plugins/dist
 
@@ -35,6 +36,7 @@ bench: guests
     cargo bench --locked -p wasmplug --bench overhead
     cargo bench --locked -p wasmplug --bench async_call
     cargo run --release --locked -q -p wasmplug-tests --bin soak
+    cargo run --release --locked -q -p wasmplug-tests --bin go_soak
     cargo run --release --locked -q -p wasmplug-tests --bin idle
     just bench-extism
 
@@ -62,6 +64,12 @@ callcount: guests-rust
     echo "  with a metrics recorder installed (every call counted and timed): Handle::call $recorded, ratio $(python3 -c "print(f'{$recorded/$instance:.3f}')")x"
     direct=$(per_call direct); versioned=$(per_call versioned)
     echo "count() through a versioned world (1.1 + 1.0) vs the world's own bindgen! bindings, same 1.0 component: versioned $versioned, direct $direct, ratio $(python3 -c "print(f'{$versioned/$direct:.3f}')")x (target <= 1.1x)"
+
+# Needs the Go guests (`just guests`). 0 traps is the target.
+# The Go guest under >= 1 M calls (default) while hot-swapped every 50 ms,
+# beside the build without the procPin patch (which traps) in one process.
+go-soak CALLS="1000000": guests
+    cargo run --release --locked -q -p wasmplug-tests --bin go_soak {{CALLS}}
 
 # Load, call and unload 10,000 times and 200 versions; print the RSS table.
 soak: guests-rust

