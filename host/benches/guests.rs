@@ -1,6 +1,6 @@
 //! Per guest language: component size, compile time (load with no cache),
-//! load time from the on-disk cache, and instantiate time (a new Store,
-//! instance and `init`). Loads are timed in a fresh runtime (a process
+//! load time from the on-disk cache, instantiate time (a new Store,
+//! instance and `init`) and one call (`welcome("Gopher")`). Loads are timed in a fresh runtime (a process
 //! that just started) and in a warm one (a service reloading a version it
 //! had unloaded). The figures in guest-plugins/README.md come from
 //! here. Rust is the baseline row, measured in the same run.
@@ -38,13 +38,14 @@ fn ms(d: Duration) -> String {
 fn main() {
     let cache = std::env::temp_dir().join(format!("wasmplug-bench-guests-{}", std::process::id()));
     println!(
-        "{:<12} {:>12} {:>14} {:>14} {:>14}",
-        "language", "size", "compile", "cached load", "instantiate"
+        "{:<12} {:>12} {:>14} {:>14} {:>14} {:>14}",
+        "language", "size", "compile", "cached load", "instantiate", "call"
     );
     let mut rust_instantiate = None;
     for (language, component) in [
         ("Rust", "hello-v1"),
         ("C", "hello-c"),
+        ("Go", "hello-go"),
         ("JavaScript", "hello-js"),
         ("Python", "hello-py"),
     ] {
@@ -70,6 +71,8 @@ fn main() {
         let cached_warm = median_of(21, || timed(|| drop(warm.load(&path).unwrap())));
         let plugin = warm.load(&path).unwrap();
         let instantiate = median_of(200, || timed(|| drop(plugin.instantiate().unwrap())));
+        let mut instance = plugin.instantiate().unwrap();
+        let call = median_of(2001, || timed(|| drop(instance.welcome("Gopher").unwrap())));
         let ratio = match rust_instantiate {
             None => {
                 rust_instantiate = Some(instantiate);
@@ -81,11 +84,12 @@ fn main() {
             ),
         };
         println!(
-            "{language:<12} {:>9} KB {:>14} {:>14} {:>14}{ratio}",
+            "{language:<12} {:>9} KB {:>14} {:>14} {:>14} {:>14}{ratio}",
             size / 1000,
             ms(compile),
             ms(cached),
-            ms(instantiate)
+            ms(instantiate),
+            format!("{:.2} µs", call.as_secs_f64() * 1e6)
         );
         println!(
             "{:<12} compile / cached load = {:.0}x in a fresh runtime; in a warm one {} / {} = {:.0}x",
