@@ -5,7 +5,9 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# (Rust guests only: it needs nothing beyond rustup.)
+# (Needs only the Rust guests. With the Go guests (`just guests`) and Go
+# installed it adds the Go plugin scenarios: Go's own plugin package beside
+# wasmplug with the Go guest, both measured in the run; DEMO_GO_VERSIONS=N.)
 # Walk through the six Go-plugin pitfalls with live plugins.
 demo: guests-rust
     cargo run --release --locked -q -p wasmplug-tests --bin demo

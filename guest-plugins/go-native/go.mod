@@ -1,0 +1,3 @@
+module gonative
+
+go 1.27
