@@ -178,13 +178,21 @@ fn package_names(
         .collect()
 }
 
-/// Two versions on one semver track (`1.x`, or `0.y.x`): what wasmtime
-/// links to each other. A pre-release is on a track of its own.
-fn compatible(a: &Version, b: &Version) -> bool {
-    if !a.pre.is_empty() || !b.pre.is_empty() {
-        return a == b;
+/// The semver track of a version, as wasmtime links names: `1` for `1.y.z`,
+/// `0.2` for `0.2.z`; a pre-release, or a `0.0.z`, is a track of its own
+/// (its whole version). Two names link when their tracks are equal.
+pub fn track(version: &Version) -> String {
+    match version {
+        v if !v.pre.is_empty() => v.to_string(),
+        v if v.major != 0 => v.major.to_string(),
+        v if v.minor != 0 => format!("0.{}", v.minor),
+        v => v.to_string(),
     }
-    a.major == b.major && (a.major != 0 || a.minor == b.minor)
+}
+
+/// Two versions on one semver track: what wasmtime links to each other.
+fn compatible(a: &Version, b: &Version) -> bool {
+    track(a) == track(b)
 }
 
 fn served_list(package: &str, versions: &[&str]) -> String {
@@ -699,11 +707,7 @@ macro_rules! __wasmplug_method {
             let ::core::option::Option::Some(func) = self.$fn else {
                 return $crate::__wasmplug_method!(@missing self, $fn, $iface_name, [$($since)?], [$($default)?], [$($arg),*]);
             };
-            // SAFETY: `World::indices` type-checked this export against
-            // exactly these types (`__declared`), for this component.
-            let callee = unsafe {
-                $crate::wasmtime::component::TypedFunc::<($($ty,)*), ($($ret,)?)>::new_unchecked(func)
-            };
+            let callee = $crate::__wasmplug_method!(@typed func, [$($ty),*], [$($ret)?]);
             let results = callee.call(
                 $crate::wasmtime::AsContextMut::as_context_mut(&mut store),
                 ($($arg,)*),
@@ -735,10 +739,7 @@ macro_rules! __wasmplug_method {
             let ::core::option::Option::Some(func) = self.$fn else {
                 return $crate::__wasmplug_method!(@missing self, $fn, $iface_name, [$($since)?], [$($default)?], [$($arg),*]);
             };
-            // SAFETY: as for the blocking call.
-            let callee = unsafe {
-                $crate::wasmtime::component::TypedFunc::<($($ty,)*), ($($ret,)?)>::new_unchecked(func)
-            };
+            let callee = $crate::__wasmplug_method!(@typed func, [$($ty),*], [$($ret)?]);
             let results = callee
                 .call_async(
                     $crate::wasmtime::AsContextMut::as_context_mut(&mut store),
@@ -747,6 +748,13 @@ macro_rules! __wasmplug_method {
                 .await?;
             ::core::result::Result::Ok($crate::versioned::Results::out(results))
         }
+    };
+    // The function, typed without a check at the call.
+    (@typed $func:ident, [$($ty:ty),*], [$($ret:ty)?]) => {
+        // SAFETY: `World::indices` type-checked this export against exactly
+        // these types (`__declared`, from the same tokens in the same
+        // module), for this component.
+        unsafe { $crate::wasmtime::component::TypedFunc::<($($ty,)*), ($($ret,)?)>::new_unchecked($func) }
     };
     // The answer for a plugin without the function: its `#[default]`, or
     // `Unsupported`.
@@ -849,6 +857,9 @@ mod tests {
         assert!(!compatible(&v("0.3.0"), &v("0.2.0")));
         assert!(!compatible(&v("1.1.0-rc.1"), &v("1.1.0")));
         assert!(compatible(&v("1.1.0-rc.1"), &v("1.1.0-rc.1")));
+        // wasmtime links no 0.0.z to another (alternate_lookup_key: None).
+        assert!(!compatible(&v("0.0.2"), &v("0.0.1")));
+        assert!(compatible(&v("0.0.1"), &v("0.0.1")));
     }
 
     #[test]

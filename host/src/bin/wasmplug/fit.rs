@@ -177,9 +177,9 @@ pub fn check(
 /// By semver track (see [`track`]): the name as written, and its type.
 type Signatures = BTreeMap<String, (String, String)>;
 
-/// A name with its version cut to what wasmtime treats as compatible:
-/// `a:b/c@1.2.0#f` → `a:b/c@1#f`, `@0.2.1` → `@0.2`; a pre-release, or
-/// `0.0.x`, stays whole.
+/// A name with its version cut to its semver track
+/// ([`wasmplug::versioned::track`]): `a:b/c@1.2.0#f` → `a:b/c@1#f`,
+/// `@0.2.1` → `@0.2`; a pre-release, or `0.0.x`, stays whole.
 fn track(name: &str) -> String {
     let Some((head, rest)) = name.split_once('@') else {
         return name.to_string();
@@ -189,9 +189,8 @@ fn track(name: &str) -> String {
         None => (rest, String::new()),
     };
     match semver::Version::parse(version) {
-        Ok(v) if v.pre.is_empty() && v.major != 0 => format!("{head}@{}{tail}", v.major),
-        Ok(v) if v.pre.is_empty() && v.minor != 0 => format!("{head}@0.{}{tail}", v.minor),
-        _ => name.to_string(),
+        Ok(v) => format!("{head}@{}{tail}", wasmplug::versioned::track(&v)),
+        Err(_) => name.to_string(),
     }
 }
 
