@@ -142,13 +142,16 @@ impl<W: World> Instance<W> {
     /// write.
     pub fn call_wave(&mut self, call: &str) -> Result<Vec<String>> {
         let parsed = wasm_wave::untyped::UntypedFuncCall::parse(call)
-            .map_err(|e| self.bad_call(wave_error(call, &e)))?;
+            .map_err(|e| self.bad_call(signature::wave_error(call, &e)))?;
         let export = parsed.name().to_string();
         crate::telemetry::export(&export);
         let func = self.find_func(&export)?;
         let params: Vec<Type> = func.ty(&self.store).params().map(|(_, ty)| ty).collect();
         let args: Vec<Val> = parsed.to_wasm_params::<Val>(params.iter()).map_err(|e| {
-            self.bad_call(format!("arguments of `{export}`: {}", wave_error(call, &e)))
+            self.bad_call(format!(
+                "arguments of `{export}`: {}",
+                signature::wave_error(call, &e)
+            ))
         })?;
         let results = self.invoke(&export, func, &args)?;
         if let Some(what) = results.iter().find_map(unwritable_in_wave) {
@@ -240,27 +243,11 @@ impl<W: World> Instance<W> {
     }
 
     fn find_func(&mut self, export: &str) -> Result<Func> {
-        // `iface#func`, or `iface.func` when the interface is a short name
-        // (a full name's version has dots of its own).
-        let split = match export.rsplit_once('#') {
-            Some(split) => Some(split),
-            None if !export.contains(['@', ':']) => export.rsplit_once('.'),
-            None => None,
-        };
-        let (iface, func) = match split {
-            Some((iface, func)) => (Some(iface.to_string()), func.to_string()),
-            None => (None, export.to_string()),
-        };
         let matches: Vec<String> = self
             .plugin
             .export_names()
             .iter()
-            .filter(|name| match name.rsplit_once('#') {
-                Some((i, f)) => {
-                    f == func && iface.as_deref().is_none_or(|want| short_matches(i, want))
-                }
-                None => iface.is_none() && **name == func,
-            })
+            .filter(|name| signature::names(name, export))
             .cloned()
             .collect();
         let full = match matches.as_slice() {
@@ -536,38 +523,24 @@ fn resources(val: &Val, out: &mut Vec<ResourceAny>) {
     }
 }
 
-/// A WAVE parse error, pointing at its column under the text.
-fn wave_error(text: &str, err: &wasm_wave::parser::ParserError) -> String {
-    let start = err.span().start.min(text.len());
-    let column = text[..start].chars().count() + 1;
-    let detail = err.detail().map(|d| format!(": {d}")).unwrap_or_default();
-    format!(
-        "bad WAVE at column {column}: {}{detail}\n    {text}\n    {}^",
-        err.kind(),
-        " ".repeat(column - 1)
-    )
-}
-
-/// Does an exported interface name match what a caller wrote? Either the
-/// full name, or its short form: `wasmplug:plugin/greeter@1.0.0` matches
-/// `greeter` and `wasmplug:plugin/greeter`.
-fn short_matches(full: &str, wanted: &str) -> bool {
-    let unversioned = full.split('@').next().unwrap_or(full);
-    let short = unversioned.rsplit('/').next().unwrap_or(unversioned);
-    full == wanted || unversioned == wanted || short == wanted
-}
-
 #[cfg(test)]
 mod tests {
-    use super::short_matches;
+    use crate::signature::names;
 
     #[test]
-    fn interface_names_match_in_full_and_short_form() {
-        let full = "wasmplug:plugin/greeter@1.0.0";
-        assert!(short_matches(full, full));
-        assert!(short_matches(full, "wasmplug:plugin/greeter"));
-        assert!(short_matches(full, "greeter"));
-        assert!(!short_matches(full, "greet"));
-        assert!(!short_matches(full, "lifecycle"));
+    fn function_names_match_in_full_and_short_form() {
+        let full = "wasmplug:plugin/greeter@1.0.0#count";
+        assert!(names(full, full));
+        assert!(names(full, "wasmplug:plugin/greeter#count"));
+        assert!(names(full, "greeter#count"));
+        assert!(names(full, "greeter.count"));
+        assert!(names(full, "count"));
+        assert!(!names(full, "greet.count"));
+        assert!(!names(full, "lifecycle.count"));
+        assert!(!names(full, "greeter.counts"));
+        // A full name's version has dots: only `#` separates it.
+        assert!(!names(full, "wasmplug:plugin/greeter@1.0.0.count"));
+        assert!(names("count", "count"));
+        assert!(!names("count", "greeter.count"));
     }
 }

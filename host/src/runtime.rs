@@ -221,7 +221,11 @@ pub struct RuntimeBuilder<W: World> {
     cache: Option<(std::path::PathBuf, u64)>,
     guest_threads: usize,
     data: Option<DataFn<W>>,
+    links: Vec<LinkFn<W>>,
 }
+
+type LinkFn<W> =
+    Box<dyn FnOnce(&mut Linker<State<<W as World>::Data>>) -> wasmtime::Result<()> + Send>;
 
 /// The default bound of the on-disk cache: 1 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
@@ -245,7 +249,34 @@ impl<W: World> RuntimeBuilder<W> {
             cache: None,
             guest_threads: std::thread::available_parallelism().map_or(2, usize::from),
             data: None,
+            links: Vec::new(),
         }
+    }
+
+    /// Define more host items in the linker, after WASI and the world's own
+    /// imports; a definition here replaces one of theirs with the same name.
+    /// For imports no `bindgen!` of the world covers, and for test doubles:
+    /// `wasmplug test` answers every import of a plugin this way. Several
+    /// calls add up, in order.
+    ///
+    /// ```no_run
+    /// # use wasmplug::{Dynamic, Runtime};
+    /// let runtime = Runtime::<Dynamic>::builder()
+    ///     .link(|linker| {
+    ///         linker.instance("example:clock/now@1.0.0")?.func_wrap(
+    ///             "unix-seconds",
+    ///             |_store, (): ()| Ok((1_700_000_000u64,)),
+    ///         )
+    ///     })
+    ///     .build()?;
+    /// # anyhow::Ok(())
+    /// ```
+    pub fn link(
+        mut self,
+        define: impl FnOnce(&mut Linker<State<W::Data>>) -> wasmtime::Result<()> + Send + 'static,
+    ) -> Self {
+        self.links.push(Box::new(define));
+        self
     }
 
     /// Make each new instance's [`World::Data`] with `data` instead of
@@ -365,6 +396,15 @@ impl<W: World> RuntimeBuilder<W> {
         W::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("adding the world's host imports to the linker")?;
+        if !self.links.is_empty() {
+            linker.allow_shadowing(true);
+            for define in self.links {
+                define(&mut linker)
+                    .map_err(anyhow::Error::from)
+                    .context("adding the embedder's host items to the linker")?;
+            }
+            linker.allow_shadowing(false);
+        }
 
         let disk = match self.cache {
             Some((dir, max_bytes)) => Some(DiskCache::new(dir, max_bytes, &engine)?),

@@ -32,6 +32,34 @@ pub fn funcs<'a>(
     funcs
 }
 
+/// Does `wanted`, a function name as a person writes it, name the function
+/// `full` (`interface#function`, or `function` at the top level, as
+/// [`funcs`] lists them)? `wanted` is `function`, `interface.function` or
+/// `interface#function`, the interface in full (`wasmplug:plugin/greeter@1.0.0`),
+/// without its version, or short (`greeter`). The `.` form needs a short
+/// or unversioned interface: a full name's version has dots of its own.
+pub fn names(full: &str, wanted: &str) -> bool {
+    let split = match wanted.rsplit_once('#') {
+        Some(split) => Some(split),
+        None if !wanted.contains(['@', ':']) => wanted.rsplit_once('.'),
+        None => None,
+    };
+    match (full.rsplit_once('#'), split) {
+        (Some((iface, func)), Some((want_iface, want_func))) => {
+            func == want_func && interface_matches(iface, want_iface)
+        }
+        (Some((_, func)), None) => func == wanted,
+        (None, None) => full == wanted,
+        (None, Some(_)) => false,
+    }
+}
+
+fn interface_matches(full: &str, wanted: &str) -> bool {
+    let unversioned = full.split('@').next().unwrap_or(full);
+    let short = unversioned.rsplit('/').next().unwrap_or(unversioned);
+    full == wanted || unversioned == wanted || short == wanted
+}
+
 /// A function type as WIT text.
 pub fn func(ty: &ComponentFunc) -> String {
     let params: Vec<String> = ty
@@ -102,4 +130,17 @@ pub fn value(ty: &Type) -> String {
         Type::Stream(_) => "stream".into(),
         Type::ErrorContext => "error-context".into(),
     }
+}
+
+/// A WAVE parse error as a message: what is wrong, and a caret under the
+/// column of `text` where it is.
+pub fn wave_error(text: &str, err: &wasm_wave::parser::ParserError) -> String {
+    let start = err.span().start.min(text.len());
+    let column = text[..start].chars().count() + 1;
+    let detail = err.detail().map(|d| format!(": {d}")).unwrap_or_default();
+    format!(
+        "bad WAVE at column {column}: {}{detail}\n    {text}\n    {}^",
+        err.kind(),
+        " ".repeat(column - 1)
+    )
 }

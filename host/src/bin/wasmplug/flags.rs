@@ -133,7 +133,17 @@ impl Cache {
     /// as not private), the first call warns on stderr and every call
     /// returns a runtime without it: the cache only saves time.
     pub fn runtime<W: World>(&self, policy: Policy) -> anyhow::Result<Runtime<W>> {
-        let builder = || RuntimeBuilder::<W>::new().policy(policy.clone());
+        self.runtime_with(policy, |builder| builder)
+    }
+
+    /// [`runtime`](Self::runtime), with `customize` applied to the builder
+    /// (once per attempt: with the cache, and without it if that fails).
+    pub fn runtime_with<W: World>(
+        &self,
+        policy: Policy,
+        customize: impl Fn(RuntimeBuilder<W>) -> RuntimeBuilder<W>,
+    ) -> anyhow::Result<Runtime<W>> {
+        let builder = || customize(RuntimeBuilder::<W>::new().policy(policy.clone()));
         if let Some(dir) = self.dir().filter(|_| !self.unusable.get()) {
             match builder().cache_dir(dir).build() {
                 Ok(runtime) => return Ok(runtime),

@@ -5,6 +5,7 @@
 mod out;
 mod fit;
 mod flags;
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ Examples:
   wasmplug inspect hello.wasm
   wasmplug inspect handler.wasm --wit wit/handler.wit
   wasmplug call hello.wasm 'welcome(\"Zoë\")'
+  wasmplug test hello.wasm cases.toml
   wasmplug run plugins/ --watch --env LANG --memory 64MiB --timeout 500ms
   wasmplug compile plugins/*.wasm
   wasmplug completions bash > /etc/bash_completion.d/wasmplug";
@@ -81,6 +83,30 @@ enum Command {
         component: PathBuf,
         /// The call, e.g. `welcome("Zoë")`.
         call: String,
+        #[command(flatten)]
+        grants: Grants,
+    },
+    /// Test a plugin without writing a host: run the calls of a case file
+    /// (TOML, values in WAVE), compare each answer with the expected one,
+    /// and answer the plugin's imports from the file (mocks), recording
+    /// the calls it makes. Prints one line per case and, for a failure,
+    /// the call, what was expected and what came; the exit status is 1 if
+    /// any case failed. The case file format is in docs/AUTHORING.md.
+    ///
+    /// Example cases.toml:
+    ///   [mocks]
+    ///   "config.get" = 'some("Hej")'
+    ///
+    ///   [[case]]
+    ///   call = 'welcome("Ann")'
+    ///   expect = '"Hej, Ann!"'
+    ///   imports = ['config.get("greeting")']
+    #[command(verbatim_doc_comment)]
+    Test {
+        /// The component file.
+        component: PathBuf,
+        /// The case file.
+        cases: PathBuf,
         #[command(flatten)]
         grants: Grants,
     },
@@ -181,6 +207,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Test {
+            component,
+            cases,
+            grants,
+        } => harness::run(cache, &component, &cases, grants.policy()),
         Command::Run { dir, watch, grants } => serve(cache, &dir, watch, &grants),
         Command::Watch { dir, grants } => serve(cache, &dir, true, &grants),
         Command::Compile { components } => compile(cache, &components),
