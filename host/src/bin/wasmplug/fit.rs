@@ -98,14 +98,13 @@ fn versions(wit: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     Ok(dirs)
 }
 
-/// Check `component` against `world` (or the only world) of the WIT
-/// package at `wit` (a `.wit` file or a directory with a `deps/` folder).
-pub fn check(
-    engine: &Engine,
-    component: &Component,
+/// Parse the WIT at `wit` (a `.wit` file, or a directory with a `deps/`
+/// folder) and choose `world`, or its only world: the package and world.
+/// A syntax or name error renders with its file, line, column and line.
+pub fn read_wit(
     wit: &Path,
     world: Option<&str>,
-) -> anyhow::Result<Fit> {
+) -> anyhow::Result<(Resolve, wit_parser::PackageId, wit_parser::WorldId)> {
     let mut resolve = Resolve::default();
     let (package, _) = resolve.push_path(wit).map_err(|err| {
         // A WIT syntax or name error renders with its file, line and column
@@ -120,6 +119,18 @@ pub fn check(
     let world_id = resolve
         .select_world(&[package], world)
         .with_context(|| format!("choosing a world in {} (see --world)", wit.display()))?;
+    Ok((resolve, package, world_id))
+}
+
+/// Check `component` against `world` (or the only world) of the WIT
+/// package at `wit` (a `.wit` file or a directory with a `deps/` folder).
+pub fn check(
+    engine: &Engine,
+    component: &Component,
+    wit: &Path,
+    world: Option<&str>,
+) -> anyhow::Result<Fit> {
+    let (resolve, package, world_id) = read_wit(wit, world)?;
     let package_name = &resolve.packages[package].name;
     let world_name = format!(
         "{}:{}/{}{}",

@@ -6,6 +6,7 @@ mod out;
 mod fit;
 mod flags;
 mod harness;
+mod new;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ Examples:
   wasmplug inspect handler.wasm --wit wit/handler.wit
   wasmplug call hello.wasm 'welcome(\"Zoë\")'
   wasmplug test hello.wasm cases.toml
+  wasmplug new --lang go --wit service.wit my-plugin
   wasmplug run plugins/ --watch --env LANG --memory 64MiB --timeout 500ms
   wasmplug compile plugins/*.wasm
   wasmplug completions bash > /etc/bash_completion.d/wasmplug";
@@ -85,6 +87,29 @@ enum Command {
         call: String,
         #[command(flatten)]
         grants: Grants,
+    },
+    /// Make a buildable plugin project for a WIT world: sources with every
+    /// export stubbed (each answers a default value), pinned setup and
+    /// build scripts, a case file for `wasmplug test` that passes, and a
+    /// README. See docs/AUTHORING.md.
+    ///
+    /// Examples:
+    ///   wasmplug new --lang rust --wit wit/plugin.wit --world greeter-plugin my-greeter
+    ///   wasmplug new --lang python --wit service/wit my-handler
+    #[command(verbatim_doc_comment)]
+    New {
+        /// The language of the plugin.
+        #[arg(long, value_enum)]
+        lang: new::Lang,
+        /// The WIT file, or a directory of them (with `deps/`).
+        #[arg(long, value_name = "PATH")]
+        wit: PathBuf,
+        /// Which world of the WIT package, when it has more than one.
+        #[arg(long, value_name = "NAME")]
+        world: Option<String>,
+        /// The project directory to create (empty or new); its name is the
+        /// plugin's.
+        dir: PathBuf,
     },
     /// Test a plugin without writing a host: run the calls of a case file
     /// (TOML, values in WAVE), compare each answer with the expected one,
@@ -207,6 +232,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::New {
+            lang,
+            wit,
+            world,
+            dir,
+        } => new::run(lang, &wit, world.as_deref(), &dir),
         Command::Test {
             component,
             cases,
