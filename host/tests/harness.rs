@@ -36,11 +36,16 @@ impl Drop for Scratch {
 
 /// `wasmplug test PLUGIN CASES`: (exit code, stdout, stderr).
 fn run_test(plugin: &str, cases: &str) -> (Option<i32>, String, String) {
+    run_test_with(plugin, cases, &[])
+}
+
+fn run_test_with(plugin: &str, cases: &str, flags: &[&str]) -> (Option<i32>, String, String) {
     let cache = std::env::temp_dir().join(format!("wasmplug-harness-cache-{}", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_wasmplug"))
         .env("RUST_LOG", "warn")
         .env("WASMPLUG_CACHE_DIR", cache)
         .args(["test", plugin, cases])
+        .args(flags)
         .output()
         .unwrap();
     (
@@ -52,7 +57,8 @@ fn run_test(plugin: &str, cases: &str) -> (Option<i32>, String, String) {
 
 /// Imports `example:mock/host` (`now` returns a value, `say` does not);
 /// exports `bump` (a per-instance counter that tells `say` each new value),
-/// `boom` (traps) and `time` (asks `now`).
+/// `boom` (traps), `time` (asks `now`), `spin` (never returns), `huge` (a
+/// 1 MiB string) and `chatty` (calls `say` 200,000 times).
 const COUNTER: &str = r#"
 (component
   (import "example:mock/host" (instance $host
@@ -63,7 +69,18 @@ const COUNTER: &str = r#"
   (core module $m
     (import "host" "now" (func $now (result i64)))
     (import "host" "say" (func $say (param i32)))
+    (memory (export "memory") 17)
     (global $n (mut i32) (i32.const 0))
+    (func (export "spin") (loop $l (br $l)))
+    (func (export "huge") (result i32)
+      (i32.store (i32.const 0) (i32.const 16))
+      (i32.store (i32.const 4) (i32.const 1048576))
+      (i32.const 0))
+    (func (export "chatty") (local $i i32)
+      (loop $l
+        (call $say (local.get $i))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (i32.const 200000)))))
     (func (export "bump") (result i32)
       (global.set $n (i32.add (global.get $n) (i32.const 1)))
       (call $say (global.get $n))
@@ -74,7 +91,11 @@ const COUNTER: &str = r#"
     (with "host" (instance (export "now" (func $now)) (export "say" (func $say))))))
   (func (export "bump") (result u32) (canon lift (core func $i "bump")))
   (func (export "boom") (canon lift (core func $i "boom")))
-  (func (export "time") (result u64) (canon lift (core func $i "time"))))
+  (func (export "time") (result u64) (canon lift (core func $i "time")))
+  (func (export "spin") (canon lift (core func $i "spin")))
+  (alias core export $i "memory" (core memory $mem))
+  (func (export "huge") (result string) (canon lift (core func $i "huge") (memory $mem)))
+  (func (export "chatty") (canon lift (core func $i "chatty"))))
 "#;
 
 #[test]
@@ -288,7 +309,10 @@ fn mistakes_in_the_case_file_are_refused_before_any_call_naming_file_and_case() 
     refused(
         "no-such-export.toml",
         "[[case]]\ncall = 'bumpp()'\n",
-        &["cannot call `bumpp`", "bump, boom, time"],
+        &[
+            "cannot call `bumpp`",
+            "bump, boom, time, spin, huge, chatty",
+        ],
     );
     refused(
         "bad-args.toml",
@@ -317,4 +341,67 @@ fn a_file_that_is_no_component_is_refused_naming_it() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_plugin_that_hangs_floods_or_shouts_costs_one_case_not_the_run() {
+    let scratch = Scratch::new("hostile");
+    let plugin = scratch.write("counter.wat", COUNTER);
+    let cases = scratch.write(
+        "cases.toml",
+        r#"
+[[case]]
+name = "never returns"
+call = 'spin()'
+
+[[case]]
+name = "answers after the hang"
+call = 'bump()'
+expect = '1'
+
+[[case]]
+name = "a megabyte where a word was expected"
+call = 'huge()'
+expect = '"short"'
+
+[[case]]
+name = "two hundred thousand import calls"
+call = 'chatty()'
+imports = []
+
+[[case]]
+call = 'bump()'
+expect = '2'
+"#,
+    );
+    let started = std::time::Instant::now();
+    let (code, out, err) = run_test_with(&plugin, &cases, &["--timeout", "300ms"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("FAIL  never returns"), "{out}");
+    assert!(out.contains("deadline"), "the hang is named: {out}");
+    assert!(out.contains("ok    answers after the hang"), "{out}");
+    // The megabyte is cut in the report, saying how much was left out.
+    assert!(
+        out.contains("FAIL  a megabyte where a word was expected"),
+        "{out}"
+    );
+    assert!(out.contains("more bytes not shown)"), "{out}");
+    assert!(
+        out.len() < 64 * 1024,
+        "the report stays short: {} bytes",
+        out.len()
+    );
+    // Two hundred thousand calls: counted, a few shown.
+    assert!(
+        out.contains("FAIL  two hundred thousand import calls"),
+        "{out}"
+    );
+    assert!(out.contains("host.say(0), host.say(1)"), "{out}");
+    assert!(out.contains("more calls"), "{out}");
+    assert!(out.contains("ok    bump()"), "{out}");
+    assert!(out.contains("2 passed, 3 failed"), "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the run ended (a hang would not)"
+    );
 }

@@ -261,3 +261,61 @@ fn what_new_cannot_template_is_refused_before_anything_is_written() {
     assert_eq!(std::fs::read_dir(scratch.join("taken")).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+#[test]
+fn the_wit_is_copied_with_its_deps_following_links_and_a_link_cycle_is_an_error() {
+    let scratch = std::env::temp_dir().join(format!("wasmplug-new-deps-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let shared = scratch.join("shared/clock");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(
+        shared.join("clock.wit"),
+        "package example:clock;\ninterface now { now: func() -> u64; }\n",
+    )
+    .unwrap();
+    let wit = scratch.join("wit");
+    std::fs::create_dir_all(&wit).unwrap();
+    std::fs::write(
+        wit.join("world.wit"),
+        "package example:app;\nworld app {\n  import example:clock/now;\n  export run: func() -> u32;\n}\n",
+    )
+    .unwrap();
+    // deps/ is a link to a shared folder, as in a monorepo.
+    std::os::unix::fs::symlink(scratch.join("shared"), wit.join("deps")).unwrap();
+    let out = wasmplug(
+        &[
+            "new",
+            "--lang",
+            "rust",
+            "--wit",
+            wit.to_str().unwrap(),
+            "app",
+        ],
+        &scratch,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let copied = scratch.join("app/wit/deps/clock/clock.wit");
+    assert!(copied.is_file(), "{} missing", copied.display());
+    assert!(!copied.is_symlink(), "copied, not linked");
+    // A cycle under deps/: refused, not followed forever.
+    std::os::unix::fs::symlink(&shared, shared.join("again")).unwrap();
+    let out = wasmplug(
+        &[
+            "new",
+            "--lang",
+            "rust",
+            "--wit",
+            wit.to_str().unwrap(),
+            "cycle",
+        ],
+        &scratch,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("a symbolic link cycle?"),
+        "{}",
+        text(&out)
+    );
+    assert!(!scratch.join("cycle").exists(), "nothing left behind");
+    let _ = std::fs::remove_dir_all(&scratch);
+}

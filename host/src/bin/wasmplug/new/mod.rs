@@ -356,20 +356,20 @@ pub fn run(lang: Lang, wit: &Path, world: Option<&str>, dir: &Path) -> anyhow::R
     files.push(File::new("cases.toml", cases(&model)?));
     files.push(File::new("README.md", readme(&model, lang, wit)));
     files.push(File::new(".gitignore", gitignore(lang)));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    copy_wit(wit, &dir.join("wit"))?;
-    for file in &files {
-        let path = dir.join(&file.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+    let existed = dir.exists();
+    if let Err(err) = write_project(dir, wit, &files) {
+        // Half a project is worse than none: take back what was written.
+        if existed {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    let _ = std::fs::remove_dir_all(entry.path())
+                        .or_else(|_| std::fs::remove_file(entry.path()));
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(dir);
         }
-        std::fs::write(&path, &file.text).with_context(|| format!("writing {}", path.display()))?;
-        if file.executable {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .with_context(|| format!("making {} executable", path.display()))?;
-        }
+        return Err(err);
     }
     outln!(
         "created {} ({:?} plugin of world `{}`, {} exported functions)",
@@ -388,6 +388,25 @@ pub fn run(lang: Lang, wit: &Path, world: Option<&str>, dir: &Path) -> anyhow::R
     );
     outln!("  wasmplug test dist/{}.wasm cases.toml", model.name);
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_project(dir: &Path, wit: &Path, files: &[File]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    copy_wit(wit, &dir.join("wit"))?;
+    for file in files {
+        let path = dir.join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, &file.text).with_context(|| format!("writing {}", path.display()))?;
+        if file.executable {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn project_name(dir: &Path) -> anyhow::Result<String> {
@@ -598,7 +617,9 @@ fn gitignore(lang: Lang) -> String {
 }
 
 /// Copy the WIT: a file as `wit/<its name>`, a directory's `.wit` files
-/// and its `deps/`.
+/// and its `deps/`. Symbolic links are followed (a `deps/` linked from a
+/// shared folder is common), to a depth of [`MAX_DEPTH`] so a link cycle
+/// ends in an error instead of a full disk.
 fn copy_wit(wit: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     if wit.is_file() {
@@ -607,29 +628,35 @@ fn copy_wit(wit: &Path, to: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     for entry in std::fs::read_dir(wit).with_context(|| format!("reading {}", wit.display()))? {
-        let entry = entry?;
-        let path = entry.path();
-        let file_type = entry.file_type()?;
-        if file_type.is_file() && path.extension().is_some_and(|e| e == "wit") {
-            std::fs::copy(&path, to.join(entry.file_name()))
+        let path = entry?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "wit") {
+            std::fs::copy(&path, to.join(path.file_name().unwrap_or_default()))
                 .with_context(|| format!("copying {}", path.display()))?;
-        } else if file_type.is_dir() && entry.file_name() == "deps" {
-            copy_tree(&path, &to.join("deps"))?;
+        } else if path.is_dir() && path.file_name().is_some_and(|n| n == "deps") {
+            copy_tree(&path, &to.join("deps"), 0)?;
         }
     }
     Ok(())
 }
 
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+const MAX_DEPTH: usize = 16;
+
+fn copy_tree(from: &Path, to: &Path, depth: usize) -> anyhow::Result<()> {
+    if depth > MAX_DEPTH {
+        bail!(
+            "{} is nested more than {MAX_DEPTH} directories deep (a symbolic link cycle?)",
+            from.display()
+        );
+    }
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
-        let file_type = entry.file_type()?;
-        if file_type.is_dir() {
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        } else if file_type.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))
-                .with_context(|| format!("copying {}", entry.path().display()))?;
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default();
+        if path.is_dir() {
+            copy_tree(&path, &to.join(name), depth + 1)?;
+        } else if path.is_file() {
+            std::fs::copy(&path, to.join(name))
+                .with_context(|| format!("copying {}", path.display()))?;
         }
     }
     Ok(())
