@@ -95,8 +95,11 @@ fn borrow_toolchain(project: &Path, lang: &str) {
     std::os::unix::fs::symlink(guest.join(dir), project.join(dir)).unwrap();
 }
 
+/// Build with the project's `build.sh`; prints the build's wall time and
+/// the component's size (`-- --nocapture` shows them).
 fn build(project: &Path, lang: &str) {
     borrow_toolchain(project, lang);
+    let started = std::time::Instant::now();
     let out = Command::new("bash")
         .arg(project.join("build.sh"))
         .current_dir(project)
@@ -108,6 +111,15 @@ fn build(project: &Path, lang: &str) {
         "{}/build.sh failed (toolchains: `just setup`):\n{}",
         project.display(),
         text(&out)
+    );
+    let name = project.file_name().unwrap().to_str().unwrap();
+    let size = std::fs::metadata(project.join(format!("dist/{name}.wasm")))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    eprintln!(
+        "built {name:<26} {:>7.1} s  {:>10} bytes",
+        started.elapsed().as_secs_f64(),
+        size
     );
 }
 
