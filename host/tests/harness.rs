@@ -405,3 +405,55 @@ expect = '2'
         "the run ended (a hang would not)"
     );
 }
+
+/// Exports `wasmplug:plugin/lifecycle@1.0.0` with only `init`, which asks
+/// the host's `now` and keeps the answer; `started` returns it.
+const STARTS: &str = r#"
+(component
+  (import "example:mock/host" (instance $host (export "now" (func (result u64)))))
+  (core func $now (canon lower (func $host "now")))
+  (core module $m
+    (import "host" "now" (func $now (result i64)))
+    (memory (export "memory") 1)
+    (global $t (mut i64) (i64.const 0))
+    (func (export "init") (result i32)
+      (global.set $t (call $now))
+      (i32.store8 (i32.const 32) (i32.const 0))
+      (i32.const 32))
+    (func (export "started") (result i64) (global.get $t)))
+  (core instance $i (instantiate $m (with "host" (instance (export "now" (func $now))))))
+  (alias core export $i "memory" (core memory $mem))
+  (func $init (result (result (error string))) (canon lift (core func $i "init") (memory $mem)))
+  (instance $lifecycle (export "init" (func $init)))
+  (export "wasmplug:plugin/lifecycle@1.0.0" (instance $lifecycle))
+  (func (export "started") (result u64) (canon lift (core func $i "started"))))
+"#;
+
+#[test]
+fn mocks_answer_the_imports_that_init_calls_on_every_instance() {
+    let scratch = Scratch::new("init-mocks");
+    let plugin = scratch.write("starts.wat", STARTS);
+    let cases = scratch.write(
+        "cases.toml",
+        r#"
+[mocks]
+"host.now" = '7'
+
+[[case]]
+name = "init asked the file's mock"
+call = 'started()'
+expect = '7'
+
+[[case]]
+name = "a fresh instance's init asks the case's mock"
+fresh = true
+mocks = { "host.now" = '9' }
+call = 'started()'
+expect = '9'
+imports = []
+"#,
+    );
+    let (code, out, err) = run_test(&plugin, &cases);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+}

@@ -28,7 +28,8 @@
 //! one, sandboxed as for `call` (nothing granted unless asked).
 //!
 //! Cases run in order on one instance (a plugin's state carries from case
-//! to case, as it would in a host), after `init`. A case that fails with a
+//! to case, as it would in a host), after `init` (whose import calls the
+//! mocks answer too, and which belong to no case). A case that fails with a
 //! trap or error leaves the instance unusable, so the next case gets a
 //! fresh one; `fresh = true` asks for one. Everything in the file (WAVE
 //! syntax, types of mocks and expected values, import names) is checked
@@ -95,6 +96,9 @@ struct Import {
 #[derive(Default)]
 struct Switchboard {
     answers: HashMap<String, Val>,
+    /// Mocks as written, read while the plugin loads: its first `init`
+    /// runs before the imports' types are known to parse them against.
+    unparsed: BTreeMap<String, String>,
     /// The first [`MAX_RECORDED`] calls, with their arguments.
     made: Vec<(String, Vec<Val>)>,
     /// Calls beyond those.
@@ -138,13 +142,29 @@ pub fn run(cache: &Cache, plugin: &Path, cases: &Path, policy: Policy) -> anyhow
     let names = import_names(&bytes)
         .with_context(|| format!("{} is not a WebAssembly component", plugin.display()))?;
 
+    // The load runs `init` once: the file's mocks and the first case's answer
+    // the imports it calls.
     let board = Shared::default();
+    {
+        let mut unparsed = file.mocks.clone();
+        unparsed.extend(file.cases[0].mocks.clone());
+        board
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unparsed = unparsed;
+    }
     let runtime = cache.runtime_with::<Dynamic>(policy, |builder| {
         let board = board.clone();
         let names = names.clone();
         builder.link(move |linker| define_mocks(linker, &names, &board))
     })?;
     let loaded = runtime.load(plugin)?;
+    std::mem::take(
+        &mut board
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unparsed,
+    );
     let engine = runtime.engine();
     let imports: Vec<Import> =
         signature::funcs(engine, loaded.component().component_type().imports(engine))
@@ -283,9 +303,13 @@ fn define_mocks(
                 if results.is_empty() {
                     return Ok(());
                 }
-                match board.answers.get(&full) {
+                let answer = match board.answers.get(&full) {
+                    Some(answer) => Some(answer.clone()),
+                    None => unparsed_answer(&board.unparsed, &full, &ty)?,
+                };
+                match answer {
                     Some(answer) => {
-                        results[0] = answer.clone();
+                        results[0] = answer;
                         Ok(())
                     }
                     None => Err(wasmplug::wasmtime::format_err!(
@@ -300,6 +324,24 @@ fn define_mocks(
         }
     }
     Ok(())
+}
+
+/// The answer of a mock as written for import `full`, parsed against its
+/// result type.
+fn unparsed_answer(
+    mocks: &BTreeMap<String, String>,
+    full: &str,
+    ty: &ComponentFunc,
+) -> wasmplug::wasmtime::Result<Option<Val>> {
+    let Some((key, text)) = mocks.iter().find(|(key, _)| signature::names(full, key)) else {
+        return Ok(None);
+    };
+    let Some(result) = ty.results().next() else {
+        return Ok(None);
+    };
+    parse_value(text, &result)
+        .map(Some)
+        .map_err(|e| wasmplug::wasmtime::format_err!("mock `{key}`: {e:#}"))
 }
 
 /// `greeter#welcome` for `wasmplug:plugin/greeter@1.0.0#welcome`.
@@ -479,13 +521,14 @@ fn run_case(
     if case.fresh {
         *slot = None;
     }
+    // The case's mocks answer a new instance's `init` too.
+    board.lock().unwrap_or_else(PoisonError::into_inner).answers = case.answers.clone();
     if slot.is_none() {
         *slot = Some(instantiate(plugin, board).map_err(|e| format!("{e:#}"))?);
     }
     let instance = slot.as_mut().expect("made above");
     {
         let mut board = board.lock().unwrap_or_else(PoisonError::into_inner);
-        board.answers = case.answers.clone();
         board.made.clear();
         board.unrecorded = 0;
     }
