@@ -78,9 +78,42 @@ impl lifecycle::Guest for Hello {
     }
 }
 
+/// `welcome("spin:N")`: N rounds of arithmetic (three times N in the
+/// `slow` variant), for a call of a chosen cost.
+fn spin(rounds: u64) -> u64 {
+    let rounds = if cfg!(feature = "slow") {
+        rounds * 3
+    } else {
+        rounds
+    };
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..rounds {
+        x = std::hint::black_box(x.rotate_left(5) ^ i).wrapping_mul(0x100_0000_01b3);
+    }
+    x
+}
+
 impl greeter::Guest for Hello {
     fn welcome(name: String) -> String {
         require_init();
+        if let Some(rounds) = name.strip_prefix("spin:").and_then(|n| n.parse().ok()) {
+            return format!("spun {:x}", spin(rounds));
+        }
+        #[cfg(feature = "flaky")]
+        if let Some(n) = name
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|digits| digits.parse::<u64>().ok())
+        {
+            assert!(n % 20 != 0, "flaky: input {n} is a multiple of 20");
+        }
+        #[cfg(feature = "sockets")]
+        if let Some(addr) = name.strip_prefix("tcp:") {
+            return match std::net::TcpStream::connect(addr) {
+                Ok(_) => format!("connected to {addr}"),
+                Err(e) => format!("no connection to {addr}: {e}"),
+            };
+        }
         #[cfg(feature = "wit-1-1")]
         if let Some(greeting) = wasmplug::plugin::config::get("greeting") {
             return format!("{greeting}, {name}!");
