@@ -29,6 +29,10 @@
 //!   long as a caller may wait ([`Registry::with_max_wait`]). Nothing ran;
 //!   an HTTP service answers 503.
 //!
+//! * [`Error::Rollout`]: a rollout command found nothing to act on (no
+//!   version held under that name to approve or refuse, no previous
+//!   version kept to roll back to). Nothing changed.
+//!
 //! [`Registry::with_max_wait`]: crate::Registry::with_max_wait
 //!
 //! Every variant names the plugin — `name@version` once its identity is known,
@@ -169,6 +173,17 @@ pub enum Error {
         /// How long the caller waited.
         waited: std::time::Duration,
     },
+    /// A rollout command ([`Registry::approve`](crate::Registry::approve),
+    /// [`refuse`](crate::Registry::refuse),
+    /// [`rollback`](crate::Registry::rollback)) found nothing to act on.
+    /// Nothing changed.
+    #[error("`{name}`: {message}")]
+    Rollout {
+        /// The name it was asked about.
+        name: String,
+        /// What was missing.
+        message: String,
+    },
     /// The host could not create an instance.
     #[error("{plugin} could not be instantiated: {cause:#}")]
     Instantiate {
@@ -256,7 +271,7 @@ impl Error {
             | Error::Unavailable { plugin, .. }
             | Error::Overloaded { plugin, .. }
             | Error::Instantiate { plugin, .. } => Some(plugin),
-            Error::NotLoaded { .. } => None,
+            Error::NotLoaded { .. } | Error::Rollout { .. } => None,
         }
     }
 
@@ -281,6 +296,7 @@ impl Error {
             Error::Handoff { .. } => "handoff",
             Error::Overloaded { .. } => "overloaded",
             Error::Instantiate { .. } => "instantiate",
+            Error::Rollout { .. } => "rollout",
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use crate::error::Error;
+use crate::reach::Widening;
 use crate::{Identity, Source};
 
 /// Something that happened to a plugin, as the registry and the watcher
@@ -57,6 +58,83 @@ pub enum Event {
         /// The directory.
         path: PathBuf,
     },
+    /// A new version reaches further than the one serving its name (new
+    /// imports, wider grants): it is held, not swapped in, until
+    /// [`Registry::approve`](crate::Registry::approve) or
+    /// [`refuse`](crate::Registry::refuse). The serving version goes on
+    /// serving.
+    Held {
+        /// The name it would serve.
+        name: String,
+        /// The version serving it.
+        serving: Identity,
+        /// Where the held version came from.
+        source: Source,
+        /// What it would add.
+        widening: Widening,
+    },
+    /// A held version was approved and activated (a [`Event::Swapped`]
+    /// follows or came before it, as for any activation).
+    Approved {
+        /// Who.
+        identity: Identity,
+        /// What the approval granted.
+        widening: Widening,
+    },
+    /// A held version was refused and dropped; the same content from the
+    /// same source is not loaded again.
+    Refused {
+        /// The name it would have served.
+        name: String,
+        /// Where it came from.
+        source: Source,
+        /// What it would have added.
+        widening: Widening,
+    },
+    /// A new version went on trial beside the serving one (a canary or a
+    /// shadow rollout): the serving version stays current meanwhile.
+    TrialStarted {
+        /// The version serving.
+        serving: Identity,
+        /// The version on trial.
+        candidate: Identity,
+        /// How: `canary 10%`, `shadow`.
+        how: String,
+    },
+    /// A version on trial passed it and is now current (an
+    /// [`Event::Swapped`] comes with it).
+    Promoted {
+        /// The version it replaced.
+        from: Identity,
+        /// The version now current.
+        to: Identity,
+        /// The figures that decided it.
+        figures: String,
+    },
+    /// A mirrored call's answer from the version on trial differed from
+    /// the serving version's (which is the one the caller got). Only the
+    /// first few of a trial are reported.
+    Mismatch {
+        /// The version that answered.
+        serving: Identity,
+        /// The version on trial.
+        candidate: Identity,
+        /// The serving version's answer.
+        expected: String,
+        /// The candidate's.
+        got: String,
+    },
+    /// The current version was rolled back to the one it replaced, kept
+    /// warm since the swap. The rolled-back version is unloaded, and the
+    /// same content from the same source is not loaded again.
+    RolledBack {
+        /// The version that served until now.
+        from: Identity,
+        /// The version that serves again.
+        to: Identity,
+        /// Why: on demand, or the figures that decided it.
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for Event {
@@ -85,6 +163,47 @@ impl std::fmt::Display for Event {
             Event::DirectoryBack { path } => {
                 write!(f, "watching {} again", path.display())
             }
+            Event::Held {
+                name,
+                serving,
+                source,
+                widening,
+            } => write!(
+                f,
+                "held {source} for `{name}`: it reaches further than {serving} ({widening}); \
+                 {serving} keeps serving until it is approved or refused"
+            ),
+            Event::Approved { identity, widening } => {
+                write!(f, "approved {identity}, which adds: {widening}")
+            }
+            Event::Refused {
+                name,
+                source,
+                widening,
+            } => write!(
+                f,
+                "refused {source} for `{name}` (it would add: {widening})"
+            ),
+            Event::RolledBack { from, to, reason } => {
+                write!(f, "rolled back {from} -> {to}: {reason}")
+            }
+            Event::TrialStarted {
+                serving,
+                candidate,
+                how,
+            } => write!(f, "trying {candidate} beside {serving} ({how})"),
+            Event::Promoted { from, to, figures } => {
+                write!(f, "promoted {to} over {from}: {figures}")
+            }
+            Event::Mismatch {
+                serving,
+                candidate,
+                expected,
+                got,
+            } => write!(
+                f,
+                "mismatch: {candidate} answered {got} where {serving} answered {expected}"
+            ),
         }
     }
 }
@@ -115,7 +234,11 @@ impl Subscribers {
     /// Log `event` and send it to every subscriber still listening.
     pub(crate) fn emit(&self, event: Event) {
         match &event {
-            Event::Failed { .. } | Event::DirectoryLost { .. } => {
+            Event::Failed { .. }
+            | Event::DirectoryLost { .. }
+            | Event::Held { .. }
+            | Event::Mismatch { .. }
+            | Event::RolledBack { .. } => {
                 tracing::warn!(target: "wasmplug::registry", "{event}")
             }
             _ => tracing::info!(target: "wasmplug::registry", "{event}"),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::{Instrument as _, Span};
 use wasmtime::Store;
 
+use crate::canary::{KeyHash, Rollout};
 use crate::deadline::INLINE_BUDGET;
 use crate::error::{Error, Result};
 use crate::pool::{Health, Live};
@@ -92,6 +93,103 @@ impl<W: World> Handle<W> {
     /// [`Error::Init`] when a replacement instance cannot be made; otherwise
     /// whatever `f` returns.
     pub fn call<R>(&self, f: impl FnOnce(&mut Instance<W>) -> Result<R>) -> Result<R> {
+        // One relaxed load while no canary or shadow rollout runs.
+        if self.slot.trying.load(Ordering::Relaxed) && self.requirement.is_none() {
+            return self.call_trial(None, f);
+        }
+        self.call_current(f)
+    }
+
+    /// [`call`](Self::call), and while a canary rollout runs, the version
+    /// is chosen by `key` rather than per call: the same key always goes
+    /// to the same version (a user sees one version, not both in turn).
+    /// The key's hash is stable across processes, so a user sticks to one
+    /// version on every replica running the same rollout.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub fn call_keyed<R, K: std::hash::Hash + ?Sized>(
+        &self,
+        key: &K,
+        f: impl FnOnce(&mut Instance<W>) -> Result<R>,
+    ) -> Result<R> {
+        if self.slot.trying.load(Ordering::Relaxed) && self.requirement.is_none() {
+            return self.call_trial(Some(key.key_hash()), f);
+        }
+        self.call_current(f)
+    }
+
+    /// [`call`](Self::call) for a call the embedder declares free of side
+    /// effects (the same answer for the same input, nothing changed
+    /// anywhere): while a shadow rollout runs, it is also made on the
+    /// version on trial, on the caller's thread after this one, and the two
+    /// results compared ([`canary`](crate::canary)). The caller always gets
+    /// the serving version's result; a shadow trial adds the mirrored
+    /// call's time to the call. Outside a shadow rollout it is a plain
+    /// [`call`](Self::call).
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), from the serving version.
+    pub fn call_pure<R: PartialEq + std::fmt::Debug>(
+        &self,
+        f: impl Fn(&mut Instance<W>) -> Result<R>,
+    ) -> Result<R> {
+        if !(self.slot.trying.load(Ordering::Relaxed) && self.requirement.is_none()) {
+            return self.call_current(&f);
+        }
+        let Some(trial) = self.slot.trial.load_full().filter(|t| !t.concluded()) else {
+            return self.call_current(&f);
+        };
+        if !matches!(trial.rollout, Rollout::Shadow(_)) {
+            return self.call_trial(None, &f);
+        }
+        let began = Instant::now();
+        let primary = self.call_current(&f);
+        trial.record(false, &primary, began.elapsed());
+        let began = Instant::now();
+        let mirrored = call_on(&trial.candidate, &f);
+        let took = began.elapsed();
+        let same = match (&primary, &mirrored) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(a), Err(b)) => a.kind() == b.kind(),
+            _ => false,
+        };
+        if !same {
+            let show = |r: &Result<R>| match r {
+                Ok(value) => format!("{value:?}"),
+                Err(err) => format!("error: {err}"),
+            };
+            trial.mismatch(|| show(&primary), || show(&mirrored));
+        }
+        trial.record(true, &mirrored, took);
+        primary
+    }
+
+    /// A call while a trial may run: to the candidate or the serving
+    /// version, counted on its side.
+    #[cold]
+    fn call_trial<R>(
+        &self,
+        key: Option<u64>,
+        f: impl FnOnce(&mut Instance<W>) -> Result<R>,
+    ) -> Result<R> {
+        let Some(trial) = self.slot.trial.load_full().filter(|t| !t.concluded()) else {
+            return self.call_current(f);
+        };
+        let candidate = trial.to_candidate(key);
+        let began = Instant::now();
+        let result = if candidate {
+            call_on(&trial.candidate, f)
+        } else {
+            self.call_current(f)
+        };
+        trial.record(candidate, &result, began.elapsed());
+        result
+    }
+
+    /// [`call`](Self::call) on the current version, trial or none.
+    #[inline]
+    fn call_current<R>(&self, f: impl FnOnce(&mut Instance<W>) -> Result<R>) -> Result<R> {
         let mut began = None;
         loop {
             // The current version through an arc-swap guard (as
@@ -246,10 +344,20 @@ impl<W: World> Handle<W> {
         tokio::task::coop::consume_budget().await;
         let mut f = f;
         let mut began = None;
+        // A canary on trial takes its share of async calls too.
+        let trial = (self.slot.trying.load(Ordering::Relaxed) && self.requirement.is_none())
+            .then(|| self.slot.trial.load_full())
+            .flatten()
+            .filter(|t| !t.concluded());
+        let to_candidate = trial.as_ref().is_some_and(|t| t.to_candidate(None));
+        let trial_began = trial.as_ref().map(|_| Instant::now());
         loop {
             // The call owns its version (it may move to another thread);
             // the handle stays here, to resolve again after a swap.
-            let live = self.resolve_version()?;
+            let live = match &trial {
+                Some(trial) if to_candidate => Version::Owned(trial.candidate.clone()),
+                _ => self.resolve_version()?,
+            };
             // A version whose last calls took longer than the inline budget
             // starts on the guest threads: a plugin whose calls compute for
             // milliseconds then stops holding this executor.
@@ -271,7 +379,12 @@ impl<W: World> Handle<W> {
                 None => Stage::Here(call),
             };
             match OffTheExecutor(stage).await {
-                Attempt::Done(result) => return result,
+                Attempt::Done(result) => {
+                    if let (Some(trial), Some(began)) = (&trial, trial_began) {
+                        trial.record(to_candidate, &result, began.elapsed());
+                    }
+                    return result;
+                }
                 // Swapped out or removed while we waited: follow the pointer.
                 Attempt::Moved(back) => f = back,
             }
@@ -303,6 +416,30 @@ impl<W: World> Handle<W> {
     pub fn instantiate(&self) -> Result<Instance<W>> {
         self.resolve()?.plugin.instantiate()
     }
+}
+
+/// Run `f` on an instance of `live`, counted and traced as any call: a
+/// call to a version on trial.
+fn call_on<W: World, R>(
+    live: &Live<W>,
+    f: impl FnOnce(&mut Instance<W>) -> Result<R>,
+) -> Result<R> {
+    let span = telemetry::call_span(live.plugin.label());
+    let _entered = span.enter();
+    let began = telemetry::call_began(live.calls.recording, &span);
+    let mut lease = match live.checkout() {
+        Ok(lease) => lease,
+        Err(err) => {
+            let failed = Err(err);
+            settle(live, &span, began.map(|b| b.elapsed()), &failed);
+            return failed;
+        }
+    };
+    let instance = lease.instance();
+    let result = f(instance);
+    account(live, instance);
+    settle(live, &span, began.map(|b| b.elapsed()), &result);
+    result
 }
 
 /// Long calls (longer than [`INLINE_BUDGET`], computing or awaiting) in a

@@ -84,7 +84,7 @@ fn is_hidden(c: char) -> bool {
 }
 
 /// Where a plugin was loaded from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
     /// A component file.
     File(PathBuf),

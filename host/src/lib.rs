@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+pub mod canary;
 mod deadline;
 mod dynamic;
 pub mod error;
@@ -59,8 +60,10 @@ pub mod manifest;
 mod plugin;
 pub mod policy;
 mod pool;
+pub mod reach;
 pub mod reference;
 pub mod registry;
+mod rollout;
 pub mod runtime;
 pub mod signature;
 mod slot;
@@ -100,6 +103,7 @@ mod layers {
     const LAYERS: &[&[&str]] = &[
         &["log", "signature", "deadline", "telemetry"],
         &["policy"],
+        &["reach"],
         &["error"],
         &["identity"],
         &["cache", "manifest", "event"],
@@ -111,8 +115,10 @@ mod layers {
         &["handoff", "reference"],
         &["dynamic"],
         &["pool"],
+        &["canary"],
         &["slot"],
         &["handle"],
+        &["rollout"],
         &["registry"],
         &["watcher"],
     ];

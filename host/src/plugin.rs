@@ -301,11 +301,7 @@ impl<W: World> Plugin<W> {
 
     /// What the component imports, by name (interfaces and functions).
     pub fn imports(&self) -> Vec<String> {
-        let engine = &self.inner.runtime.engine;
-        let ty = self.inner.compiled.component.component_type();
-        ty.imports(engine)
-            .map(|(name, _)| name.to_string())
-            .collect()
+        self.inner.compiled.imports(&self.inner.runtime.engine)
     }
 
     fn export_funcs(&self) -> Vec<(String, ComponentFunc)> {
@@ -378,6 +374,19 @@ impl<W: World> Runtime<W> {
     pub fn load_bytes(&self, label: &str, bytes: &[u8]) -> Result<Plugin<W>> {
         let source = Source::Bytes(label.to_string());
         self.load_source(bytes, source, self.inner.policy.clone())
+    }
+
+    /// [`load_bytes`](Self::load_bytes) with a policy of its own.
+    ///
+    /// # Errors
+    /// As [`load_bytes`](Self::load_bytes).
+    pub fn load_bytes_with_policy(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        policy: Policy,
+    ) -> Result<Plugin<W>> {
+        self.load_source(bytes, Source::Bytes(label.to_string()), policy)
     }
 
     fn load_source(&self, bytes: &[u8], source: Source, policy: Policy) -> Result<Plugin<W>> {

@@ -98,6 +98,68 @@ pub enum DirAccess {
     ReadWrite,
 }
 
+/// One capability a [`Policy`] grants ([`Policy::grants`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Grant {
+    /// A host directory under a guest path; `write` when read-write.
+    Dir {
+        /// The directory on the host.
+        host: PathBuf,
+        /// Where the guest sees it.
+        guest: String,
+        /// Read-write (else read-only).
+        write: bool,
+    },
+    /// An environment variable set by the policy (by name: its value is
+    /// configuration, not reach).
+    Env(String),
+    /// A host variable passed through.
+    InheritEnv(String),
+    /// TCP connections to an address.
+    Connect(SocketAddr),
+    /// Listening on a local address.
+    Listen(SocketAddr),
+    /// UDP to and from an address.
+    Udp(SocketAddr),
+    /// Name lookups.
+    NameLookup,
+}
+
+impl Grant {
+    /// Whether holding `self` already grants everything `other` does: the
+    /// same grant, or a read-write directory for the read-only one.
+    pub fn covers(&self, other: &Grant) -> bool {
+        match (self, other) {
+            (
+                Grant::Dir { host, guest, write },
+                Grant::Dir {
+                    host: h,
+                    guest: g,
+                    write: w,
+                },
+            ) => host == h && guest == g && (*write || !*w),
+            _ => self == other,
+        }
+    }
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Grant::Dir { host, guest, write } => {
+                let access = if *write { "read-write" } else { "read-only" };
+                write!(f, "directory {} as {guest} ({access})", host.display())
+            }
+            Grant::Env(key) => write!(f, "env {key}"),
+            Grant::InheritEnv(key) => write!(f, "env {key} (the host's)"),
+            Grant::Connect(addr) => write!(f, "connect {addr}"),
+            Grant::Listen(addr) => write!(f, "listen {addr}"),
+            Grant::Udp(addr) => write!(f, "udp {addr}"),
+            Grant::NameLookup => write!(f, "name lookup"),
+        }
+    }
+}
+
 /// A host directory granted to the guest under a guest path.
 ///
 /// The directory is opened once, when the grant is added to the
@@ -479,7 +541,31 @@ impl Policy {
         &self.net.connect
     }
 
-    /// The WASI context for one new instance: exactly what was granted.
+    /// Every capability this policy grants, one [`Grant`] each: what a
+    /// swap compares ([`Reach`](crate::reach::Reach)). Limits (memory,
+    /// deadline, fuel) and the values of variables are not capabilities
+    /// and are not listed.
+    pub fn grants(&self) -> Vec<Grant> {
+        let mut grants: Vec<Grant> = self
+            .dirs
+            .iter()
+            .map(|d| Grant::Dir {
+                host: d.host.clone(),
+                guest: d.guest.clone(),
+                write: d.access == DirAccess::ReadWrite,
+            })
+            .collect();
+        grants.extend(self.env.iter().map(|(key, _)| Grant::Env(key.clone())));
+        grants.extend(self.inherit_env.iter().cloned().map(Grant::InheritEnv));
+        grants.extend(self.net.connect.iter().copied().map(Grant::Connect));
+        grants.extend(self.net.listen.iter().copied().map(Grant::Listen));
+        grants.extend(self.net.udp.iter().copied().map(Grant::Udp));
+        if self.net.name_lookup {
+            grants.push(Grant::NameLookup);
+        }
+        grants
+    }
+
     /// The WASI context for one new instance: exactly what was granted; and
     /// the log streams standing for its stdout and stderr, if they go to the
     /// log (to tag them anew once the plugin's identity is known).

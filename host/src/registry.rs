@@ -40,20 +40,22 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwapOption;
-
+use crate::canary::{Rollout, Trial, Verdict};
 use crate::error::{Error, Result};
 use crate::event::{Event, Subscribers};
 use crate::pool::Live;
-use crate::slot::{pick_live, Slot, SlotState};
+use crate::reach::{Reach, Widening};
+use crate::rollout::{nothing_to, reach_of, Held, Holds};
+use crate::slot::{pick_live, Previous, Slot, SlotState};
 use crate::telemetry;
 use crate::{identity::ContentHash, Handle, Identity, Plugin, Source, World};
 
 pub use crate::pool::{Health, BACKOFF_FIRST, BACKOFF_MAX};
+pub use crate::rollout::{Guard, HeldInfo};
 
 /// How long a call waits for a busy version's instance, unless
 /// [`Registry::with_max_wait`] says otherwise: the default call deadline, so
@@ -66,6 +68,11 @@ pub struct Registry<W: World> {
     subscribers: Arc<Subscribers>,
     pool_size: usize,
     max_wait: Option<Duration>,
+    /// How long a replaced version is kept warm for a rollback.
+    grace: Duration,
+    holds: Arc<Mutex<Holds<W>>>,
+    reaper: Arc<Reaper<W>>,
+    rollout: Rollout,
 }
 
 impl<W: World> Clone for Registry<W> {
@@ -75,6 +82,10 @@ impl<W: World> Clone for Registry<W> {
             subscribers: self.subscribers.clone(),
             pool_size: self.pool_size,
             max_wait: self.max_wait,
+            grace: self.grace,
+            holds: self.holds.clone(),
+            reaper: self.reaper.clone(),
+            rollout: self.rollout.clone(),
         }
     }
 }
@@ -99,82 +110,22 @@ pub enum Activation {
     },
     /// The name is pinned to another version: added side by side only.
     Added,
-}
-
-/// Rules a new version must keep to be activated through
-/// [`Registry::activate_guarded`], as the [`Watcher`](crate::Watcher) does.
-/// The defaults ([`Guard::default`]) refuse both: a new file claiming a name
-/// that another source serves, and a new version that drops exports the
-/// serving version has.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Guard {
-    /// Let any source take over a name another source serves (and receive
-    /// its handoff state). Off: a name belongs to the source that first
-    /// claimed it, until that source's versions are all gone.
-    pub shared_names: bool,
-    /// Let a new version whose exports are a strict subset of the serving
-    /// version's replace it (off: refused, as it would break callers of
-    /// the missing exports; typically a truncated or wrong file).
-    pub shrinking_exports: bool,
-}
-
-impl Guard {
-    /// Everything allowed: what [`Registry::activate`] uses.
-    pub fn trusting() -> Self {
-        Guard {
-            shared_names: true,
-            shrinking_exports: true,
-        }
-    }
-
-    fn check<W: World>(&self, state: &SlotState<W>, plugin: &Plugin<W>) -> Result<()> {
-        let refuse = |cause: String| {
-            Err(Error::Load {
-                plugin: plugin.plugin_ref(),
-                cause: anyhow::anyhow!(cause),
-            })
-        };
-        if !self.shared_names {
-            if let Some(owner) = state
-                .versions
-                .iter()
-                .find(|l| l.plugin.source() != plugin.source())
-            {
-                return refuse(format!(
-                    "the name `{}` belongs to {} (serving {}); {} claims it too, and was \
-                     refused (allow it with shared names)",
-                    plugin.identity().name,
-                    owner.plugin.source(),
-                    owner.plugin.identity(),
-                    plugin.source(),
-                ));
-            }
-        }
-        if !self.shrinking_exports {
-            let serving = state
-                .versions
-                .iter()
-                .find(|l| l.plugin.source() == plugin.source());
-            if let Some(serving) = serving {
-                let old = serving.plugin.export_names();
-                let new = plugin.export_names();
-                let missing: Vec<&str> = old
-                    .iter()
-                    .filter(|name| !new.contains(name))
-                    .map(String::as_str)
-                    .collect();
-                if !missing.is_empty() && new.iter().all(|name| old.contains(name)) {
-                    return refuse(format!(
-                        "it exports only part of what {} exports (missing: {}); refused \
-                         so callers of those keep working (a truncated or wrong file?)",
-                        serving.plugin.identity(),
-                        missing.join(", ")
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
+    /// It reaches further than the version serving its name and the guard
+    /// holds widenings: not activated, held until
+    /// [`Registry::approve`] or [`Registry::refuse`].
+    Held {
+        /// The version that goes on serving.
+        serving: Identity,
+        /// What it would add.
+        widening: Widening,
+    },
+    /// It went on trial beside the current version (a canary or shadow
+    /// [`Rollout`]): an [`Event::Promoted`] or [`Event::RolledBack`] tells
+    /// how the trial ends.
+    Trial {
+        /// The version that stays current during the trial.
+        serving: Identity,
+    },
 }
 
 /// One line of [`Registry::list`].
@@ -196,6 +147,12 @@ pub struct VersionInfo {
     pub current: bool,
     /// Whether its name is pinned to it.
     pub pinned: bool,
+    /// Whether it serves nothing and is kept warm for
+    /// [`Registry::rollback`] until its grace period ends.
+    pub standby: bool,
+    /// Whether it is on trial (a canary or shadow) beside the current
+    /// version.
+    pub on_trial: bool,
     /// Traps, restarts and failures in a row of its serving instance.
     pub health: Health,
 }
@@ -223,7 +180,32 @@ impl<W: World> Registry<W> {
             subscribers: Arc::default(),
             pool_size: size.max(1),
             max_wait: Some(DEFAULT_MAX_WAIT),
+            grace: Duration::ZERO,
+            holds: Arc::default(),
+            reaper: Arc::default(),
+            rollout: Rollout::AllAtOnce,
         }
+    }
+
+    /// How a swap goes live from now on: all at once (the default), or as a
+    /// canary or shadow trial beside the serving version, promoted or
+    /// rolled back on its figures ([`canary`](crate::canary)). The first
+    /// version of a name is installed at once whatever this says; so is an
+    /// activation while the name is pinned.
+    pub fn with_rollout(mut self, rollout: Rollout) -> Self {
+        self.rollout = rollout;
+        self
+    }
+
+    /// Keep the version a swap replaces loaded and warm (its instances,
+    /// their state) for `grace`, so [`rollback`](Self::rollback) can return
+    /// to it in one pointer store. Default zero: a replaced version is
+    /// unloaded as soon as its calls in flight end. It serves nothing
+    /// meanwhile, but holds its memory; the next swap of the name, or the
+    /// end of the grace period, unloads it (an [`Event::Unloaded`]).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     /// How long a call may wait for an instance of its version when all are
@@ -245,12 +227,7 @@ impl<W: World> Registry<W> {
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        match &event {
-            Event::Swapped { to, .. } => telemetry::swapped(&to.name),
-            Event::Unloaded { identity, .. } => telemetry::unloaded(&identity.name),
-            _ => {}
-        }
-        self.subscribers.emit(event);
+        emit(&self.subscribers, event);
     }
 
     fn slot(&self, name: &str) -> Option<Arc<Slot<W>>> {
@@ -274,16 +251,7 @@ impl<W: World> Registry<W> {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         slots
             .entry(name.to_string())
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    name: name.to_string(),
-                    current: ArcSwapOption::empty(),
-                    state: Mutex::new(SlotState {
-                        versions: Vec::new(),
-                        pinned: None,
-                    }),
-                })
-            })
+            .or_insert_with(|| Arc::new(Slot::new(name)))
             .clone()
     }
 
@@ -323,6 +291,8 @@ impl<W: World> Registry<W> {
                     Activation::Installed => "installed",
                     Activation::Swapped { .. } => "swapped",
                     Activation::Added => "added",
+                    Activation::Held { .. } => "held",
+                    Activation::Trial { .. } => "trial",
                 };
                 telemetry::finish(&span, outcome, Some(began.elapsed()));
             }
@@ -337,7 +307,37 @@ impl<W: World> Registry<W> {
     fn place(&self, plugin: Plugin<W>, guard: &Guard) -> Result<Activation> {
         let slot = self.slot_or_create(&plugin.identity().name);
         // Check before instantiating, and again under the slot lock.
-        guard.check(&slot.lock(), &plugin)?;
+        {
+            let state = slot.lock();
+            guard.check(&state, &plugin)?;
+            let current = slot.current.load_full();
+            let serving = Guard::serving(&state, current.as_ref(), plugin.source());
+            let held = serving.and_then(|serving| {
+                let widening = guard.holds(&serving.plugin, &plugin)?;
+                Some((serving.plugin.identity().clone(), widening))
+            });
+            if let Some((serving, widening)) = held {
+                drop(state);
+                self.hold(Held {
+                    info: HeldInfo {
+                        name: slot.name.clone(),
+                        serving: serving.clone(),
+                        candidate: Some(plugin.identity().clone()),
+                        source: plugin.source().clone(),
+                        content_hash: plugin.content_hash(),
+                        widening: widening.clone(),
+                        since: SystemTime::now(),
+                    },
+                    guard: Guard {
+                        widening: true,
+                        ..guard.clone()
+                    },
+                    pending: Box::new(move || Ok(plugin)),
+                    replaces_source: false,
+                });
+                return Ok(Activation::Held { serving, widening });
+            }
+        }
         let new = Live::new(
             plugin.clone(),
             plugin.instantiate()?,
@@ -369,6 +369,39 @@ impl<W: World> Registry<W> {
                 slot.set_current(Some(new.clone()));
                 Activation::Installed
             }
+            Some(old) if self.rollout != Rollout::AllAtOnce => {
+                let trial = Trial::new(
+                    new.clone(),
+                    old.clone(),
+                    self.rollout.clone(),
+                    self.concluder(&slot),
+                    self.subscribers.clone(),
+                );
+                let earlier = slot.trial.load_full();
+                slot.set_trial(Some(Arc::new(trial)));
+                drop(state);
+                self.lock_holds().activated(plugin.source());
+                // A candidate still on trial is replaced by the newer one.
+                if let Some(earlier) = earlier.filter(|e| e.abandon()) {
+                    self.retire(vec![earlier.candidate.clone()]);
+                }
+                let how = match &self.rollout {
+                    Rollout::Canary(c) => format!("canary, {}% of calls", c.share * 100.0),
+                    _ => "shadow of side-effect-free calls".to_string(),
+                };
+                self.emit(Event::Loaded {
+                    identity: plugin.identity().clone(),
+                    source: plugin.source().clone(),
+                });
+                self.emit(Event::TrialStarted {
+                    serving: old.plugin.identity().clone(),
+                    candidate: plugin.identity().clone(),
+                    how,
+                });
+                return Ok(Activation::Trial {
+                    serving: old.plugin.identity().clone(),
+                });
+            }
             Some(old) => {
                 let carry = guard.shared_names || old.plugin.source() == plugin.source();
                 let state_carried = Self::swap(&slot, old, &new, carry)?;
@@ -379,9 +412,19 @@ impl<W: World> Registry<W> {
             }
         };
 
-        let replaced = Self::take_versions(&mut state, replaces);
+        let mut replaced = Self::take_versions(&mut state, replaces);
         state.versions.push(new);
+        if let (Activation::Swapped { .. }, Some(old)) = (&activation, &old) {
+            self.keeper().keep(&slot, &mut state, old, &mut replaced);
+        }
+        // A trial running is over: this version replaces it.
+        let abandoned = slot.trial.load_full().filter(|t| t.abandon());
+        if abandoned.is_some() {
+            slot.set_trial(None);
+        }
         drop(state);
+        replaced.extend(abandoned.map(|t| t.candidate.clone()));
+        self.lock_holds().activated(plugin.source());
 
         self.emit(Event::Loaded {
             identity: plugin.identity().clone(),
@@ -400,6 +443,167 @@ impl<W: World> Registry<W> {
         }
         self.retire(replaced);
         Ok(activation)
+    }
+
+    fn keeper(&self) -> Keeper<W> {
+        Keeper {
+            subscribers: self.subscribers.clone(),
+            holds: self.holds.clone(),
+            reaper: self.reaper.clone(),
+            grace: self.grace,
+        }
+    }
+
+    /// How a trial on `slot` ends: through a [`Keeper`], holding the slot
+    /// only weakly (the slot holds the trial).
+    fn concluder(&self, slot: &Arc<Slot<W>>) -> crate::canary::Conclude<W> {
+        let (keeper, slot) = (self.keeper(), Arc::downgrade(slot));
+        Box::new(move |trial, verdict| {
+            if let Some(slot) = slot.upgrade() {
+                keeper.conclude(&slot, trial, verdict);
+            }
+        })
+    }
+
+    fn lock_holds(&self) -> MutexGuard<'_, Holds<W>> {
+        self.holds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hold a version back until it is approved or refused.
+    pub(crate) fn hold(&self, held: Held<W>) {
+        let event = Event::Held {
+            name: held.info.name.clone(),
+            serving: held.info.serving.clone(),
+            source: held.info.source.clone(),
+            widening: held.info.widening.clone(),
+        };
+        self.lock_holds().hold(held);
+        self.emit(event);
+    }
+
+    /// The versions held back, each until it is approved or refused: what
+    /// they would replace and what they would add.
+    pub fn held(&self) -> Vec<HeldInfo> {
+        self.lock_holds().list()
+    }
+
+    /// Activate the version held for `name` (an [`Event::Held`] named it),
+    /// granting what it adds. A version the watcher held is loaded now:
+    /// its first instance is made and `init` runs under its own policy.
+    /// The activation then goes as any other: the guard's other rules
+    /// apply, and the serving version's state is handed over.
+    ///
+    /// # Errors
+    /// [`Error::Rollout`] when nothing is held for `name`; as
+    /// [`activate`](Self::activate) when it cannot be loaded or activated
+    /// (then it is dropped, and its content is not loaded again from the
+    /// same source: the serving version goes on serving).
+    pub fn approve(&self, name: &str) -> Result<Activation> {
+        let held = self
+            .lock_holds()
+            .take(name)
+            .ok_or_else(|| nothing_to(name, "no version is held for this name"))?;
+        let Held {
+            info,
+            guard,
+            pending,
+            replaces_source,
+        } = held;
+        let activation = pending().and_then(|plugin| {
+            let activation = self.activate_guarded(plugin.clone(), &guard)?;
+            if replaces_source {
+                self.remove_source_except(plugin.source(), plugin.identity());
+            }
+            self.emit(Event::Approved {
+                identity: plugin.identity().clone(),
+                widening: info.widening.clone(),
+            });
+            Ok(activation)
+        });
+        if activation.is_err() {
+            self.lock_holds().decline(&info.source, info.content_hash);
+        }
+        activation
+    }
+
+    /// Drop the version held for `name`; the serving version goes on
+    /// serving, and the same content from the same source is not loaded
+    /// again (a new content is a new decision).
+    ///
+    /// # Errors
+    /// [`Error::Rollout`] when nothing is held for `name`.
+    pub fn refuse(&self, name: &str) -> Result<HeldInfo> {
+        let mut holds = self.lock_holds();
+        let held = holds
+            .take(name)
+            .ok_or_else(|| nothing_to(name, "no version is held for this name"))?;
+        holds.decline(&held.info.source, held.info.content_hash);
+        drop(holds);
+        self.emit(Event::Refused {
+            name: held.info.name.clone(),
+            source: held.info.source.clone(),
+            widening: held.info.widening.clone(),
+        });
+        Ok(held.info)
+    }
+
+    /// Return `name` to the version its last swap replaced, kept warm for
+    /// the grace period ([`with_grace`](Self::with_grace)): one pointer
+    /// store, after which every call goes to it. Calls in flight on the
+    /// rolled-back version finish there; it is then unloaded, and its
+    /// content is not loaded again from the same source (the watcher leaves
+    /// that file alone until it changes). The state of the version rolled
+    /// back to is as it was at the swap: what the rolled-back version did
+    /// meanwhile is not carried back. Returns the version serving now.
+    ///
+    /// # Errors
+    /// [`Error::Rollout`] when no previous version is kept for `name` (no
+    /// swap yet, the grace period is over, or grace is zero).
+    pub fn rollback(&self, name: &str) -> Result<Identity> {
+        self.roll_back(name, "on demand".to_string())
+    }
+
+    fn roll_back(&self, name: &str, reason: String) -> Result<Identity> {
+        let nothing = || {
+            nothing_to(
+                name,
+                "no previous version is kept to roll back to (no swap since it was \
+                 loaded, the grace period is over, or the registry keeps none)",
+            )
+        };
+        let slot = self.slot(name).ok_or_else(nothing)?;
+        let mut state = slot.lock();
+        let previous = state
+            .previous
+            .take()
+            .filter(|p| p.until > Instant::now())
+            .ok_or_else(nothing)?;
+        let current = slot
+            .current
+            .load_full()
+            .filter(|current| !Arc::ptr_eq(current, &previous.live))
+            .ok_or_else(nothing)?;
+        let back = previous.live;
+        back.retired.store(false, Ordering::Release);
+        if !state.holds(&back) {
+            state.versions.push(back.clone());
+        }
+        if state.pinned.as_ref() == Some(&current.plugin.identity().version) {
+            state.pinned = None;
+        }
+        slot.set_current(Some(back.clone()));
+        let rolled = Self::take_versions(&mut state, |live| std::ptr::eq(live, &*current));
+        drop(state);
+        self.lock_holds()
+            .decline(current.plugin.source(), current.plugin.content_hash());
+        let to = back.plugin.identity().clone();
+        self.emit(Event::RolledBack {
+            from: current.plugin.identity().clone(),
+            to: to.clone(),
+            reason,
+        });
+        self.retire(rolled);
+        Ok(to)
     }
 
     /// Make `new` current in place of `old`, carrying state when `carry`,
@@ -451,13 +655,7 @@ impl<W: World> Registry<W> {
     }
 
     fn retire(&self, lives: Vec<Arc<Live<W>>>) {
-        for live in lives {
-            live.retired.store(true, Ordering::Release);
-            self.emit(Event::Unloaded {
-                identity: live.plugin.identity().clone(),
-                source: live.plugin.source().clone(),
-            });
-        }
+        retire(&self.subscribers, lives);
     }
 
     /// Remove every version loaded from `source` (a deleted file). A removed
@@ -465,13 +663,18 @@ impl<W: World> Registry<W> {
     /// the highest remaining one, else the name has no current version. Calls
     /// in flight finish first; returns who was removed.
     pub fn remove_source(&self, source: &Source) -> Vec<Identity> {
+        self.lock_holds().drop_source(source);
         self.remove_where(|live| live.plugin.source() == source)
     }
 
-    /// Remove versions loaded from `source` other than `keep` (a file whose
-    /// content now has another name).
+    /// Remove versions loaded from `source` under another name than
+    /// `keep`'s (a file whose content now has another name). Those of the
+    /// same name were replaced by `keep`'s activation already, or came back
+    /// since by a rollback.
     pub(crate) fn remove_source_except(&self, source: &Source, keep: &Identity) -> Vec<Identity> {
-        self.remove_where(|live| live.plugin.source() == source && live.plugin.identity() != keep)
+        self.remove_where(|live| {
+            live.plugin.source() == source && live.plugin.identity().name != keep.name
+        })
     }
 
     /// Remove one version by name and version.
@@ -488,7 +691,21 @@ impl<W: World> Registry<W> {
         let mut removed = Vec::new();
         for slot in slots {
             let mut state = slot.lock();
-            let taken = Self::take_versions(&mut state, &matches);
+            let mut taken = Self::take_versions(&mut state, &matches);
+            // The version kept for a rollback goes too (unloaded here unless
+            // it is still side by side).
+            if let Some(previous) = state.previous.take_if(|p| matches(&p.live)) {
+                if !state.holds(&previous.live) {
+                    taken.push(previous.live);
+                }
+            }
+            // A trial on the name ends with anything removed from it.
+            if !taken.is_empty() {
+                if let Some(trial) = slot.trial.load_full().filter(|t| t.abandon()) {
+                    slot.set_trial(None);
+                    taken.push(trial.candidate.clone());
+                }
+            }
             if taken.is_empty() {
                 continue;
             }
@@ -601,7 +818,14 @@ impl<W: World> Registry<W> {
         for slot in slots {
             let state = slot.lock();
             let current = slot.current.load_full();
-            for live in &state.versions {
+            let standby = state
+                .previous
+                .as_ref()
+                .map(|p| &p.live)
+                .filter(|live| !state.holds(live));
+            let trial = slot.trial.load_full();
+            let on_trial = trial.as_ref().map(|t| &t.candidate);
+            for live in state.versions.iter().chain(standby).chain(on_trial) {
                 let plugin = &live.plugin;
                 out.push(VersionInfo {
                     identity: plugin.identity().clone(),
@@ -612,6 +836,8 @@ impl<W: World> Registry<W> {
                     memory_bytes: plugin.memory_bytes(),
                     current: current.as_ref().is_some_and(|c| Arc::ptr_eq(c, live)),
                     pinned: state.pinned.as_ref() == Some(&plugin.identity().version),
+                    standby: standby.is_some_and(|s| Arc::ptr_eq(s, live)),
+                    on_trial: on_trial.is_some_and(|t| Arc::ptr_eq(t, live)),
                     health: live.health().clone(),
                 });
             }
@@ -622,15 +848,236 @@ impl<W: World> Registry<W> {
         out
     }
 
-    /// The version loaded from `source`, if any: the watcher's way to skip a
-    /// file whose bytes did not change.
-    pub(crate) fn hash_of_source(&self, source: &Source) -> Option<ContentHash> {
-        self.all_slots().iter().find_map(|slot| {
+    /// Whether the content `hash` of `source` needs nothing from the
+    /// watcher: it is the version loaded from there, or it is held, or it
+    /// was declined (refused, rolled back).
+    pub(crate) fn settled(&self, source: &Source, hash: ContentHash) -> bool {
+        let loaded = self.all_slots().iter().any(|slot| {
             slot.lock()
                 .versions
                 .iter()
-                .find(|l| l.plugin.source() == source)
-                .map(|l| l.plugin.content_hash())
-        })
+                .any(|l| l.plugin.source() == source && l.plugin.content_hash() == hash)
+        });
+        loaded || self.lock_holds().settled(source, hash)
+    }
+
+    /// The name and reach of the version loaded from `source` (the current
+    /// one of its name, if several are): what a new content of that source
+    /// is compared with.
+    pub(crate) fn reach_from(&self, source: &Source) -> Option<(String, Identity, Reach)> {
+        let mut found = None;
+        for slot in self.all_slots() {
+            let state = slot.lock();
+            let current = slot.current.load_full();
+            for live in state
+                .versions
+                .iter()
+                .filter(|l| l.plugin.source() == source)
+            {
+                let is_current = current.as_ref().is_some_and(|c| Arc::ptr_eq(c, live));
+                if found.is_none() || is_current {
+                    found = Some((slot.name.clone(), live.clone()));
+                }
+            }
+        }
+        found.map(|(name, live)| (name, live.plugin.identity().clone(), reach_of(&live.plugin)))
+    }
+}
+
+/// Report `event` (counting swaps and unloads in the metrics).
+fn emit(subscribers: &Subscribers, event: Event) {
+    match &event {
+        Event::Swapped { to, .. } => telemetry::swapped(&to.name),
+        Event::Unloaded { identity, .. } => telemetry::unloaded(&identity.name),
+        _ => {}
+    }
+    subscribers.emit(event);
+}
+
+/// What ends a trial and keeps replaced versions for a rollback: the
+/// registry's parts that hold no slot (a trial's conclusion holds this, and
+/// its slot only weakly).
+struct Keeper<W: World> {
+    subscribers: Arc<Subscribers>,
+    holds: Arc<Mutex<Holds<W>>>,
+    reaper: Arc<Reaper<W>>,
+    grace: Duration,
+}
+
+impl<W: World> Keeper<W> {
+    /// With a grace period, keep `old` (just swapped out) warm for a
+    /// rollback, in place of the version kept before (which joins
+    /// `replaced`, to be unloaded, unless still side by side).
+    fn keep(
+        &self,
+        slot: &Arc<Slot<W>>,
+        state: &mut SlotState<W>,
+        old: &Arc<Live<W>>,
+        replaced: &mut Vec<Arc<Live<W>>>,
+    ) {
+        if self.grace.is_zero() {
+            return;
+        }
+        replaced.retain(|live| !Arc::ptr_eq(live, old));
+        if !state.holds(old) {
+            old.retired.store(true, Ordering::Release);
+        }
+        let until = Instant::now() + self.grace;
+        let before = state.previous.replace(Previous {
+            live: old.clone(),
+            until,
+        });
+        if let Some(before) = before.map(|p| p.live) {
+            if !state.holds(&before)
+                && !Arc::ptr_eq(&before, old)
+                && !replaced.iter().any(|r| Arc::ptr_eq(r, &before))
+            {
+                replaced.push(before);
+            }
+        }
+        self.reaper.expire_at(slot, until, &self.subscribers);
+    }
+
+    /// End `trial` on `slot` with `verdict`, unless it ended already.
+    fn conclude(&self, slot: &Arc<Slot<W>>, trial: &Trial<W>, verdict: Verdict) {
+        let mut state = slot.lock();
+        let ours = slot
+            .trial
+            .load()
+            .as_deref()
+            .is_some_and(|t| std::ptr::eq(t, trial));
+        if !ours {
+            return;
+        }
+        slot.set_trial(None);
+        let (serving, candidate) = (&trial.serving, &trial.candidate);
+        match verdict {
+            Verdict::Promote(figures) => {
+                // No state is carried: the candidate has served from its
+                // own instances throughout.
+                slot.set_current(Some(candidate.clone()));
+                let mut replaced = Registry::take_versions(&mut state, |live| {
+                    live.plugin.source() == candidate.plugin.source()
+                        || live.plugin.identity() == candidate.plugin.identity()
+                });
+                state.versions.push(candidate.clone());
+                self.keep(slot, &mut state, serving, &mut replaced);
+                drop(state);
+                emit(
+                    &self.subscribers,
+                    Event::Swapped {
+                        from: serving.plugin.identity().clone(),
+                        to: candidate.plugin.identity().clone(),
+                        state_carried: false,
+                    },
+                );
+                emit(
+                    &self.subscribers,
+                    Event::Promoted {
+                        from: serving.plugin.identity().clone(),
+                        to: candidate.plugin.identity().clone(),
+                        figures,
+                    },
+                );
+                retire(&self.subscribers, replaced);
+            }
+            Verdict::RollBack(reason) => {
+                drop(state);
+                self.holds
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .decline(candidate.plugin.source(), candidate.plugin.content_hash());
+                emit(
+                    &self.subscribers,
+                    Event::RolledBack {
+                        from: candidate.plugin.identity().clone(),
+                        to: serving.plugin.identity().clone(),
+                        reason,
+                    },
+                );
+                retire(&self.subscribers, vec![candidate.clone()]);
+            }
+        }
+    }
+}
+
+/// Mark `lives` retired (a requirement handle waiting on one moves on) and
+/// report each unloaded.
+fn retire<W: World>(subscribers: &Subscribers, lives: Vec<Arc<Live<W>>>) {
+    for live in lives {
+        live.retired.store(true, Ordering::Release);
+        telemetry::unloaded(&live.plugin.identity().name);
+        subscribers.emit(Event::Unloaded {
+            identity: live.plugin.identity().clone(),
+            source: live.plugin.source().clone(),
+        });
+    }
+}
+
+/// Unloads the versions kept for a rollback when their grace periods end:
+/// one thread per registry, started with the first such version, sleeping
+/// until the next end; it stops when the registry is dropped.
+pub(crate) struct Reaper<W: World> {
+    tx: Mutex<Option<mpsc::Sender<Due<W>>>>,
+}
+
+/// A slot whose kept version's grace ends at the instant.
+type Due<W> = (Weak<Slot<W>>, Instant);
+
+impl<W: World> Default for Reaper<W> {
+    fn default() -> Self {
+        Reaper {
+            tx: Mutex::new(None),
+        }
+    }
+}
+
+impl<W: World> Reaper<W> {
+    fn expire_at(&self, slot: &Arc<Slot<W>>, until: Instant, subscribers: &Arc<Subscribers>) {
+        let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = tx.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel();
+            let subscribers = subscribers.clone();
+            let spawned = std::thread::Builder::new()
+                .name("wasmplug-grace".into())
+                .spawn(move || reap(&rx, &subscribers));
+            if let Err(err) = spawned {
+                // Nothing unloads the kept versions on time then; the next
+                // swap or rollback of each name still lets go of it.
+                tracing::warn!(target: "wasmplug::registry", "no thread to end grace periods: {err}");
+            }
+            tx
+        });
+        let _ = sender.send((Arc::downgrade(slot), until));
+    }
+}
+
+fn reap<W: World>(rx: &Receiver<Due<W>>, subscribers: &Subscribers) {
+    let mut due: Vec<Due<W>> = Vec::new();
+    loop {
+        let next = due.iter().map(|(_, at)| *at).min();
+        let received = match next {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match received {
+            Ok(entry) => due.push(entry),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        due.retain(|(slot, at)| {
+            if *at > now {
+                return true;
+            }
+            if let Some(slot) = slot.upgrade() {
+                let mut state = slot.lock();
+                let ended = state.previous.take_if(|p| p.until <= now);
+                let gone = ended.map(|p| p.live).filter(|live| !state.holds(live));
+                drop(state);
+                retire(subscribers, gone.into_iter().collect());
+            }
+            false
+        });
     }
 }

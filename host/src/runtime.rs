@@ -55,6 +55,17 @@ pub(crate) struct Compiled<W: World> {
     pub(crate) indices: W::Indices,
 }
 
+impl<W: World> Compiled<W> {
+    /// What the component imports, by name (interfaces and functions).
+    pub(crate) fn imports(&self, engine: &Engine) -> Vec<String> {
+        self.component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+}
+
 pub(crate) struct RuntimeInner<W: World> {
     pub(crate) engine: Engine,
     linker: Linker<State<W::Data>>,

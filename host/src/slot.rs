@@ -2,11 +2,13 @@
 //! and the current-version pointer (an `ArcSwapOption`, so a swap is one
 //! pointer store and a call reads it without a lock).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 
+use crate::canary::Trial;
 use crate::pool::Live;
 use crate::World;
 
@@ -15,14 +17,60 @@ pub(crate) struct Slot<W: World> {
     pub(crate) current: ArcSwapOption<Live<W>>,
     /// The versions side by side, and the pin. Also serialises swaps.
     pub(crate) state: Mutex<SlotState<W>>,
+    /// A candidate on trial (canary or shadow) beside `current`.
+    pub(crate) trial: ArcSwapOption<Trial<W>>,
+    /// Whether `trial` is set: what a call reads (one relaxed load) before
+    /// anything else of the trial.
+    pub(crate) trying: AtomicBool,
 }
 
 pub(crate) struct SlotState<W: World> {
     pub(crate) versions: Vec<Arc<Live<W>>>,
     pub(crate) pinned: Option<semver::Version>,
+    /// The version the last swap replaced, kept warm (its instances and
+    /// state) until `until` for a rollback.
+    pub(crate) previous: Option<Previous<W>>,
+}
+
+impl<W: World> SlotState<W> {
+    pub(crate) fn new() -> Self {
+        SlotState {
+            versions: Vec::new(),
+            pinned: None,
+            previous: None,
+        }
+    }
+
+    /// Whether `live` is among the versions side by side.
+    pub(crate) fn holds(&self, live: &Arc<Live<W>>) -> bool {
+        self.versions.iter().any(|v| Arc::ptr_eq(v, live))
+    }
+}
+
+/// A replaced version kept for [`Registry::rollback`](crate::Registry::rollback).
+pub(crate) struct Previous<W: World> {
+    pub(crate) live: Arc<Live<W>>,
+    pub(crate) until: Instant,
 }
 
 impl<W: World> Slot<W> {
+    /// An empty slot for `name`.
+    pub(crate) fn new(name: &str) -> Self {
+        Slot {
+            name: name.to_string(),
+            current: ArcSwapOption::empty(),
+            state: Mutex::new(SlotState::new()),
+            trial: ArcSwapOption::empty(),
+            trying: AtomicBool::new(false),
+        }
+    }
+
+    /// Start or end a trial. Call with the state lock held.
+    pub(crate) fn set_trial(&self, trial: Option<Arc<Trial<W>>>) {
+        self.trying.store(trial.is_some(), Ordering::Release);
+        self.trial.store(trial);
+    }
+
     /// Point the name at `next`. Call with the state lock held (every
     /// caller does), so two moves never interleave. The version left behind
     /// is marked superseded *before* the store: a caller leasing it after
@@ -122,21 +170,12 @@ mod tests {
 
     #[test]
     fn the_version_left_behind_is_marked_before_the_pointer_moves_and_cleared_when_back() {
-        use std::sync::{Arc, Mutex};
+        use std::sync::Arc;
 
-        use arc_swap::ArcSwapOption;
-
-        use super::{Ordering, Slot, SlotState};
+        use super::{Ordering, Slot};
         use crate::pool::tests::live;
 
-        let slot = Slot {
-            name: "pool-test".into(),
-            current: ArcSwapOption::empty(),
-            state: Mutex::new(SlotState {
-                versions: Vec::new(),
-                pinned: None,
-            }),
-        };
+        let slot = Slot::new("pool-test");
         let (a, b) = (live(1), live(1));
         let superseded =
             |l: &Arc<crate::pool::Live<crate::Dynamic>>| l.superseded.load(Ordering::Acquire);

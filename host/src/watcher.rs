@@ -78,16 +78,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context as _};
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::manifest::{Allowance, Manifest};
+use crate::reach::Reach;
+use crate::registry::{Activation, Guard, HeldInfo};
+use crate::rollout::Held;
 use crate::{
-    identity::ContentHash, registry::Guard, Error, Event, Plugin, Policy, Registry, Runtime,
-    Source, World,
+    identity::ContentHash, Error, Event, Plugin, Policy, Registry, Runtime, Source, World,
 };
 
 /// The default debounce window.
@@ -606,6 +608,9 @@ enum Step<W: World> {
         seen: Seen,
         loaded: Result<Plugin<W>, Error>,
     },
+    /// New content that reaches further than the version it would replace:
+    /// compiled, not loaded, to hold until approved.
+    Hold { seen: Seen, held: Held<W> },
 }
 
 /// Reads, loads and activates component files. Shared by the watcher's
@@ -791,12 +796,13 @@ impl<W: World> Reconciler<W> {
         if let Some(last) = last {
             let same = last.component == seen.component && last.manifest == seen.manifest;
             // Unchanged since it failed, or since it was loaded and is
-            // still the version from this file: nothing to do.
-            let still_loaded = || match &seen.component {
-                Print::Bytes(hash) => self.registry.hash_of_source(&source) == Some(*hash),
+            // still the version from this file (or is held, or was
+            // refused or rolled back): nothing to do.
+            let settled = || match &seen.component {
+                Print::Bytes(hash) => self.registry.settled(&source, *hash),
                 _ => false,
             };
-            if same && (last.failed || still_loaded()) {
+            if same && (last.failed || settled()) {
                 return Step::Nothing;
             }
         }
@@ -808,13 +814,88 @@ impl<W: World> Reconciler<W> {
                     plugin: source.provisional_ref(),
                     cause,
                 })
-                .and_then(|policy| self.runtime.load_hashed(&bytes, hash, source, policy)),
+                .and_then(
+                    |policy| match self.widening(bytes, hash, &source, policy)? {
+                        Ok(held) => Ok(Err(held)),
+                        Err((bytes, policy)) => self
+                            .runtime
+                            .load_hashed(&bytes, hash, source, policy)
+                            .map(Ok),
+                    },
+                ),
             Err(cause) => Err(Error::Load {
                 plugin: source.provisional_ref(),
                 cause,
             }),
         };
-        Step::Activate { seen, loaded }
+        match loaded {
+            Ok(Ok(plugin)) => Step::Activate {
+                seen,
+                loaded: Ok(plugin),
+            },
+            Ok(Err(held)) => Step::Hold { seen, held },
+            Err(error) => Step::Activate {
+                seen,
+                loaded: Err(error),
+            },
+        }
+    }
+
+    /// Whether the new content of `source` reaches further than the version
+    /// loaded from it, and the guard holds widenings: then it is compiled
+    /// (to read its imports) but not instantiated, and comes back as a
+    /// [`Held`] version to load on approval. Otherwise the bytes and policy
+    /// come back to be loaded now.
+    #[allow(clippy::type_complexity)]
+    fn widening(
+        &self,
+        bytes: Vec<u8>,
+        hash: ContentHash,
+        source: &Source,
+        policy: Policy,
+    ) -> Result<Result<Held<W>, (Vec<u8>, Policy)>, Error> {
+        if self.guard.widening {
+            return Ok(Err((bytes, policy)));
+        }
+        let Some((name, serving, reach)) = self.registry.reach_from(source) else {
+            return Ok(Err((bytes, policy)));
+        };
+        let compiled = self
+            .runtime
+            .compile(&bytes, hash)
+            .map_err(|cause| Error::Load {
+                plugin: source.provisional_ref(),
+                cause,
+            })?;
+        let imports = compiled.imports(self.runtime.engine());
+        let widening = reach.widening_to(&Reach::new(imports, &policy));
+        if widening.is_empty() {
+            return Ok(Err((bytes, policy)));
+        }
+        let runtime = self.runtime.clone();
+        let (from, guard) = (source.clone(), self.guard.clone());
+        Ok(Ok(Held {
+            info: HeldInfo {
+                name,
+                serving,
+                candidate: None,
+                source: source.clone(),
+                content_hash: hash,
+                widening,
+                since: SystemTime::now(),
+            },
+            guard: Guard {
+                widening: true,
+                ..guard
+            },
+            // Compiled, kept so (the code cache holds it only while used),
+            // and loaded when approved.
+            pending: Box::new(move || {
+                let _compiled = compiled;
+                runtime.load_hashed(&bytes, hash, from, policy)
+            }),
+            replaces_source: true,
+        }))
     }
 
     /// Act on what [`prepare`](Self::prepare) found for `path`: swap the
@@ -837,15 +918,25 @@ impl<W: World> Reconciler<W> {
                 self.registry.remove_source(&source);
                 return;
             }
+            Step::Hold { seen, held } => {
+                self.last().insert(path.to_path_buf(), seen);
+                self.registry.hold(held);
+                return;
+            }
             Step::Activate { seen, loaded } => (seen, loaded),
         };
         let outcome = loaded.and_then(|plugin| {
             self.registry
                 .activate_guarded(plugin.clone(), &self.guard)
-                .map(|_| plugin)
+                .map(|activation| (plugin, activation))
         });
         match outcome {
-            Ok(plugin) => {
+            // Held by the registry (it reaches further than the current
+            // version of its name): nothing replaced, nothing to remove.
+            Ok((_, Activation::Held { .. })) => {
+                self.last().insert(path.to_path_buf(), seen);
+            }
+            Ok((plugin, _)) => {
                 self.last().insert(path.to_path_buf(), seen);
                 self.registry
                     .remove_source_except(&source, plugin.identity());
