@@ -202,6 +202,126 @@ fn run_watch_shows_events_and_calls_the_current_version_while_files_are_swapped(
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn run_watch_holds_a_widening_version_until_approved_and_rolls_back_on_demand() {
+    let dir = std::env::temp_dir().join(format!("wasmplug-cli-rollout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hello.wasm");
+    std::fs::copy(guest("hello-v1"), &file).unwrap();
+
+    let mut child = command()
+        .args(["run", dir.to_str().unwrap(), "--watch", "--grace", "5m"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx.send(l)))
+    });
+    let wait_for = |want: &str| loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no line containing {want:?}"));
+        if line.contains(want) {
+            return line;
+        }
+    };
+    let replace = |name: &str| {
+        std::fs::copy(guest(name), dir.join("hello.wasm.tmp")).unwrap();
+        std::fs::rename(dir.join("hello.wasm.tmp"), &file).unwrap();
+    };
+
+    wait_for("watching");
+    replace("hello-v2-sockets");
+    let held = wait_for("held");
+    assert!(held.contains("wasi:sockets/"), "{held}");
+    writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
+    assert_eq!(wait_for("Welcome"), r#""Welcome, Zoë!""#, "v1 still serves");
+    writeln!(stdin, "held").unwrap();
+    assert!(wait_for("held,").contains("hello@1.0.0 serving"));
+
+    writeln!(stdin, "approve hello").unwrap();
+    wait_for("swapped hello@1.0.0 -> hello@2.0.0");
+    wait_for("approved hello@2.0.0");
+    writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
+    assert_eq!(wait_for("Welcome"), r#""Welcome back, Zoë!""#);
+
+    writeln!(stdin, "rollback hello").unwrap();
+    wait_for("rolled back hello@2.0.0 -> hello@1.0.0");
+    writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
+    assert_eq!(wait_for("Welcome"), r#""Welcome, Zoë!""#);
+    // Nothing kept any more, nothing held: each says so.
+    writeln!(stdin, "rollback hello").unwrap();
+    assert!(wait_for("error").contains("no previous version"));
+    writeln!(stdin, "refuse hello").unwrap();
+    assert!(wait_for("error").contains("no version is held"));
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn run_watch_with_a_canary_promotes_a_healthy_version_and_refuses_a_bad_share() {
+    let (ok, _, err) = wasmplug(&["run", "plugins", "--watch", "--canary", "150%"]);
+    assert!(
+        !ok && err.contains("`150%` is not a share of calls"),
+        "{err}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("wasmplug-cli-canary-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hello.wasm");
+    std::fs::copy(guest("hello-v1"), &file).unwrap();
+    let mut child = command()
+        .args(["run", dir.to_str().unwrap(), "--watch"])
+        .args(["--canary", "50%", "--promote-after", "20"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx.send(l)))
+    });
+    let wait_for = |want: &str| loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no line containing {want:?}"));
+        if line.contains(want) {
+            return line;
+        }
+    };
+    wait_for("watching");
+    std::fs::copy(guest("hello-v2"), dir.join("hello.wasm.tmp")).unwrap();
+    std::fs::rename(dir.join("hello.wasm.tmp"), &file).unwrap();
+    wait_for("trying hello@2.0.0 beside hello@1.0.0 (canary, 50% of calls)");
+    writeln!(stdin, "list").unwrap();
+    assert!(
+        wait_for("hello@2.0.0").starts_with('~'),
+        "the candidate is marked"
+    );
+    for _ in 0..200 {
+        writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
+    }
+    let promoted = wait_for("promoted hello@2.0.0 over hello@1.0.0");
+    assert!(promoted.contains("new: 20 calls"), "{promoted}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn repo(path: &str) -> String {
     format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
 }

@@ -201,6 +201,60 @@ fn parse_size(arg: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{arg}` is too large"))
 }
 
+/// How new versions come to serve under `run --watch`.
+#[derive(Args, Debug)]
+pub struct RolloutFlags {
+    /// Swap in at once a new version that imports interfaces (e.g.
+    /// `wasi:sockets`) the version it replaces does not. Without it such a
+    /// version is held, the old one goes on serving, and `approve NAME` or
+    /// `refuse NAME` on stdin decides.
+    #[arg(long)]
+    pub allow_widening: bool,
+    /// How long a replaced version stays loaded and warm, so that
+    /// `rollback NAME` on stdin returns to it at once (`0s`: unloaded as
+    /// soon as it is replaced).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub grace: Duration,
+    /// Roll a new version out as a canary: it takes this share of calls
+    /// (e.g. `10%`) beside the serving version, and is rolled back at once
+    /// if its trap rate, error rate or p99 latency is worse, or promoted
+    /// after --promote-after calls.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub canary: Option<f64>,
+    /// The canary's calls before it is promoted (default 1000).
+    #[arg(long, value_name = "CALLS", requires = "canary")]
+    pub promote_after: Option<u64>,
+}
+
+impl RolloutFlags {
+    /// The library's rollout for these flags.
+    pub fn rollout(&self) -> wasmplug::canary::Rollout {
+        use wasmplug::canary::{Canary, Rollout};
+        let Some(share) = self.canary else {
+            return Rollout::AllAtOnce;
+        };
+        let defaults = Canary::default();
+        let promote_after_calls = self.promote_after.unwrap_or(defaults.promote_after_calls);
+        Rollout::Canary(Canary {
+            share,
+            promote_after_calls,
+            // Judge no later than promotion.
+            min_calls: defaults.min_calls.min(promote_after_calls),
+            ..defaults
+        })
+    }
+}
+
+fn parse_percent(arg: &str) -> Result<f64, String> {
+    let number = arg.strip_suffix('%').unwrap_or(arg);
+    match number.trim().parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p / 100.0),
+        _ => Err(format!(
+            "`{arg}` is not a share of calls: expected a percentage above 0 and up to 100, e.g. `10%`"
+        )),
+    }
+}
+
 fn parse_duration(arg: &str) -> Result<Duration, String> {
     humantime::parse_duration(arg)
         .map_err(|e| format!("`{arg}` is not a duration ({e}): expected e.g. `500ms`, `2s`"))

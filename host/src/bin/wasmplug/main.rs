@@ -20,7 +20,7 @@ use wasmplug::{
     identity::ContentHash, signature, watcher::WatchOptions, Dynamic, Registry, Watcher,
 };
 
-use flags::{Cache, Grants};
+use flags::{Cache, Grants, RolloutFlags};
 
 /// WebAssembly component plugins: inspect, call, run and cache them.
 #[derive(Parser)]
@@ -141,6 +141,14 @@ enum Command {
     /// replaced and removed are followed live, and the command keeps
     /// running when stdin closes; without it, it ends there.
     ///
+    /// A new version that imports more than the one it replaces (say
+    /// `wasi:sockets`) is held, not swapped in: `held` lists what waits,
+    /// `approve NAME` swaps it in, `refuse NAME` drops it. A replaced
+    /// version stays warm for --grace: `rollback NAME` returns to it. With
+    /// --canary 10%, a new version takes a tenth of the calls first and is
+    /// rolled back if it does worse, or promoted after --promote-after
+    /// calls.
+    ///
     /// Example (input lines start with `$`, the rest is output):
     ///   wasmplug run plugins/ --watch
     ///   loaded hello@1.0.0 from plugins/hello.wasm
@@ -160,6 +168,8 @@ enum Command {
         watch: bool,
         #[command(flatten)]
         grants: Grants,
+        #[command(flatten)]
+        rollout: RolloutFlags,
     },
     /// Same as `run <dir> --watch`.
     #[command(hide = true)]
@@ -167,6 +177,8 @@ enum Command {
         dir: PathBuf,
         #[command(flatten)]
         grants: Grants,
+        #[command(flatten)]
+        rollout: RolloutFlags,
     },
     /// Compile components into the compiled-code cache, so the next load
     /// (by this tool or a service using the same cache directory and
@@ -243,8 +255,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cases,
             grants,
         } => harness::run(cache, &component, &cases, grants.policy()),
-        Command::Run { dir, watch, grants } => serve(cache, &dir, watch, &grants),
-        Command::Watch { dir, grants } => serve(cache, &dir, true, &grants),
+        Command::Run {
+            dir,
+            watch,
+            grants,
+            rollout,
+        } => serve(cache, &dir, watch, &grants, &rollout),
+        Command::Watch {
+            dir,
+            grants,
+            rollout,
+        } => serve(cache, &dir, true, &grants, &rollout),
         Command::Compile { components } => compile(cache, &components),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics when a write fails.
@@ -382,11 +403,20 @@ fn compile(cache: &Cache, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn serve(cache: &Cache, dir: &Path, watch: bool, grants: &Grants) -> anyhow::Result<ExitCode> {
+fn serve(
+    cache: &Cache,
+    dir: &Path,
+    watch: bool,
+    grants: &Grants,
+    rollout: &RolloutFlags,
+) -> anyhow::Result<ExitCode> {
     let runtime = cache.runtime::<Dynamic>(grants.policy())?;
-    let registry = Registry::<Dynamic>::new();
+    let registry = Registry::<Dynamic>::new()
+        .with_grace(rollout.grace)
+        .with_rollout(rollout.rollout());
     let events = registry.subscribe();
-    let options = WatchOptions::default();
+    let mut options = WatchOptions::default();
+    options.guard.widening = rollout.allow_widening;
     let _watcher = if watch {
         Some(Watcher::start_with(
             dir,
@@ -410,7 +440,7 @@ fn serve(cache: &Cache, dir: &Path, watch: bool, grants: &Grants) -> anyhow::Res
     });
     let doing = if watch { "watching" } else { "serving" };
     outln!(
-        "{doing} {} (type `<plugin> <call>` or `list`)",
+        "{doing} {} (type `<plugin> <call>`, `list`, `held`, `approve|refuse|rollback <plugin>`)",
         dir.display()
     );
 
@@ -422,7 +452,13 @@ fn serve(cache: &Cache, dir: &Path, watch: bool, grants: &Grants) -> anyhow::Res
         }
         if line == "list" {
             for v in registry.list() {
-                let mark = if v.current { "*" } else { " " };
+                // Current, on trial (a canary), or kept for a rollback.
+                let mark = match (v.current, v.on_trial, v.standby) {
+                    (true, _, _) => "*",
+                    (_, true, _) => "~",
+                    (_, _, true) => "-",
+                    _ => " ",
+                };
                 outln!(
                     "{mark} {:<28} {:<12} instances {:<3} {}",
                     v.identity.to_string(),
@@ -433,10 +469,40 @@ fn serve(cache: &Cache, dir: &Path, watch: bool, grants: &Grants) -> anyhow::Res
             }
             continue;
         }
+        if line == "held" {
+            for held in registry.held() {
+                outln!(
+                    "{}: {} held, {} serving; it adds: {}",
+                    held.name,
+                    held.source,
+                    held.serving,
+                    held.widening
+                );
+            }
+            continue;
+        }
         let Some((name, call)) = line.split_once(char::is_whitespace) else {
             outln!("error: expected `<plugin> <call>`, e.g. `hello welcome(\"Zoë\")`, or `list`");
             continue;
         };
+        // `approve hello` (no call has no parentheses).
+        if !call.contains('(') {
+            let target = call.trim();
+            let done = match name {
+                "approve" => registry.approve(target).map(|_| ()),
+                "refuse" => registry.refuse(target).map(|_| ()),
+                "rollback" => registry.rollback(target).map(|_| ()),
+                _ => {
+                    outln!("error: `{name}`: expected approve, refuse or rollback, or a call `<plugin> <export>(...)`");
+                    continue;
+                }
+            };
+            // What happened is told by the events.
+            if let Err(err) = done {
+                outln!("error: {err}");
+            }
+            continue;
+        }
         let answer = registry
             .get(name)
             .and_then(|h| h.call(|i| i.call_wave(call.trim())));
