@@ -814,15 +814,13 @@ impl<W: World> Reconciler<W> {
                     plugin: source.provisional_ref(),
                     cause,
                 })
-                .and_then(
-                    |policy| match self.widening(bytes, hash, &source, policy)? {
-                        Ok(held) => Ok(Err(held)),
-                        Err((bytes, policy)) => self
-                            .runtime
-                            .load_hashed(&bytes, hash, source, policy)
-                            .map(Ok),
-                    },
-                ),
+                .and_then(|policy| match self.widening(bytes, hash, &source, policy) {
+                    Ok(held) => Ok(Err(held)),
+                    Err((bytes, policy)) => self
+                        .runtime
+                        .load_hashed(&bytes, hash, source, policy)
+                        .map(Ok),
+                }),
             Err(cause) => Err(Error::Load {
                 plugin: source.provisional_ref(),
                 cause,
@@ -846,35 +844,32 @@ impl<W: World> Reconciler<W> {
     /// (to read its imports) but not instantiated, and comes back as a
     /// [`Held`] version to load on approval. Otherwise the bytes and policy
     /// come back to be loaded now.
-    #[allow(clippy::type_complexity)]
     fn widening(
         &self,
         bytes: Vec<u8>,
         hash: ContentHash,
         source: &Source,
         policy: Policy,
-    ) -> Result<Result<Held<W>, (Vec<u8>, Policy)>, Error> {
+    ) -> Result<Held<W>, (Vec<u8>, Policy)> {
         if self.guard.widening {
-            return Ok(Err((bytes, policy)));
+            return Err((bytes, policy));
         }
         let Some((name, serving, reach)) = self.registry.reach_from(source) else {
-            return Ok(Err((bytes, policy)));
+            return Err((bytes, policy));
         };
-        let compiled = self
-            .runtime
-            .compile(&bytes, hash)
-            .map_err(|cause| Error::Load {
-                plugin: source.provisional_ref(),
-                cause,
-            })?;
+        // A component that does not compile is refused by the load, which
+        // reports and counts it as any refused load.
+        let Ok(compiled) = self.runtime.compile(&bytes, hash) else {
+            return Err((bytes, policy));
+        };
         let imports = compiled.imports(self.runtime.engine());
         let widening = reach.widening_to(&Reach::new(imports, &policy));
         if widening.is_empty() {
-            return Ok(Err((bytes, policy)));
+            return Err((bytes, policy));
         }
         let runtime = self.runtime.clone();
         let (from, guard) = (source.clone(), self.guard.clone());
-        Ok(Ok(Held {
+        Ok(Held {
             info: HeldInfo {
                 name,
                 serving,
@@ -895,7 +890,7 @@ impl<W: World> Reconciler<W> {
                 runtime.load_hashed(&bytes, hash, from, policy)
             }),
             replaces_source: true,
-        }))
+        })
     }
 
     /// Act on what [`prepare`](Self::prepare) found for `path`: swap the

@@ -365,6 +365,15 @@ fn the_watcher_swaps_across_world_versions_and_refuses_another_major() {
     assert_eq!(handle.call(count).unwrap(), 1);
 
     replace_atomically(&file, &guest_bytes("hello-v1.1"));
+    // 1.1 imports `config`, which 1.0 does not: held until approved.
+    let held = wait_for_event(&events, wait, "1.1 held", |e| {
+        matches!(e, Event::Held { .. })
+    });
+    assert!(
+        held.to_string().contains("wasmplug:plugin/config"),
+        "{held}"
+    );
+    registry.approve("hello").unwrap();
     let swapped = wait_for_event(&events, wait, "swap to 1.1", |e| {
         matches!(e, Event::Swapped { .. })
     });
