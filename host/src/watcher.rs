@@ -844,6 +844,7 @@ impl<W: World> Reconciler<W> {
     /// (to read its imports) but not instantiated, and comes back as a
     /// [`Held`] version to load on approval. Otherwise the bytes and policy
     /// come back to be loaded now.
+    #[allow(clippy::result_large_err)] // a `Policy`, moved once per load
     fn widening(
         &self,
         bytes: Vec<u8>,
