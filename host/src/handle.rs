@@ -75,6 +75,14 @@ impl<W: World> Handle<W> {
         }
     }
 
+    /// Whether a canary or shadow trial may take this call: one relaxed
+    /// load while none runs. A handle with a requirement resolves by it
+    /// alone and never takes part.
+    #[inline]
+    fn may_try(&self) -> bool {
+        self.slot.trying.load(Ordering::Relaxed) && self.requirement.is_none()
+    }
+
     /// Whether `live` stopped being the version this handle resolves to.
     fn moved(&self, live: &Live<W>) -> bool {
         moved(live, self.requirement.is_some())
@@ -93,8 +101,7 @@ impl<W: World> Handle<W> {
     /// [`Error::Init`] when a replacement instance cannot be made; otherwise
     /// whatever `f` returns.
     pub fn call<R>(&self, f: impl FnOnce(&mut Instance<W>) -> Result<R>) -> Result<R> {
-        // One relaxed load while no canary or shadow rollout runs.
-        if self.slot.trying.load(Ordering::Relaxed) && self.requirement.is_none() {
+        if self.may_try() {
             return self.call_trial(None, f);
         }
         self.call_current(f)
@@ -113,7 +120,7 @@ impl<W: World> Handle<W> {
         key: &K,
         f: impl FnOnce(&mut Instance<W>) -> Result<R>,
     ) -> Result<R> {
-        if self.slot.trying.load(Ordering::Relaxed) && self.requirement.is_none() {
+        if self.may_try() {
             return self.call_trial(Some(key.key_hash()), f);
         }
         self.call_current(f)
@@ -134,7 +141,7 @@ impl<W: World> Handle<W> {
         &self,
         f: impl Fn(&mut Instance<W>) -> Result<R>,
     ) -> Result<R> {
-        if !(self.slot.trying.load(Ordering::Relaxed) && self.requirement.is_none()) {
+        if !self.may_try() {
             return self.call_current(&f);
         }
         let Some(trial) = self.slot.trial.load_full().filter(|t| !t.concluded()) else {
@@ -345,7 +352,8 @@ impl<W: World> Handle<W> {
         let mut f = f;
         let mut began = None;
         // A canary on trial takes its share of async calls too.
-        let trial = (self.slot.trying.load(Ordering::Relaxed) && self.requirement.is_none())
+        let trial = self
+            .may_try()
             .then(|| self.slot.trial.load_full())
             .flatten()
             .filter(|t| !t.concluded());

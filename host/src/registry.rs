@@ -350,9 +350,7 @@ impl<W: World> Registry<W> {
         let old = slot.current.load_full();
         // The new version replaces whatever came from the same source, and
         // any other copy of the same name@version.
-        let replaces = |live: &Live<W>| {
-            live.plugin.source() == plugin.source() || live.plugin.identity() == plugin.identity()
-        };
+        let replaces = |live: &Live<W>| replaced_by(live, &plugin);
         // A pinned version replaced by its own file is gone: the pin goes
         // with it, and the file's new version takes over.
         if old.as_ref().is_some_and(|c| replaces(c)) && state.pinned.is_some() {
@@ -560,10 +558,6 @@ impl<W: World> Registry<W> {
     /// [`Error::Rollout`] when no previous version is kept for `name` (no
     /// swap yet, the grace period is over, or grace is zero).
     pub fn rollback(&self, name: &str) -> Result<Identity> {
-        self.roll_back(name, "on demand".to_string())
-    }
-
-    fn roll_back(&self, name: &str, reason: String) -> Result<Identity> {
         let nothing = || {
             nothing_to(
                 name,
@@ -600,7 +594,7 @@ impl<W: World> Registry<W> {
         self.emit(Event::RolledBack {
             from: current.plugin.identity().clone(),
             to: to.clone(),
-            reason,
+            reason: "on demand".to_string(),
         });
         self.retire(rolled);
         Ok(to)
@@ -884,6 +878,12 @@ impl<W: World> Registry<W> {
     }
 }
 
+/// Whether activating `new` replaces `live`: the same source (a file's new
+/// content), or another copy of the same name@version.
+fn replaced_by<W: World>(live: &Live<W>, new: &Plugin<W>) -> bool {
+    live.plugin.source() == new.source() || live.plugin.identity() == new.identity()
+}
+
 /// Report `event` (counting swaps and unloads in the metrics).
 fn emit(subscribers: &Subscribers, event: Event) {
     match &event {
@@ -957,8 +957,7 @@ impl<W: World> Keeper<W> {
                 // own instances throughout.
                 slot.set_current(Some(candidate.clone()));
                 let mut replaced = Registry::take_versions(&mut state, |live| {
-                    live.plugin.source() == candidate.plugin.source()
-                        || live.plugin.identity() == candidate.plugin.identity()
+                    replaced_by(live, &candidate.plugin)
                 });
                 state.versions.push(candidate.clone());
                 self.keep(slot, &mut state, serving, &mut replaced);

@@ -156,115 +156,124 @@ fn call_of_an_export_returning_a_resource_is_an_error_not_a_crash() {
     );
 }
 
+/// `wasmplug run DIR --watch ARGS` on a fresh directory holding hello v1:
+/// lines to its stdin, the lines it prints, files swapped in; killed and
+/// cleaned up when dropped.
+struct Watching {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: mpsc::Receiver<String>,
+    /// How long [`wait_for`](Self::wait_for) waits for its line.
+    patience: Duration,
+}
+
+impl Watching {
+    fn start(tag: &str, args: &[&str], patience: Duration) -> Self {
+        let dir = std::env::temp_dir().join(format!("wasmplug-cli-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(guest("hello-v1"), dir.join("hello.wasm")).unwrap();
+        let mut child = command()
+            .args(["run", dir.to_str().unwrap(), "--watch"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            stdout
+                .lines()
+                .map_while(Result::ok)
+                .for_each(|l| drop(tx.send(l)))
+        });
+        Watching {
+            dir,
+            child,
+            stdin,
+            lines,
+            patience,
+        }
+    }
+
+    /// The next printed line containing `want`.
+    fn wait_for(&self, want: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(self.patience)
+                .unwrap_or_else(|_| panic!("no line containing {want:?}"));
+            if line.contains(want) {
+                return line;
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap();
+    }
+
+    /// Put the guest `name` in place of hello.wasm, as deploy tools do.
+    fn replace(&self, name: &str) {
+        std::fs::copy(guest(name), self.dir.join("hello.wasm.tmp")).unwrap();
+        std::fs::rename(self.dir.join("hello.wasm.tmp"), self.dir.join("hello.wasm")).unwrap();
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn run_watch_shows_events_and_calls_the_current_version_while_files_are_swapped() {
-    let dir = std::env::temp_dir().join(format!("wasmplug-cli-watch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("hello.wasm");
-    std::fs::copy(guest("hello-v1"), &file).unwrap();
+    let mut w = Watching::start("watch", &[], Duration::from_secs(10));
+    w.wait_for("watching");
+    w.send(r#"hello welcome("Zoë")"#);
+    assert_eq!(w.wait_for("Welcome"), r#""Welcome, Zoë!""#);
 
-    let mut child = command()
-        .args(["run", dir.to_str().unwrap(), "--watch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .for_each(|l| drop(tx.send(l)))
-    });
-    let wait_for = |want: &str| loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("no line containing {want:?}"));
-        if line.contains(want) {
-            return line;
-        }
-    };
-
-    wait_for("watching");
-    writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
-    assert_eq!(wait_for("Welcome"), r#""Welcome, Zoë!""#);
-
-    std::fs::copy(guest("hello-v2"), dir.join("hello.wasm.tmp")).unwrap();
-    std::fs::rename(dir.join("hello.wasm.tmp"), &file).unwrap();
-    wait_for("swapped hello@1.0.0 -> hello@2.0.0");
-    writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
-    assert_eq!(wait_for("Welcome"), r#""Welcome back, Zoë!""#);
-
-    child.kill().unwrap();
-    child.wait().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    w.replace("hello-v2");
+    w.wait_for("swapped hello@1.0.0 -> hello@2.0.0");
+    w.send(r#"hello welcome("Zoë")"#);
+    assert_eq!(w.wait_for("Welcome"), r#""Welcome back, Zoë!""#);
 }
 
 #[test]
 fn run_watch_holds_a_widening_version_until_approved_and_rolls_back_on_demand() {
-    let dir = std::env::temp_dir().join(format!("wasmplug-cli-rollout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("hello.wasm");
-    std::fs::copy(guest("hello-v1"), &file).unwrap();
-
-    let mut child = command()
-        .args(["run", dir.to_str().unwrap(), "--watch", "--grace", "5m"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .for_each(|l| drop(tx.send(l)))
-    });
-    let wait_for = |want: &str| loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no line containing {want:?}"));
-        if line.contains(want) {
-            return line;
-        }
-    };
-    let replace = |name: &str| {
-        std::fs::copy(guest(name), dir.join("hello.wasm.tmp")).unwrap();
-        std::fs::rename(dir.join("hello.wasm.tmp"), &file).unwrap();
-    };
-
-    wait_for("watching");
-    replace("hello-v2-sockets");
-    let held = wait_for("held");
+    let mut w = Watching::start("rollout", &["--grace", "5m"], Duration::from_secs(20));
+    w.wait_for("watching");
+    w.replace("hello-v2-sockets");
+    let held = w.wait_for("held");
     assert!(held.contains("wasi:sockets/"), "{held}");
-    writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
-    assert_eq!(wait_for("Welcome"), r#""Welcome, Zoë!""#, "v1 still serves");
-    writeln!(stdin, "held").unwrap();
-    assert!(wait_for("held,").contains("hello@1.0.0 serving"));
+    w.send(r#"hello welcome("Zoë")"#);
+    assert_eq!(
+        w.wait_for("Welcome"),
+        r#""Welcome, Zoë!""#,
+        "v1 still serves"
+    );
+    w.send("held");
+    assert!(w.wait_for("held,").contains("hello@1.0.0 serving"));
 
-    writeln!(stdin, "approve hello").unwrap();
-    wait_for("swapped hello@1.0.0 -> hello@2.0.0");
-    wait_for("approved hello@2.0.0");
-    writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
-    assert_eq!(wait_for("Welcome"), r#""Welcome back, Zoë!""#);
+    w.send("approve hello");
+    w.wait_for("swapped hello@1.0.0 -> hello@2.0.0");
+    w.wait_for("approved hello@2.0.0");
+    w.send(r#"hello welcome("Zoë")"#);
+    assert_eq!(w.wait_for("Welcome"), r#""Welcome back, Zoë!""#);
 
-    writeln!(stdin, "rollback hello").unwrap();
-    wait_for("rolled back hello@2.0.0 -> hello@1.0.0");
-    writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
-    assert_eq!(wait_for("Welcome"), r#""Welcome, Zoë!""#);
+    w.send("rollback hello");
+    w.wait_for("rolled back hello@2.0.0 -> hello@1.0.0");
+    w.send(r#"hello welcome("Zoë")"#);
+    assert_eq!(w.wait_for("Welcome"), r#""Welcome, Zoë!""#);
     // Nothing kept any more, nothing held: each says so.
-    writeln!(stdin, "rollback hello").unwrap();
-    assert!(wait_for("error").contains("no previous version"));
-    writeln!(stdin, "refuse hello").unwrap();
-    assert!(wait_for("error").contains("no version is held"));
-
-    child.kill().unwrap();
-    child.wait().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    w.send("rollback hello");
+    assert!(w.wait_for("error").contains("no previous version"));
+    w.send("refuse hello");
+    assert!(w.wait_for("error").contains("no version is held"));
 }
 
 #[test]
@@ -275,51 +284,21 @@ fn run_watch_with_a_canary_promotes_a_healthy_version_and_refuses_a_bad_share() 
         "{err}"
     );
 
-    let dir = std::env::temp_dir().join(format!("wasmplug-cli-canary-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("hello.wasm");
-    std::fs::copy(guest("hello-v1"), &file).unwrap();
-    let mut child = command()
-        .args(["run", dir.to_str().unwrap(), "--watch"])
-        .args(["--canary", "50%", "--promote-after", "20"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .for_each(|l| drop(tx.send(l)))
-    });
-    let wait_for = |want: &str| loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no line containing {want:?}"));
-        if line.contains(want) {
-            return line;
-        }
-    };
-    wait_for("watching");
-    std::fs::copy(guest("hello-v2"), dir.join("hello.wasm.tmp")).unwrap();
-    std::fs::rename(dir.join("hello.wasm.tmp"), &file).unwrap();
-    wait_for("trying hello@2.0.0 beside hello@1.0.0 (canary, 50% of calls)");
-    writeln!(stdin, "list").unwrap();
+    let args = ["--canary", "50%", "--promote-after", "20"];
+    let mut w = Watching::start("canary", &args, Duration::from_secs(20));
+    w.wait_for("watching");
+    w.replace("hello-v2");
+    w.wait_for("trying hello@2.0.0 beside hello@1.0.0 (canary, 50% of calls)");
+    w.send("list");
     assert!(
-        wait_for("hello@2.0.0").starts_with('~'),
+        w.wait_for("hello@2.0.0").starts_with('~'),
         "the candidate is marked"
     );
     for _ in 0..200 {
-        writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
+        w.send(r#"hello welcome("Zoë")"#);
     }
-    let promoted = wait_for("promoted hello@2.0.0 over hello@1.0.0");
+    let promoted = w.wait_for("promoted hello@2.0.0 over hello@1.0.0");
     assert!(promoted.contains("new: 20 calls"), "{promoted}");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn repo(path: &str) -> String {

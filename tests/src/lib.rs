@@ -263,11 +263,12 @@ impl Deployment {
     /// Deploy hello v1 into a fresh watched directory and wait until it is
     /// loaded.
     pub fn hello_v1(tag: &str) -> Self {
-        let d = Self::start(
-            tag,
-            &[("hello.wasm", &guest_bytes("hello-v1"))],
-            wasmplug::watcher::WatchOptions::default(),
-        );
+        Self::hello_v1_with(tag, wasmplug::watcher::WatchOptions::default())
+    }
+
+    /// [`hello_v1`](Self::hello_v1) under a watcher with `options`.
+    pub fn hello_v1_with(tag: &str, options: wasmplug::watcher::WatchOptions) -> Self {
+        let d = Self::start(tag, &[("hello.wasm", &guest_bytes("hello-v1"))], options);
         wait_for_event(&d.events, d.wait, "initial load", |e| {
             matches!(e, wasmplug::Event::Loaded { .. })
         });

@@ -38,6 +38,14 @@ fn trial(
     (registry, events, activation)
 }
 
+/// The reason of the first rollback among `events`.
+fn rolled_back(events: &[Event]) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        Event::RolledBack { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
 fn current(registry: &Registry<GreeterPlugin>) -> String {
     let info = registry.list();
     let current = info.iter().find(|v| v.current).expect("a current version");
@@ -91,13 +99,7 @@ fn a_canary_trapping_on_5_percent_is_rolled_back_failing_a_fraction_of_all_at_on
          rolled back after {window} calls (bound share x window = {bound})",
         share * 100.0
     );
-    let reason = seen
-        .iter()
-        .find_map(|e| match e {
-            Event::RolledBack { reason, .. } => Some(reason.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let reason = rolled_back(&seen).expect("rolled back");
     println!("decided on: {reason}");
     assert!(reason.contains("trap rate"), "{reason}");
     assert!(all_failed >= CALLS / 20 - 1, "every 20th input traps on v2");
@@ -241,13 +243,7 @@ fn a_shadow_counts_a_wrong_versions_mismatches_and_no_caller_sees_them() {
         shown.contains("Welcome back, Gopher!") && shown.contains("Welcome, Gopher!"),
         "{shown}"
     );
-    let reason = seen
-        .iter()
-        .find_map(|e| match e {
-            Event::RolledBack { reason, .. } => Some(reason.clone()),
-            _ => None,
-        })
-        .expect("rolled back");
+    let reason = rolled_back(&seen).expect("rolled back");
     println!("shadow: {reason}");
     assert!(
         reason.starts_with("21 of 21 mirrored calls differed"),

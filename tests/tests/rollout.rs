@@ -147,14 +147,7 @@ fn a_new_manifest_grant_is_held_and_granted_only_when_approved() {
         allowance: Allowance::none().env("LANG"),
         ..WatchOptions::default()
     };
-    let d = Deployment::start(
-        "held-manifest",
-        &[("hello.wasm", &guest_bytes("hello-v1"))],
-        options,
-    );
-    wait_for_event(&d.events, WAIT, "initial load", |e| {
-        matches!(e, Event::Loaded { .. })
-    });
+    let d = Deployment::hello_v1_with("held-manifest", options);
     // The same component, now asking for the host's LANG.
     std::fs::write(d.dir.join("hello.toml"), "env = [\"LANG\"]\n").unwrap();
     let Event::Held { widening, .. } = wait_held(&d.events) else {
@@ -177,14 +170,7 @@ fn a_new_manifest_grant_is_held_and_granted_only_when_approved() {
 fn a_guard_that_allows_widening_swaps_at_once() {
     let mut options = WatchOptions::default();
     options.guard.widening = true;
-    let d = Deployment::start(
-        "widening-allowed",
-        &[("hello.wasm", &guest_bytes("hello-v1"))],
-        options,
-    );
-    wait_for_event(&d.events, WAIT, "initial load", |e| {
-        matches!(e, Event::Loaded { .. })
-    });
+    let d = Deployment::hello_v1_with("widening-allowed", options);
     replace_atomically(&d.file, &guest_bytes("hello-v2-sockets"));
     d.wait_swapped_to("2.0.0");
     assert!(d.registry.held().is_empty());
