@@ -381,7 +381,9 @@ impl<W: World> Registry<W> {
                 self.lock_holds().activated(plugin.source());
                 // A candidate still on trial is replaced by the newer one.
                 if let Some(earlier) = earlier.filter(|e| e.abandon()) {
-                    self.retire(vec![earlier.candidate.clone()]);
+                    let candidate = earlier.candidate.clone();
+                    drop(earlier);
+                    self.retire(vec![candidate]);
                 }
                 let how = match &self.rollout {
                     Rollout::Canary(c) => format!("canary, {}% of calls", c.share * 100.0),
@@ -1001,15 +1003,17 @@ impl<W: World> Keeper<W> {
 }
 
 /// Mark `lives` retired (a requirement handle waiting on one moves on) and
-/// report each unloaded.
+/// report each unloaded. The registry's reference is let go of before the
+/// report, so a subscriber that sees `Unloaded` for a version nothing else
+/// holds (no call in flight, no leased instance) sees its instances freed.
 fn retire<W: World>(subscribers: &Subscribers, lives: Vec<Arc<Live<W>>>) {
     for live in lives {
         live.retired.store(true, Ordering::Release);
-        telemetry::unloaded(&live.plugin.identity().name);
-        subscribers.emit(Event::Unloaded {
-            identity: live.plugin.identity().clone(),
-            source: live.plugin.source().clone(),
-        });
+        let identity = live.plugin.identity().clone();
+        let source = live.plugin.source().clone();
+        drop(live);
+        telemetry::unloaded(&identity.name);
+        subscribers.emit(Event::Unloaded { identity, source });
     }
 }
 
