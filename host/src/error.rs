@@ -184,6 +184,21 @@ pub enum Error {
         /// What was missing.
         message: String,
     },
+    /// An OCI registry could not be reached or answered garbage, or an
+    /// artefact was refused (its layout, its signature, its bytes). Nothing
+    /// was loaded; what served keeps serving.
+    #[error("{reference}{}: {cause:#}", digest.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Oci {
+        /// The reference, as given.
+        reference: String,
+        /// The artefact's manifest digest, when it was learnt.
+        digest: Option<String>,
+        /// Whether the artefact itself was refused (not worth trying
+        /// again), rather than the registry failing for now.
+        refused: bool,
+        /// Why.
+        cause: anyhow::Error,
+    },
     /// The host could not create an instance.
     #[error("{plugin} could not be instantiated: {cause:#}")]
     Instantiate {
@@ -258,7 +273,8 @@ fn trap_note(trap: Option<&wasmtime::Trap>, limit: Option<&LimitHit>) -> String 
 }
 
 impl Error {
-    /// The plugin the error is about; `None` for [`Error::NotLoaded`].
+    /// The plugin the error is about; `None` for [`Error::NotLoaded`],
+    /// [`Error::Rollout`] and [`Error::Oci`].
     pub fn plugin(&self) -> Option<&PluginRef> {
         match self {
             Error::Load { plugin, .. }
@@ -271,7 +287,7 @@ impl Error {
             | Error::Unavailable { plugin, .. }
             | Error::Overloaded { plugin, .. }
             | Error::Instantiate { plugin, .. } => Some(plugin),
-            Error::NotLoaded { .. } | Error::Rollout { .. } => None,
+            Error::NotLoaded { .. } | Error::Rollout { .. } | Error::Oci { .. } => None,
         }
     }
 
@@ -279,7 +295,8 @@ impl Error {
     /// logs: `load`, `init`, `guest`, `trap`, `timeout` (a trap at the
     /// deadline), `limit` (a trap at a resource cap or out of fuel),
     /// `bad_call`, `unsupported`, `unavailable`, `not_loaded`, `handoff`, `overloaded`,
-    /// `instantiate`.
+    /// `instantiate`, `rollout`, `oci` (a registry unreachable or answering
+    /// garbage), `oci_refused` (an artefact refused).
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Load { .. } => "load",
@@ -297,6 +314,8 @@ impl Error {
             Error::Overloaded { .. } => "overloaded",
             Error::Instantiate { .. } => "instantiate",
             Error::Rollout { .. } => "rollout",
+            Error::Oci { refused: true, .. } => "oci_refused",
+            Error::Oci { .. } => "oci",
         }
     }
 

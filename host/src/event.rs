@@ -124,6 +124,35 @@ pub enum Event {
         /// The candidate's.
         got: String,
     },
+    /// An artefact was pulled from an OCI registry by an
+    /// [`oci::Follower`](crate::oci::Follower), its signature accepted; it
+    /// is loaded next (a [`Event::Loaded`], [`Event::Swapped`] or
+    /// [`Event::Held`] follows, or a [`Event::PullFailed`] if the load is
+    /// refused).
+    Pulled {
+        /// The reference followed.
+        reference: String,
+        /// The artefact's manifest digest.
+        digest: String,
+        /// The fingerprint of the key whose signature was accepted (`None`
+        /// when signatures are not checked).
+        signed_by: Option<String>,
+    },
+    /// Following an OCI reference failed: the registry could not be
+    /// reached or answered garbage, or the artefact was refused (its
+    /// signature, its layout, its bytes, its load). What serves keeps
+    /// serving.
+    PullFailed {
+        /// The reference followed.
+        reference: String,
+        /// The digest it pointed to, when that much was learnt.
+        digest: Option<String>,
+        /// Why; [`Error::Oci`] with `refused` set, or the load's error.
+        error: Arc<Error>,
+        /// When the follower tries again; `None` for a refused artefact,
+        /// which is not pulled again until the reference points elsewhere.
+        retry_in: Option<std::time::Duration>,
+    },
     /// The current version was rolled back to the one it replaced, kept
     /// warm since the swap. The rolled-back version is unloaded, and the
     /// same content from the same source is not loaded again.
@@ -204,6 +233,38 @@ impl std::fmt::Display for Event {
                 f,
                 "mismatch: {candidate} answered {got} where {serving} answered {expected}"
             ),
+            Event::Pulled {
+                reference,
+                digest,
+                signed_by,
+            } => {
+                let by = match signed_by {
+                    Some(key) => format!("signed by {key}"),
+                    None => "signature not checked".to_string(),
+                };
+                write!(f, "pulled {reference} ({digest}, {by})")
+            }
+            Event::PullFailed {
+                reference,
+                digest,
+                error,
+                retry_in,
+            } => {
+                let at = digest
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                match retry_in {
+                    Some(wait) => write!(
+                        f,
+                        "following {reference}{at} failed, retrying in {wait:.1?}: {error}"
+                    ),
+                    None => write!(
+                        f,
+                        "refused {reference}{at}, not pulled again until the reference moves: {error}"
+                    ),
+                }
+            }
         }
     }
 }
@@ -235,6 +296,7 @@ impl Subscribers {
     pub(crate) fn emit(&self, event: Event) {
         match &event {
             Event::Failed { .. }
+            | Event::PullFailed { .. }
             | Event::DirectoryLost { .. }
             | Event::Held { .. }
             | Event::Mismatch { .. }

@@ -90,6 +90,9 @@ pub enum Source {
     File(PathBuf),
     /// Bytes handed over in memory, with the label they were given.
     Bytes(String),
+    /// An OCI reference followed by an [`oci::Follower`](crate::oci::Follower)
+    /// (`REGISTRY/REPOSITORY:TAG`), as it was given.
+    Oci(String),
 }
 
 impl Source {
@@ -101,6 +104,12 @@ impl Source {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| path.display().to_string()),
             Source::Bytes(label) => label.clone(),
+            // `registry:5000/plugins/hello:stable` -> `hello`
+            Source::Oci(reference) => {
+                let path = reference.split('@').next().unwrap_or(reference);
+                let last = path.rsplit('/').next().unwrap_or(path);
+                last.split(':').next().unwrap_or(last).to_string()
+            }
         }
     }
 }
@@ -110,6 +119,7 @@ impl fmt::Display for Source {
         match self {
             Source::File(path) => write!(f, "{}", path.display()),
             Source::Bytes(label) => write!(f, "<bytes: {label}>"),
+            Source::Oci(reference) => write!(f, "oci://{reference}"),
         }
     }
 }

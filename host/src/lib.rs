@@ -18,6 +18,9 @@
 //!   current-version pointer per name, state handoff across swaps.
 //! * [`Watcher`] — a directory of component files kept in sync with a
 //!   registry: hot swap for operators.
+//! * [`oci::Follower`] — a tag in an OCI registry kept in sync with a
+//!   registry: signed artefacts, every replica of a fleet on one version
+//!   (feature `oci`, on by default).
 //! * [`Policy`] — what a plugin may do and use (deny by default).
 //! * [`Error`] — refused at load, init failed, the guest said no, the guest
 //!   crashed: told apart without parsing strings.
@@ -45,6 +48,7 @@
 
 #![warn(missing_docs)]
 
+mod admit;
 mod cache;
 pub mod canary;
 mod deadline;
@@ -57,6 +61,8 @@ pub mod identity;
 mod instance;
 pub mod log;
 pub mod manifest;
+#[cfg(feature = "oci")]
+pub mod oci;
 mod plugin;
 pub mod policy;
 mod pool;
@@ -120,7 +126,8 @@ mod layers {
         &["handle"],
         &["rollout"],
         &["registry"],
-        &["watcher"],
+        &["admit"],
+        &["watcher", "oci"],
     ];
 
     fn layer_of(module: &str) -> Option<usize> {
@@ -216,15 +223,27 @@ mod layers {
             let Some(module) = path.file_stem().and_then(|s| s.to_str()) else {
                 continue;
             };
-            if path.extension().is_none_or(|e| e != "rs") || module == "lib" {
+            // A module directory (`oci/mod.rs` and its files) is one module.
+            let files: Vec<std::path::PathBuf> = if path.join("mod.rs").is_file() {
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+                    .collect()
+            } else if path.extension().is_some_and(|e| e == "rs") && module != "lib" {
+                vec![path.clone()]
+            } else {
                 continue;
-            }
+            };
             seen.push(module.to_string());
             let Some(own) = layer_of(module) else {
                 broken.push(format!("{module}.rs is in no layer: add it to LAYERS"));
                 continue;
             };
-            let source = std::fs::read_to_string(&path).unwrap();
+            let source: String = files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).unwrap())
+                .collect();
             for used in uses(&source, &roots) {
                 let theirs = layer_of(&used).expect("uses() returns layered modules");
                 if used != module && theirs >= own {

@@ -78,19 +78,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
+use crate::admit::{self, Prepared};
 use crate::manifest::{Allowance, Manifest};
-use crate::reach::Reach;
-use crate::registry::{Activation, Guard, HeldInfo};
-use crate::rollout::Held;
-use crate::{
-    identity::ContentHash, Error, Event, Plugin, Policy, Registry, Runtime, Source, World,
-};
+use crate::registry::Guard;
+use crate::{identity::ContentHash, Error, Event, Policy, Registry, Runtime, Source, World};
 
 /// The default debounce window.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
@@ -602,15 +599,9 @@ enum Step<W: World> {
     Nothing,
     /// The component is gone: unload what came from it.
     Remove,
-    /// New content: the loaded plugin (or why it did not load), and what was
-    /// read.
-    Activate {
-        seen: Seen,
-        loaded: Result<Plugin<W>, Error>,
-    },
-    /// New content that reaches further than the version it would replace:
-    /// compiled, not loaded, to hold until approved.
-    Hold { seen: Seen, held: Held<W> },
+    /// New content, and what was read: loaded (or why it did not load), or
+    /// held because it reaches further than the version it would replace.
+    Admit { seen: Seen, prepared: Prepared<W> },
 }
 
 /// Reads, loads and activates component files. Shared by the watcher's
@@ -807,91 +798,28 @@ impl<W: World> Reconciler<W> {
             }
         }
 
-        let loaded = match bytes {
-            Ok((bytes, hash)) => self
-                .policy_for(path, &manifest_path, manifest)
-                .map_err(|cause| Error::Load {
-                    plugin: source.provisional_ref(),
-                    cause,
-                })
-                .and_then(|policy| match self.widening(bytes, hash, &source, policy) {
-                    Ok(held) => Ok(Err(held)),
-                    Err((bytes, policy)) => self
-                        .runtime
-                        .load_hashed(&bytes, hash, source, policy)
-                        .map(Ok),
-                }),
-            Err(cause) => Err(Error::Load {
+        let refused = |cause| {
+            Prepared::Loaded(Err(Error::Load {
                 plugin: source.provisional_ref(),
                 cause,
-            }),
+            }))
         };
-        match loaded {
-            Ok(Ok(plugin)) => Step::Activate {
-                seen,
-                loaded: Ok(plugin),
+        let prepared = match bytes {
+            Ok((bytes, hash)) => match self.policy_for(path, &manifest_path, manifest) {
+                Ok(policy) => admit::prepare(
+                    &self.runtime,
+                    &self.registry,
+                    &self.guard,
+                    bytes,
+                    hash,
+                    &source,
+                    policy,
+                ),
+                Err(cause) => refused(cause),
             },
-            Ok(Err(held)) => Step::Hold { seen, held },
-            Err(error) => Step::Activate {
-                seen,
-                loaded: Err(error),
-            },
-        }
-    }
-
-    /// Whether the new content of `source` reaches further than the version
-    /// loaded from it, and the guard holds widenings: then it is compiled
-    /// (to read its imports) but not instantiated, and comes back as a
-    /// [`Held`] version to load on approval. Otherwise the bytes and policy
-    /// come back to be loaded now.
-    #[allow(clippy::result_large_err)] // a `Policy`, moved once per load
-    fn widening(
-        &self,
-        bytes: Vec<u8>,
-        hash: ContentHash,
-        source: &Source,
-        policy: Policy,
-    ) -> Result<Held<W>, (Vec<u8>, Policy)> {
-        if self.guard.widening {
-            return Err((bytes, policy));
-        }
-        let Some((name, serving, reach)) = self.registry.reach_from(source) else {
-            return Err((bytes, policy));
+            Err(cause) => refused(cause),
         };
-        // A component that does not compile is refused by the load, which
-        // reports and counts it as any refused load.
-        let Ok(compiled) = self.runtime.compile(&bytes, hash) else {
-            return Err((bytes, policy));
-        };
-        let imports = compiled.imports(self.runtime.engine());
-        let widening = reach.widening_to(&Reach::new(imports, &policy));
-        if widening.is_empty() {
-            return Err((bytes, policy));
-        }
-        let runtime = self.runtime.clone();
-        let (from, guard) = (source.clone(), self.guard.clone());
-        Ok(Held {
-            info: HeldInfo {
-                name,
-                serving,
-                candidate: None,
-                source: source.clone(),
-                content_hash: hash,
-                widening,
-                since: SystemTime::now(),
-            },
-            guard: Guard {
-                widening: true,
-                ..guard
-            },
-            // Compiled, kept so (the code cache holds it only while used),
-            // and loaded when approved.
-            pending: Box::new(move || {
-                let _compiled = compiled;
-                runtime.load_hashed(&bytes, hash, from, policy)
-            }),
-            replaces_source: true,
-        })
+        Step::Admit { seen, prepared }
     }
 
     /// Act on what [`prepare`](Self::prepare) found for `path`: swap the
@@ -907,35 +835,18 @@ impl<W: World> Reconciler<W> {
             return;
         }
         let source = Source::File(path.to_path_buf());
-        let (seen, loaded) = match step {
+        let (seen, prepared) = match step {
             Step::Nothing => return,
             Step::Remove => {
                 self.last().remove(path);
                 self.registry.remove_source(&source);
                 return;
             }
-            Step::Hold { seen, held } => {
-                self.last().insert(path.to_path_buf(), seen);
-                self.registry.hold(held);
-                return;
-            }
-            Step::Activate { seen, loaded } => (seen, loaded),
+            Step::Admit { seen, prepared } => (seen, prepared),
         };
-        let outcome = loaded.and_then(|plugin| {
-            self.registry
-                .activate_guarded(plugin.clone(), &self.guard)
-                .map(|activation| (plugin, activation))
-        });
-        match outcome {
-            // Held by the registry (it reaches further than the current
-            // version of its name): nothing replaced, nothing to remove.
-            Ok((_, Activation::Held { .. })) => {
+        match admit::commit(&self.registry, &self.guard, &source, prepared) {
+            Ok(_) => {
                 self.last().insert(path.to_path_buf(), seen);
-            }
-            Ok((plugin, _)) => {
-                self.last().insert(path.to_path_buf(), seen);
-                self.registry
-                    .remove_source_except(&source, plugin.identity());
             }
             Err(error) => {
                 self.last().insert(

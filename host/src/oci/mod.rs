@@ -1,0 +1,849 @@
+//! Plugins from an OCI registry: push and pull components as Wasm OCI
+//! artefacts, sign and verify them, and follow a tag
+//! ([`Follower`]) so that every replica of a service converges on the
+//! version the tag points to.
+//!
+//! The layout is the CNCF Wasm OCI artefact's, as `wkg`, Spin and wasmCloud
+//! push it (crate `oci-wasm`): an image manifest whose config has the media
+//! type `application/vnd.wasm.config.v0+json` and whose one layer is the
+//! component, `application/wasm`. Signatures are cosign's keyed signatures
+//! ([`sign`]). A registry on a loopback address is spoken to over plain
+//! HTTP (as Docker does for `127.0.0.0/8`); every other over HTTPS unless
+//! [`ClientOptions::plain_http`] names it.
+//!
+//! The client is async (it is `oci-client`'s); a [`Follower`] runs it on a
+//! thread of its own, so a synchronous embedder never sees it.
+
+mod cache;
+mod follow;
+pub mod sign;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{OciDescriptor, OciImageManifest, IMAGE_CONFIG_MEDIA_TYPE};
+use oci_client::secrets::RegistryAuth;
+use oci_client::Reference;
+use oci_wasm::ToConfig as _;
+
+pub use cache::LayerCache;
+pub use follow::{FollowOptions, Follower};
+pub use sign::{SigningKey, Trust, VerifyingKey};
+
+use crate::error::Error;
+use cache::sha256_digest;
+
+/// The media type of a Wasm artefact's config.
+pub const WASM_CONFIG_MEDIA_TYPE: &str = oci_wasm::WASM_MANIFEST_CONFIG_MEDIA_TYPE;
+/// The media type of a Wasm artefact's layer: the component's bytes.
+pub const WASM_LAYER_MEDIA_TYPE: &str = oci_wasm::WASM_LAYER_MEDIA_TYPE;
+/// The media type of the manifest.
+pub const MANIFEST_MEDIA_TYPE: &str = oci_wasm::WASM_MANIFEST_MEDIA_TYPE;
+
+/// The largest component pulled unless [`ClientOptions::max_size`] says
+/// otherwise: 256 MiB.
+pub const DEFAULT_MAX_SIZE: u64 = 256 << 20;
+/// The most signature layers read for one artefact.
+const MAX_SIGNATURES: usize = 16;
+/// The largest signature payload read.
+const MAX_PAYLOAD: i64 = 64 << 10;
+
+/// How a [`Client`] reaches registries.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Registries (`host:port`) spoken to over plain HTTP besides the
+    /// loopback ones.
+    pub plain_http: Vec<String>,
+    /// User name and password (or token), for every registry; anonymous
+    /// when `None`.
+    pub basic_auth: Option<(String, String)>,
+    /// Where pulled layers are kept by digest; `None` keeps nothing.
+    pub cache: Option<LayerCache>,
+    /// The largest component accepted; a manifest that declares a larger
+    /// layer, or a blob that runs past it, is refused.
+    pub max_size: u64,
+    /// The longest a connection or a read may take.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            plain_http: Vec::new(),
+            basic_auth: None,
+            cache: LayerCache::default_dir().map(LayerCache::new),
+            max_size: DEFAULT_MAX_SIZE,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a pull brought.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The reference as asked for.
+    pub reference: String,
+    /// The manifest's digest: what a signature signs and a tag points to.
+    pub digest: String,
+    /// The component layer's digest.
+    pub layer_digest: String,
+    /// The component.
+    pub bytes: Vec<u8>,
+    /// The fingerprint of the key whose signature was accepted; `None`
+    /// under [`Trust::Unsigned`].
+    pub signed_by: Option<String>,
+    /// Whether the layer came from the local cache.
+    pub from_cache: bool,
+}
+
+/// What a push made.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// The reference pushed to.
+    pub reference: String,
+    /// The manifest's digest (`REPOSITORY@DIGEST` pulls exactly this).
+    pub digest: String,
+    /// The tag its signature is stored under, when it was signed.
+    pub signature_tag: Option<String>,
+}
+
+/// A failure, and whether trying again may help.
+pub(crate) struct Fault {
+    /// The registry could not be reached or did not answer as expected
+    /// for now (network, 5xx, no such tag yet, not signed yet).
+    pub(crate) transient: bool,
+    pub(crate) cause: anyhow::Error,
+}
+
+impl Fault {
+    fn refused(cause: anyhow::Error) -> Fault {
+        Fault {
+            transient: false,
+            cause,
+        }
+    }
+
+    fn transient(cause: anyhow::Error) -> Fault {
+        Fault {
+            transient: true,
+            cause,
+        }
+    }
+
+    pub(crate) fn into_error(self, reference: &str, digest: Option<&str>) -> Error {
+        Error::Oci {
+            reference: reference.to_string(),
+            digest: digest.map(str::to_string),
+            refused: !self.transient,
+            cause: self.cause,
+        }
+    }
+}
+
+impl From<OciDistributionError> for Fault {
+    fn from(e: OciDistributionError) -> Self {
+        Fault::transient(anyhow!(e))
+    }
+}
+
+/// Whether `e` says the manifest or repository does not exist.
+fn is_not_found(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
+            )
+        }),
+        _ => false,
+    }
+}
+
+/// Parse `reference` (`REGISTRY/REPOSITORY[:TAG][@DIGEST]`).
+///
+/// # Errors
+/// [`Error::Oci`] (refused) naming what is wrong with it.
+pub fn parse_reference(reference: &str) -> Result<Reference, Error> {
+    reference.parse::<Reference>().map_err(|e| Error::Oci {
+        reference: reference.to_string(),
+        digest: None,
+        refused: true,
+        cause: anyhow!("not an OCI reference (REGISTRY/REPOSITORY[:TAG][@DIGEST]): {e}"),
+    })
+}
+
+/// A connection to OCI registries.
+pub struct Client {
+    options: ClientOptions,
+    /// One `oci-client` per registry: each remembers its own tokens.
+    clients: Mutex<HashMap<String, oci_client::Client>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client with `options`.
+    pub fn new(options: ClientOptions) -> Client {
+        Client {
+            options,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Its options.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    fn auth(&self) -> RegistryAuth {
+        match &self.options.basic_auth {
+            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+
+    /// The `oci-client` for `reference`'s registry.
+    fn client(&self, reference: &Reference) -> oci_client::Client {
+        let registry = reference.resolve_registry().to_string();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(registry.clone())
+            .or_insert_with(|| {
+                let plain = is_loopback(&registry) || self.options.plain_http.contains(&registry);
+                oci_client::Client::new(ClientConfig {
+                    protocol: if plain {
+                        ClientProtocol::HttpsExcept(vec![registry])
+                    } else {
+                        ClientProtocol::Https
+                    },
+                    connect_timeout: Some(self.options.timeout),
+                    read_timeout: Some(self.options.timeout),
+                    ..ClientConfig::default()
+                })
+            })
+            .clone()
+    }
+
+    /// The digest `reference` points to now (one `HEAD` request; a
+    /// reference with a digest is its own answer).
+    ///
+    /// # Errors
+    /// [`Error::Oci`] when the reference does not parse or the registry
+    /// does not answer with a digest.
+    pub async fn resolve(&self, reference: &str) -> Result<String, Error> {
+        let parsed = parse_reference(reference)?;
+        self.resolve_parsed(&parsed)
+            .await
+            .map_err(|f| f.into_error(reference, None))
+    }
+
+    pub(crate) async fn resolve_parsed(&self, reference: &Reference) -> Result<String, Fault> {
+        if let Some(digest) = reference.digest() {
+            return Ok(digest.to_string());
+        }
+        let digest = self
+            .client(reference)
+            .fetch_manifest_digest(reference, &self.auth())
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    Fault::transient(anyhow!("the registry has no such tag (yet): {e}"))
+                } else {
+                    Fault::from(e)
+                }
+            })?;
+        check_digest(&digest).map_err(Fault::transient)?;
+        Ok(digest)
+    }
+
+    /// Pull the component `reference` points to, checked against `trust`
+    /// before its bytes are returned: the manifest must be a Wasm artefact
+    /// with one component layer, signed as `trust` requires, and the layer
+    /// must hash to what the manifest says.
+    ///
+    /// # Errors
+    /// [`Error::Oci`], with `refused` set when the artefact itself was
+    /// refused (layout, signature, digest, size) rather than unreachable.
+    pub async fn pull(&self, reference: &str, trust: &Trust) -> Result<Pulled, Error> {
+        let parsed = parse_reference(reference)?;
+        let digest = self
+            .resolve_parsed(&parsed)
+            .await
+            .map_err(|f| f.into_error(reference, None))?;
+        self.pull_digest(&parsed, &digest, trust)
+            .await
+            .map(|mut pulled| {
+                pulled.reference = reference.to_string();
+                pulled
+            })
+            .map_err(|f| f.into_error(reference, Some(&digest)))
+    }
+
+    /// Pull the artefact `digest` of `reference`'s repository.
+    pub(crate) async fn pull_digest(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        trust: &Trust,
+    ) -> Result<Pulled, Fault> {
+        let by_digest = at_digest(reference, digest);
+        let client = self.client(reference);
+        let auth = self.auth();
+        let (body, _) = client
+            .pull_manifest_raw(&by_digest, &auth, &[MANIFEST_MEDIA_TYPE])
+            .await?;
+        // oci-client checked the body against the digest it was asked for.
+        let manifest: OciImageManifest = serde_json::from_slice(&body).map_err(|e| {
+            Fault::refused(anyhow!("the manifest is not an OCI image manifest: {e}"))
+        })?;
+        let layer = wasm_layer(&manifest, self.options.max_size).map_err(Fault::refused)?;
+
+        // The signature first: nothing of the artefact is read before it
+        // is trusted.
+        let signed_by = match trust {
+            Trust::Unsigned => None,
+            Trust::Keys(_) => {
+                let layers = self.signatures(reference, digest).await?;
+                trust.check(digest, &layers).map_err(|e| {
+                    if layers.is_empty() {
+                        // Perhaps signed in a moment (`cosign sign` after
+                        // the push): tried again.
+                        Fault::transient(e)
+                    } else {
+                        Fault::refused(e)
+                    }
+                })?
+            }
+        };
+
+        let cached = self
+            .options
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&layer.digest));
+        let from_cache = cached.is_some();
+        let bytes = match cached {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = self.blob(&client, &by_digest, &layer).await?;
+                if let Some(cache) = &self.options.cache {
+                    if let Err(e) = cache.put(&layer.digest, &bytes) {
+                        tracing::warn!(target: "wasmplug::oci", "layer cache: {e:#}");
+                    }
+                }
+                bytes
+            }
+        };
+        Ok(Pulled {
+            reference: by_digest.whole(),
+            digest: digest.to_string(),
+            layer_digest: layer.digest.clone(),
+            bytes,
+            signed_by,
+            from_cache,
+        })
+    }
+
+    /// A blob, no larger than it is declared, hashing to its digest.
+    async fn blob(
+        &self,
+        client: &oci_client::Client,
+        reference: &Reference,
+        layer: &OciDescriptor,
+    ) -> Result<Vec<u8>, Fault> {
+        let limit = u64::try_from(layer.size).unwrap_or(0);
+        let mut out = Bounded {
+            buf: Vec::with_capacity(usize::try_from(limit.min(1 << 20)).unwrap_or(0)),
+            limit,
+        };
+        client
+            .pull_blob(reference, layer, &mut out)
+            .await
+            .map_err(|e| match e {
+                OciDistributionError::IoError(io)
+                    if io.kind() == std::io::ErrorKind::FileTooLarge =>
+                {
+                    Fault::refused(anyhow!(
+                        "the blob {} is larger than the {} bytes its manifest declares",
+                        layer.digest,
+                        layer.size
+                    ))
+                }
+                OciDistributionError::DigestError(d) => {
+                    Fault::refused(anyhow!("the blob {} was tampered with: {d}", layer.digest))
+                }
+                other => Fault::from(other),
+            })?;
+        let actual = sha256_digest(&out.buf);
+        if actual != layer.digest {
+            return Err(Fault::refused(anyhow!(
+                "the blob hashes to {actual}, not to {} as its manifest says: tampered with",
+                layer.digest
+            )));
+        }
+        Ok(out.buf)
+    }
+
+    /// The signature layers (payload, base64 signature) stored under the
+    /// signature tag of `digest`; empty when there is none.
+    async fn signatures(
+        &self,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<Vec<(Vec<u8>, Option<String>)>, Fault> {
+        let tag = Reference::with_tag(
+            reference.registry().to_string(),
+            reference.repository().to_string(),
+            sign::signature_tag(digest),
+        );
+        let client = self.client(reference);
+        let manifest = match client
+            .pull_manifest_raw(
+                &tag,
+                &self.auth(),
+                &[
+                    oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
+                    oci_client::manifest::IMAGE_MANIFEST_MEDIA_TYPE,
+                ],
+            )
+            .await
+        {
+            Ok((body, _)) => body,
+            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let manifest: OciImageManifest = serde_json::from_slice(&manifest).map_err(|e| {
+            Fault::refused(anyhow!(
+                "the signature manifest is not an image manifest: {e}"
+            ))
+        })?;
+        let mut layers = Vec::new();
+        for layer in manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type == sign::SIMPLE_SIGNING_MEDIA_TYPE)
+            .take(MAX_SIGNATURES)
+        {
+            if !(0..=MAX_PAYLOAD).contains(&layer.size) {
+                continue;
+            }
+            let payload = self.blob(&client, &tag, layer).await?;
+            let signature = layer
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(sign::SIGNATURE_ANNOTATION))
+                .cloned();
+            layers.push((payload, signature));
+        }
+        Ok(layers)
+    }
+
+    /// Push `component` to `reference` (a tag) as a Wasm artefact, signed
+    /// with `key` when given. The tag moves last: the artefact and its
+    /// signature are in place, by digest, before anyone following the tag
+    /// can see them.
+    ///
+    /// # Errors
+    /// [`Error::Oci`]: refused when `component` is not a component or the
+    /// reference does not parse; otherwise the registry's answer.
+    pub async fn push(
+        &self,
+        reference: &str,
+        component: Vec<u8>,
+        key: Option<&SigningKey>,
+    ) -> Result<Pushed, Error> {
+        let parsed = parse_reference(reference)?;
+        let fail = |f: Fault, digest: Option<&str>| f.into_error(reference, digest);
+        let (config, layer) =
+            oci_wasm::WasmConfig::from_raw_component(component, None).map_err(|e| {
+                fail(
+                    Fault::refused(e.context("it is not a WebAssembly component")),
+                    None,
+                )
+            })?;
+        let config = config
+            .to_config()
+            .map_err(|e| fail(Fault::refused(e), None))?;
+        let (manifest, digest) = self
+            .push_artefact(&parsed, vec![layer], config, None)
+            .await
+            .map_err(|f| fail(f, None))?;
+        let signature_tag = match key {
+            Some(key) => Some(
+                self.push_signature(&parsed, &digest, key)
+                    .await
+                    .map_err(|f| fail(f, Some(&digest)))?,
+            ),
+            None => None,
+        };
+        if parsed.digest().is_none() {
+            self.client(&parsed)
+                .push_manifest_raw(
+                    &parsed,
+                    manifest,
+                    MANIFEST_MEDIA_TYPE.parse().expect("valid"),
+                )
+                .await
+                .map_err(|e| fail(e.into(), Some(&digest)))?;
+        }
+        Ok(Pushed {
+            reference: reference.to_string(),
+            digest,
+            signature_tag,
+        })
+    }
+
+    /// Sign the artefact `reference` points to with `key` (as
+    /// `cosign sign --key` does), returning its digest.
+    ///
+    /// # Errors
+    /// [`Error::Oci`] when the reference does not resolve or the registry
+    /// refuses the signature.
+    pub async fn sign(&self, reference: &str, key: &SigningKey) -> Result<String, Error> {
+        let parsed = parse_reference(reference)?;
+        let digest = self
+            .resolve_parsed(&parsed)
+            .await
+            .map_err(|f| f.into_error(reference, None))?;
+        self.push_signature(&parsed, &digest, key)
+            .await
+            .map_err(|f| f.into_error(reference, Some(&digest)))?;
+        Ok(digest)
+    }
+
+    /// Point `tag` (a tag of the same repository) at what `reference`
+    /// points to: the promotion of a tested digest to a release channel,
+    /// or the rollback of a channel to an earlier digest. The manifest is
+    /// copied byte for byte, so its digest, and the signatures stored
+    /// under it, are unchanged. Returns the digest.
+    ///
+    /// # Errors
+    /// [`Error::Oci`] when `reference` does not resolve, is not a Wasm
+    /// artefact, or the registry refuses the tag.
+    pub async fn tag(&self, reference: &str, tag: &str) -> Result<String, Error> {
+        let parsed = parse_reference(reference)?;
+        let digest = self
+            .resolve_parsed(&parsed)
+            .await
+            .map_err(|f| f.into_error(reference, None))?;
+        let fail = |f: Fault| f.into_error(reference, Some(&digest));
+        let client = self.client(&parsed);
+        let (body, _) = client
+            .pull_manifest_raw(
+                &at_digest(&parsed, &digest),
+                &self.auth(),
+                &[MANIFEST_MEDIA_TYPE],
+            )
+            .await
+            .map_err(|e| fail(e.into()))?;
+        let manifest: OciImageManifest = serde_json::from_slice(&body)
+            .map_err(|e| fail(Fault::refused(anyhow!("not an OCI image manifest: {e}"))))?;
+        wasm_layer(&manifest, u64::MAX).map_err(|e| fail(Fault::refused(e)))?;
+        let target = Reference::with_tag(
+            parsed.registry().to_string(),
+            parsed.repository().to_string(),
+            tag.to_string(),
+        );
+        client
+            .push_manifest_raw(&target, body, MANIFEST_MEDIA_TYPE.parse().expect("valid"))
+            .await
+            .map_err(|e| fail(e.into()))?;
+        Ok(digest)
+    }
+
+    /// Push the blobs of an artefact and its manifest by digest; return the
+    /// manifest's bytes and digest (the tag is not touched).
+    async fn push_artefact(
+        &self,
+        reference: &Reference,
+        layers: Vec<ImageLayer>,
+        config: Config,
+        annotations: Option<BTreeMap<String, String>>,
+    ) -> Result<(Vec<u8>, String), Fault> {
+        let client = self.client(reference);
+        client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth())
+            .await;
+        let mut manifest = OciImageManifest::build(&layers, &config, annotations);
+        manifest.media_type = Some(MANIFEST_MEDIA_TYPE.to_string());
+        for layer in &layers {
+            let digest = layer.sha256_digest();
+            if !client.blob_exists(reference, &digest).await? {
+                client
+                    .push_blob(reference, layer.data.clone(), &digest)
+                    .await?;
+            }
+        }
+        let config_digest = config.sha256_digest();
+        if !client.blob_exists(reference, &config_digest).await? {
+            client
+                .push_blob(reference, config.data.clone(), &config_digest)
+                .await?;
+        }
+        let body = serde_json::to_vec(&manifest).map_err(|e| Fault::refused(anyhow!(e)))?;
+        let digest = sha256_digest(&body);
+        client
+            .push_manifest_raw(
+                &at_digest(reference, &digest),
+                body.clone(),
+                MANIFEST_MEDIA_TYPE.parse().expect("valid"),
+            )
+            .await?;
+        Ok((body, digest))
+    }
+
+    /// Push a signature of `digest` under its signature tag, keeping the
+    /// signatures already there (as cosign appends).
+    async fn push_signature(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        key: &SigningKey,
+    ) -> Result<String, Fault> {
+        let docker_reference = format!("{}/{}", reference.registry(), reference.repository());
+        let (payload, signature) = key.sign(&docker_reference, digest);
+        let tag_name = sign::signature_tag(digest);
+        let tag = Reference::with_tag(
+            reference.registry().to_string(),
+            reference.repository().to_string(),
+            tag_name.clone(),
+        );
+        let mut layers = Vec::new();
+        let client = self.client(reference);
+        if let Ok((body, _)) = client
+            .pull_manifest_raw(
+                &tag,
+                &self.auth(),
+                &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
+            )
+            .await
+        {
+            if let Ok(existing) = serde_json::from_slice::<OciImageManifest>(&body) {
+                for layer in existing
+                    .layers
+                    .into_iter()
+                    .filter(|l| l.media_type == sign::SIMPLE_SIGNING_MEDIA_TYPE)
+                    .take(MAX_SIGNATURES - 1)
+                {
+                    let data = self.blob(&client, &tag, &layer).await?;
+                    layers.push(ImageLayer::new(data, layer.media_type, layer.annotations));
+                }
+            }
+        }
+        layers.push(ImageLayer::new(
+            payload,
+            sign::SIMPLE_SIGNING_MEDIA_TYPE.to_string(),
+            Some(BTreeMap::from([(
+                sign::SIGNATURE_ANNOTATION.to_string(),
+                signature,
+            )])),
+        ));
+        // cosign's minimal image config, so container tooling can read it.
+        let diff_ids: Vec<String> = layers.iter().map(ImageLayer::sha256_digest).collect();
+        let config = serde_json::json!({
+            "architecture": "",
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{ "created": "0001-01-01T00:00:00Z" }],
+            "os": "",
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            "config": {},
+        });
+        let config = Config::new(
+            serde_json::to_vec(&config).expect("json"),
+            IMAGE_CONFIG_MEDIA_TYPE.to_string(),
+            None,
+        );
+        let (body, _) = self.push_artefact(&tag, layers, config, None).await?;
+        client
+            .push_manifest_raw(&tag, body, MANIFEST_MEDIA_TYPE.parse().expect("valid"))
+            .await?;
+        Ok(tag_name)
+    }
+}
+
+/// `reference`'s repository at `digest`.
+fn at_digest(reference: &Reference, digest: &str) -> Reference {
+    Reference::with_digest(
+        reference.registry().to_string(),
+        reference.repository().to_string(),
+        digest.to_string(),
+    )
+}
+
+/// The component layer of a Wasm artefact's manifest.
+fn wasm_layer(manifest: &OciImageManifest, max_size: u64) -> anyhow::Result<OciDescriptor> {
+    anyhow::ensure!(
+        manifest.config.media_type == WASM_CONFIG_MEDIA_TYPE,
+        "it is not a Wasm artefact: its config has the media type `{}`, not `{WASM_CONFIG_MEDIA_TYPE}`",
+        manifest.config.media_type
+    );
+    let [layer] = manifest.layers.as_slice() else {
+        anyhow::bail!(
+            "a Wasm artefact has exactly one layer; this one has {}",
+            manifest.layers.len()
+        );
+    };
+    anyhow::ensure!(
+        layer.media_type == WASM_LAYER_MEDIA_TYPE,
+        "its layer has the media type `{}`, not `{WASM_LAYER_MEDIA_TYPE}`",
+        layer.media_type
+    );
+    check_digest(&layer.digest)?;
+    let size = u64::try_from(layer.size)
+        .map_err(|_| anyhow!("its layer declares a negative size ({})", layer.size))?;
+    anyhow::ensure!(
+        size <= max_size,
+        "its layer declares {size} bytes, more than the {max_size} accepted"
+    );
+    Ok(layer.clone())
+}
+
+/// A sha256 digest, as every digest this module handles must be.
+fn check_digest(digest: &str) -> anyhow::Result<()> {
+    let valid = digest.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    });
+    anyhow::ensure!(valid, "`{digest}` is not a sha256 digest");
+    Ok(())
+}
+
+/// Whether a registry address (`host[:port]`) is on a loopback interface.
+fn is_loopback(registry: &str) -> bool {
+    let host = match registry.rsplit_once(':') {
+        // `[::1]:5000`, `127.0.0.1:5000`, `localhost:5000`
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => registry,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A writer that refuses to grow past `limit` bytes.
+struct Bounded {
+    buf: Vec<u8>,
+    limit: u64,
+}
+
+impl tokio::io::AsyncWrite for Bounded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.buf.len() as u64 + data.len() as u64 > self.limit {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "larger than declared",
+            )));
+        }
+        self.buf.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_plain_http() {
+        for r in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "[::1]:5000",
+            "127.9.9.9",
+            "localhost",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in [
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "registry.local:5000",
+            "localhost.evil.com",
+        ] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+
+    fn manifest(config: &str, layers: &[(&str, i64)]) -> OciImageManifest {
+        let descriptor = |media_type: &str, size: i64| OciDescriptor {
+            media_type: media_type.to_string(),
+            digest: sha256_digest(b"x"),
+            size,
+            urls: None,
+            annotations: None,
+            artifact_type: None,
+        };
+        OciImageManifest {
+            schema_version: 2,
+            media_type: Some(MANIFEST_MEDIA_TYPE.into()),
+            config: descriptor(config, 2),
+            layers: layers.iter().map(|(m, s)| descriptor(m, *s)).collect(),
+            subject: None,
+            artifact_type: None,
+            annotations: None,
+        }
+    }
+
+    #[test]
+    fn only_a_one_layer_wasm_artefact_within_the_size_is_accepted() {
+        let ok = manifest(WASM_CONFIG_MEDIA_TYPE, &[(WASM_LAYER_MEDIA_TYPE, 10)]);
+        assert!(wasm_layer(&ok, 10).is_ok());
+        let refused = |m: OciImageManifest, max: u64| wasm_layer(&m, max).unwrap_err().to_string();
+        assert!(refused(ok.clone(), 9).contains("more than the 9"));
+        assert!(refused(
+            manifest(IMAGE_CONFIG_MEDIA_TYPE, &[(WASM_LAYER_MEDIA_TYPE, 1)]),
+            10
+        )
+        .contains("not a Wasm artefact"));
+        assert!(refused(manifest(WASM_CONFIG_MEDIA_TYPE, &[]), 10).contains("has 0"));
+        assert!(refused(
+            manifest(
+                WASM_CONFIG_MEDIA_TYPE,
+                &[(WASM_LAYER_MEDIA_TYPE, 1), (WASM_LAYER_MEDIA_TYPE, 1)]
+            ),
+            10
+        )
+        .contains("has 2"));
+        assert!(refused(
+            manifest(WASM_CONFIG_MEDIA_TYPE, &[("application/x-tar", 1)]),
+            10
+        )
+        .contains("application/x-tar"));
+        assert!(refused(
+            manifest(WASM_CONFIG_MEDIA_TYPE, &[(WASM_LAYER_MEDIA_TYPE, -1)]),
+            10
+        )
+        .contains("negative"));
+        let mut bad_digest = ok;
+        bad_digest.layers[0].digest = "sha256:../../x".into();
+        assert!(refused(bad_digest, 10).contains("not a sha256 digest"));
+    }
+}
