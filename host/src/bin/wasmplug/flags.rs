@@ -255,7 +255,7 @@ fn parse_percent(arg: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_duration(arg: &str) -> Result<Duration, String> {
+pub fn parse_duration(arg: &str) -> Result<Duration, String> {
     humantime::parse_duration(arg)
         .map_err(|e| format!("`{arg}` is not a duration ({e}): expected e.g. `500ms`, `2s`"))
 }

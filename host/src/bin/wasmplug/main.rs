@@ -7,6 +7,7 @@ mod fit;
 mod flags;
 mod harness;
 mod new;
+mod oci;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,6 +41,9 @@ Examples:
   wasmplug test hello.wasm cases.toml
   wasmplug new --lang go --wit service.wit my-plugin
   wasmplug run plugins/ --watch --env LANG --memory 64MiB --timeout 500ms
+  wasmplug key generate release
+  wasmplug push hello.wasm registry.example:5000/plugins/hello:stable --sign release.key
+  wasmplug run --follow registry.example:5000/plugins/hello:stable --trust release.pub
   wasmplug compile plugins/*.wasm
   wasmplug completions bash > /etc/bash_completion.d/wasmplug";
 
@@ -162,7 +166,8 @@ enum Command {
     Run {
         /// The directory of component files (`x.toml` beside `x.wasm` is
         /// its manifest; it may only tighten limits here).
-        dir: PathBuf,
+        #[arg(required_unless_present = "follow")]
+        dir: Option<PathBuf>,
         /// Follow changes to the directory: hot swap.
         #[arg(long)]
         watch: bool,
@@ -170,6 +175,8 @@ enum Command {
         grants: Grants,
         #[command(flatten)]
         rollout: RolloutFlags,
+        #[command(flatten)]
+        follow: oci::FollowFlags,
     },
     /// Same as `run <dir> --watch`.
     #[command(hide = true)]
@@ -192,6 +199,76 @@ enum Command {
         #[arg(required = true)]
         components: Vec<PathBuf>,
     },
+    /// Push a component to an OCI registry as a Wasm artefact (config
+    /// `application/vnd.wasm.config.v0+json`, one `application/wasm`
+    /// layer), signed with --sign. The tag moves last, once the artefact
+    /// and its signature are in place. Prints the digest.
+    ///
+    /// Credentials: WASMPLUG_REGISTRY_USER and WASMPLUG_REGISTRY_PASSWORD.
+    ///
+    /// Example:
+    ///   wasmplug push hello.wasm registry.example:5000/plugins/hello:stable --sign release.key
+    #[command(verbatim_doc_comment)]
+    Push {
+        /// The component file.
+        component: PathBuf,
+        /// Where: `REGISTRY/REPOSITORY:TAG`.
+        reference: String,
+        /// Sign it with this private key (PEM, P-256; `wasmplug key
+        /// generate`), as `cosign sign --key` would.
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+        #[command(flatten)]
+        oci: oci::OciFlags,
+    },
+    /// Pull a component from an OCI registry, checking its signature
+    /// (--trust) and digests before writing it.
+    ///
+    /// Example:
+    ///   wasmplug pull registry.example:5000/plugins/hello:stable --trust release.pub -o hello.wasm
+    #[command(verbatim_doc_comment)]
+    Pull {
+        /// `REGISTRY/REPOSITORY:TAG` or `…@sha256:DIGEST`.
+        reference: String,
+        /// Where to write it (default: the repository's last part, `.wasm`).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        oci: oci::OciFlags,
+    },
+    /// Sign what a reference points to (a signature under cosign's tag
+    /// scheme, `sha256-<digest>.sig`).
+    ///
+    /// Example:
+    ///   wasmplug sign registry.example:5000/plugins/hello:stable --key release.key
+    #[command(verbatim_doc_comment)]
+    Sign {
+        /// `REGISTRY/REPOSITORY:TAG` or `…@sha256:DIGEST`.
+        reference: String,
+        /// The private key (PEM, P-256).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        #[command(flatten)]
+        oci: oci::OciFlags,
+    },
+    /// Point a tag at what a reference points to (same repository): promote
+    /// a tested digest to a release channel, or move the channel back.
+    /// The manifest is copied as is, so its signatures still apply.
+    ///
+    /// Example:
+    ///   wasmplug tag registry.example:5000/plugins/hello@sha256:… stable
+    #[command(verbatim_doc_comment)]
+    Tag {
+        /// `REGISTRY/REPOSITORY@sha256:DIGEST` (or `:TAG`).
+        reference: String,
+        /// The tag to point at it.
+        tag: String,
+        #[command(flatten)]
+        oci: oci::OciFlags,
+    },
+    /// Signing keys.
+    #[command(subcommand)]
+    Key(oci::KeyCommand),
     /// Print a shell completion script.
     ///
     /// Examples:
@@ -260,12 +337,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             watch,
             grants,
             rollout,
-        } => serve(cache, &dir, watch, &grants, &rollout),
+            follow,
+        } => serve(cache, dir.as_deref(), watch, &grants, &rollout, &follow),
         Command::Watch {
             dir,
             grants,
             rollout,
-        } => serve(cache, &dir, true, &grants, &rollout),
+        } => serve(
+            cache,
+            Some(&dir),
+            true,
+            &grants,
+            &rollout,
+            &oci::FollowFlags::default(),
+        ),
+        Command::Push {
+            component,
+            reference,
+            sign,
+            oci,
+        } => oci::push(&component, &reference, sign.as_deref(), &oci),
+        Command::Pull {
+            reference,
+            output,
+            oci,
+        } => oci::pull(&reference, output.as_deref(), &oci),
+        Command::Sign {
+            reference,
+            key,
+            oci,
+        } => oci::sign(&reference, &key, &oci),
+        Command::Tag {
+            reference,
+            tag,
+            oci,
+        } => oci::tag(&reference, &tag, &oci),
+        Command::Key(command) => oci::key(&command),
         Command::Compile { components } => compile(cache, &components),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics when a write fails.
@@ -405,10 +512,11 @@ fn compile(cache: &Cache, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
 
 fn serve(
     cache: &Cache,
-    dir: &Path,
+    dir: Option<&Path>,
     watch: bool,
     grants: &Grants,
     rollout: &RolloutFlags,
+    follow: &oci::FollowFlags,
 ) -> anyhow::Result<ExitCode> {
     let runtime = cache.runtime::<Dynamic>(grants.policy())?;
     let registry = Registry::<Dynamic>::new()
@@ -417,17 +525,40 @@ fn serve(
     let events = registry.subscribe();
     let mut options = WatchOptions::default();
     options.guard.widening = rollout.allow_widening;
-    let _watcher = if watch {
-        Some(Watcher::start_with(
+    let follow_options = if follow.follow.is_empty() {
+        None
+    } else {
+        Some(follow.options(rollout.allow_widening)?)
+    };
+    let _watcher = match dir {
+        Some(dir) if watch => Some(Watcher::start_with(
             dir,
-            runtime,
+            runtime.clone(),
             registry.clone(),
             options,
-        )?)
-    } else {
-        Watcher::load_dir(dir, runtime, registry.clone(), options)?;
-        None
+        )?),
+        Some(dir) => {
+            Watcher::load_dir(dir, runtime.clone(), registry.clone(), options)?;
+            None
+        }
+        None => None,
     };
+    let _followers = match follow_options {
+        None => Vec::new(),
+        Some(options) => follow
+            .follow
+            .iter()
+            .map(|reference| {
+                wasmplug::oci::Follower::start(
+                    reference,
+                    runtime.clone(),
+                    registry.clone(),
+                    options.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let watch = watch || !follow.follow.is_empty();
     // The first scan is done: its events first, in order, then the rest as
     // they come.
     for event in events.try_iter() {
@@ -439,9 +570,14 @@ fn serve(
         }
     });
     let doing = if watch { "watching" } else { "serving" };
+    let what: Vec<String> = dir
+        .map(|d| d.display().to_string())
+        .into_iter()
+        .chain(follow.follow.iter().map(|r| format!("oci://{r}")))
+        .collect();
     outln!(
         "{doing} {} (type `<plugin> <call>`, `list`, `held`, `approve|refuse|rollback <plugin>`)",
-        dir.display()
+        what.join(", ")
     );
 
     for line in std::io::stdin().lines() {
