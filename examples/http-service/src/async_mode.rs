@@ -12,17 +12,17 @@
 //! * every call is counted, by outcome, and timed (`wasmplug::telemetry`),
 //!   into the recorder `/metrics` reads.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use wasmplug::wasmtime::component::{Instance as RawInstance, InstancePre, Linker};
 use wasmplug::wasmtime::{self, Store};
 use wasmplug::world::BoxFuture;
-use wasmplug::{Identity, Policy, Registry, Runtime, State, Watcher, World};
+use wasmplug::{Identity, Policy, Registry, Runtime, State, World};
 
 use crate::threads::{check_exports, classify, versions_of};
 use crate::types::{HttpRequest, HttpResponse, Outcome, VersionGauge};
+use crate::{Following, Sources};
 
 /// `bindgen!` for `wit/handler.wit`, with async exports: what
 /// `call_async` calls.
@@ -98,13 +98,13 @@ pub struct Options {
 /// The service on wasmplug's async API.
 pub struct Service {
     registry: Registry<HttpHandler>,
-    _watcher: Watcher,
+    _sources: Following,
 }
 
 impl Service {
-    /// Load every plugin in `dir` and start watching it. Blocks while the
-    /// directory's components compile: call it off the executor.
-    pub fn start(dir: &Path, options: Options) -> anyhow::Result<super::Backend> {
+    /// Load every plugin from `sources` and keep following them. Blocks
+    /// while the first components compile: call it off the executor.
+    pub fn start(sources: &Sources, options: Options) -> anyhow::Result<super::Backend> {
         let policy = Policy::default()
             .deadline(options.deadline)
             .memory_limit(options.memory_limit);
@@ -114,11 +114,10 @@ impl Service {
             .context("building the wasmplug runtime")?;
         let registry = Registry::<HttpHandler>::with_pool_size(options.workers)
             .with_max_wait(Some(options.max_wait));
-        let watcher = Watcher::start(dir, runtime, registry.clone())
-            .with_context(|| format!("watching {}", dir.display()))?;
+        let following = sources.start(runtime, registry.clone())?;
         Ok(super::Backend::Async(Service {
             registry,
-            _watcher: watcher,
+            _sources: following,
         }))
     }
 

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! http-service --dir plugins/ --listen 127.0.0.1:8080 [--mode threads|blocking|async]
+//! http-service --follow registry:5000/plugins/echo:stable --trust release.pub
 //! ```
 //!
 //! * `/NAME/...` goes to the plugin whose identity is `NAME`, which sees the
@@ -35,6 +36,8 @@ use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
+use wasmplug::oci::{FollowOptions, Follower, Trust};
+use wasmplug::{Registry, Runtime, Watcher, World};
 
 use crate::metrics::Metrics;
 
@@ -56,8 +59,23 @@ pub enum Mode {
 #[command(name = "http-service", version, about)]
 pub struct Args {
     /// The directory of handler plugins (`*.wasm`), watched for changes.
-    #[arg(long)]
-    pub dir: PathBuf,
+    #[arg(long, required_unless_present = "follow")]
+    pub dir: Option<PathBuf>,
+    /// Follow an OCI reference (`REGISTRY/REPOSITORY:TAG`): whenever the
+    /// tag moves, pull, verify, load and swap in what it points to.
+    /// Repeatable; with --dir or instead of it.
+    #[arg(long, value_name = "REF")]
+    pub follow: Vec<String>,
+    /// A public key (PEM, P-256, as `cosign.pub`) whose signature a
+    /// followed artefact needs. Repeatable: any one suffices.
+    #[arg(long, value_name = "KEY.pub")]
+    pub trust: Vec<PathBuf>,
+    /// Load followed artefacts without checking signatures.
+    #[arg(long, conflicts_with = "trust")]
+    pub unsigned: bool,
+    /// How often each followed tag is looked at, in milliseconds (± 20 %).
+    #[arg(long, default_value_t = 10_000)]
+    pub poll_ms: u64,
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -100,6 +118,73 @@ impl Args {
 
     fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms.max(1))
+    }
+
+    /// Where plugins come from.
+    fn sources(&self) -> anyhow::Result<Sources> {
+        let trust = if self.follow.is_empty() || self.unsigned {
+            Trust::Unsigned
+        } else if self.trust.is_empty() {
+            anyhow::bail!(
+                "--follow needs the signers' public keys (--trust KEY.pub), or --unsigned"
+            );
+        } else {
+            Trust::keys_from_files(&self.trust)?
+        };
+        Ok(Sources {
+            dir: self.dir.clone(),
+            follow: self.follow.clone(),
+            options: FollowOptions::new(trust).poll(Duration::from_millis(self.poll_ms.max(1))),
+        })
+    }
+}
+
+/// Where plugins come from: a watched directory, followed OCI tags, or both.
+pub struct Sources {
+    dir: Option<PathBuf>,
+    follow: Vec<String>,
+    options: FollowOptions,
+}
+
+/// The watcher and followers, kept alive while the service runs.
+pub struct Following {
+    _watcher: Option<Watcher>,
+    _followers: Vec<Follower>,
+}
+
+impl Sources {
+    /// Start them: the directory is loaded and each tag pulled once before
+    /// this returns (a registry that is down delays nothing: the follower
+    /// reports it and tries again). Blocks: call it off the executor.
+    pub fn start<W: World>(
+        &self,
+        runtime: Runtime<W>,
+        registry: Registry<W>,
+    ) -> anyhow::Result<Following> {
+        let watcher = match &self.dir {
+            Some(dir) => Some(
+                Watcher::start(dir, runtime.clone(), registry.clone())
+                    .with_context(|| format!("watching {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        let followers = self
+            .follow
+            .iter()
+            .map(|reference| {
+                Follower::start(
+                    reference,
+                    runtime.clone(),
+                    registry.clone(),
+                    self.options.clone(),
+                )
+                .with_context(|| format!("following {reference}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Following {
+            _watcher: watcher,
+            _followers: followers,
+        })
     }
 }
 
@@ -156,9 +241,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::install().context("installing the metrics recorder")?);
     metrics.spawn_upkeep();
     let workers = args.workers();
+    let sources = args.sources()?;
     let backend = match args.mode {
         Mode::Threads | Mode::Blocking => {
-            let dir = args.dir.clone();
             let options = threads::Options {
                 workers,
                 queue: args.queue,
@@ -167,7 +252,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 dedicated: args.mode == Mode::Threads,
             };
             // Loading the directory compiles components: not on the executor.
-            tokio::task::spawn_blocking(move || threads::Service::start(&dir, options))
+            tokio::task::spawn_blocking(move || threads::Service::start(&sources, options))
                 .await
                 .context("starting the plugin registry")??
         }
@@ -178,9 +263,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 deadline: args.deadline(),
                 memory_limit: args.memory_mb << 20,
             };
-            let dir = args.dir.clone();
             // Loading the directory compiles components: not on the executor.
-            tokio::task::spawn_blocking(move || async_mode::Service::start(&dir, options))
+            tokio::task::spawn_blocking(move || async_mode::Service::start(&sources, options))
                 .await
                 .context("starting the plugin registry")??
         }
@@ -194,7 +278,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         mode = ?args.mode,
         workers,
-        dir = %args.dir.display(),
+        dir = ?args.dir,
+        follow = ?args.follow,
         "http-service listening on http://{addr}"
     );
     // The one line on stdout: how scripts and tests find the port.

@@ -12,7 +12,6 @@
 //! `queue` waiting requests, the service answers 503 rather than grow.
 
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,9 +20,9 @@ use anyhow::Context as _;
 use tokio::sync::{oneshot, Semaphore};
 use wasmplug::wasmtime::component::{Instance as RawInstance, InstancePre, Linker};
 use wasmplug::wasmtime::{self, Store};
-use wasmplug::{
-    world::check_export, Error, Identity, Policy, Registry, Runtime, State, Watcher, World,
-};
+use wasmplug::{world::check_export, Error, Identity, Policy, Registry, Runtime, State, World};
+
+use crate::{Following, Sources};
 
 use crate::types::{ErrorKind, HttpRequest, HttpResponse, Outcome, VersionGauge};
 
@@ -118,13 +117,13 @@ pub struct Service {
     executor: Executor,
     /// Requests waiting or running; `try_acquire` failing is a 503.
     queue: Arc<Semaphore>,
-    _watcher: Watcher,
+    _sources: Following,
 }
 
 impl Service {
-    /// Load every plugin in `dir`, start watching it, and start the workers.
-    /// Blocks while the directory's components compile.
-    pub fn start(dir: &Path, options: Options) -> anyhow::Result<super::Backend> {
+    /// Load every plugin from `sources`, keep following them, and start the
+    /// workers. Blocks while the first components compile.
+    pub fn start(sources: &Sources, options: Options) -> anyhow::Result<super::Backend> {
         let policy = Policy::default()
             .deadline(options.deadline)
             .memory_limit(options.memory_limit);
@@ -136,8 +135,7 @@ impl Service {
 
         // Subscribe before the watcher's first scan, so its loads count.
 
-        let watcher = Watcher::start(dir, runtime, registry.clone())
-            .with_context(|| format!("watching {}", dir.display()))?;
+        let following = sources.start(runtime, registry.clone())?;
 
         let executor = if options.dedicated {
             let (jobs, queue) = mpsc::channel::<Job>();
@@ -167,7 +165,7 @@ impl Service {
             registry,
             executor,
             queue: Arc::new(Semaphore::new(options.queue.max(1) + options.workers)),
-            _watcher: watcher,
+            _sources: following,
         }))
     }
 
