@@ -105,7 +105,8 @@ lint:
     cd guest-plugins && cargo clippy --release --locked --target wasm32-wasip2 --workspace -- -D warnings
 
 # Idempotent; the C, Go, JavaScript and Python toolchains are pinned.
-# Install what a fresh machine lacks: wasm target, lints, guest toolchains.
+# Install what a fresh machine lacks: wasm target, lints, guest toolchains,
+# and the servers the tests start on loopback (OCI registry, wrk).
 setup:
     rustup target add wasm32-wasip2
     rustup component add clippy rustfmt
@@ -114,3 +115,4 @@ setup:
     bash guest-plugins/hello-go/setup.sh
     bash guest-plugins/hello-js/setup.sh
     bash guest-plugins/hello-py/setup.sh
+    bash tests/setup.sh

@@ -13,6 +13,7 @@ use wasmplug::{Policy, Registry, Runtime};
 
 /// The repository root.
 pub mod gated;
+pub mod oci_registry;
 
 /// A current-thread tokio runtime with timers and I/O: one executor
 /// thread, as the async tests that try to starve it need.

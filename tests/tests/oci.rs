@@ -1,0 +1,483 @@
+//! Plugins from an OCI registry: a real registry (`docker-registry`,
+//! distribution 2.8) on a loopback port, real components pushed and pulled
+//! by digest, real signatures, and a follower that must keep serving
+//! through every way a registry or an artefact can go wrong: unsigned,
+//! signed by a stranger, a genuine signature copied onto other bytes, a
+//! blob altered in the registry's storage, the registry down, a server that
+//! answers garbage.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use wasmplug::oci::{
+    Client, ClientOptions, FollowOptions, Follower, LayerCache, SigningKey, Trust,
+};
+use wasmplug::reference::GreeterPlugin;
+use wasmplug::{Error, Event, Registry, Runtime};
+use wasmplug_tests::oci_registry::{key_pair, OciRegistry};
+use wasmplug_tests::{guest_bytes, wait_for_event, welcome, with_custom_section, TempDir};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    wasmplug_tests::current_thread().block_on(f)
+}
+
+/// A client with no layer cache (unless asked), so every pull reads the
+/// registry.
+fn client(cache: Option<&TempDir>) -> Client {
+    Client::new(ClientOptions {
+        cache: cache.map(|d| LayerCache::new(d.path())),
+        ..ClientOptions::default()
+    })
+}
+
+fn trust(key: &SigningKey) -> Trust {
+    Trust::Keys(vec![key.verifying_key()])
+}
+
+fn push(reference: &str, guest: &str, key: Option<&SigningKey>) -> String {
+    block_on(client(None).push(reference, guest_bytes(guest), key))
+        .unwrap_or_else(|e| panic!("pushing {guest} to {reference}: {e:#}"))
+        .digest
+}
+
+/// The refusal of pulling `reference` with `trust`.
+fn refusal(reference: &str, trust: &Trust) -> Error {
+    match block_on(client(None).pull(reference, trust)) {
+        Ok(pulled) => panic!("{reference} ({}) was accepted", pulled.digest),
+        Err(e) => e,
+    }
+}
+
+fn is_refused(e: &Error) -> bool {
+    matches!(e, Error::Oci { refused: true, .. })
+}
+
+#[test]
+fn a_pushed_component_pulls_back_by_tag_and_by_digest_and_then_from_the_cache() {
+    let registry = OciRegistry::start();
+    let key = SigningKey::generate().unwrap();
+    let reference = registry.reference("plugins/hello", "stable");
+    let pushed =
+        block_on(client(None).push(&reference, guest_bytes("hello-v1"), Some(&key))).unwrap();
+    assert!(pushed.digest.starts_with("sha256:"), "{pushed:?}");
+    assert_eq!(
+        pushed.signature_tag.as_deref(),
+        Some(format!("{}.sig", pushed.digest.replace(':', "-")).as_str())
+    );
+
+    let cache = TempDir::new("oci-cache");
+    let pulled = block_on(client(Some(&cache)).pull(&reference, &trust(&key))).unwrap();
+    assert_eq!(pulled.bytes, guest_bytes("hello-v1"), "the same bytes");
+    assert_eq!(pulled.digest, pushed.digest);
+    assert_eq!(pulled.signed_by, Some(key.verifying_key().fingerprint()));
+    assert!(!pulled.from_cache);
+
+    let by_digest = format!("{}/plugins/hello@{}", registry.addr(), pushed.digest);
+    let again = block_on(client(Some(&cache)).pull(&by_digest, &trust(&key))).unwrap();
+    assert!(again.from_cache, "the layer is kept by digest");
+    assert_eq!(again.bytes, pulled.bytes);
+
+    // The layer cache is checked on read: a rotted file is pulled again.
+    for entry in std::fs::read_dir(cache.path().join("sha256")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"rotted").unwrap();
+    }
+    let third = block_on(client(Some(&cache)).pull(&by_digest, &trust(&key))).unwrap();
+    assert!(!third.from_cache);
+    assert_eq!(third.bytes, pulled.bytes);
+
+    // What is pushed is a component, or nothing is pushed.
+    let err =
+        block_on(client(None).push(&reference, b"\0asm not really".to_vec(), None)).unwrap_err();
+    assert!(is_refused(&err), "{err:?}");
+    assert!(
+        err.to_string().contains("not a WebAssembly component"),
+        "{err}"
+    );
+    assert_eq!(
+        block_on(client(None).resolve(&reference)).unwrap(),
+        pushed.digest,
+        "the tag did not move"
+    );
+}
+
+#[test]
+fn unsigned_wrongly_signed_and_tampered_artefacts_are_refused_naming_reference_and_digest() {
+    let registry = OciRegistry::start();
+    let key = SigningKey::generate().unwrap();
+    let stranger = SigningKey::generate().unwrap();
+
+    // Unsigned: refused for now (a signature may follow the push, as with
+    // `cosign sign`), so it is tried again rather than remembered.
+    let unsigned = registry.reference("plugins/hello", "unsigned");
+    let digest = push(&unsigned, "hello-v1", None);
+    let err = refusal(&unsigned, &trust(&key));
+    let text = err.to_string();
+    assert!(text.contains("not signed"), "{text}");
+    assert!(text.contains(&unsigned) && text.contains(&digest), "{text}");
+    assert!(!is_refused(&err), "not signed yet is worth trying again");
+    // ...and once signed, accepted.
+    block_on(client(None).sign(&unsigned, &key)).unwrap();
+    assert!(block_on(client(None).pull(&unsigned, &trust(&key))).is_ok());
+
+    // Signed by a key nobody trusts.
+    let foreign = registry.reference("plugins/hello", "foreign");
+    push(&foreign, "hello-v2", Some(&stranger));
+    let err = refusal(&foreign, &trust(&key));
+    assert!(is_refused(&err), "{err:?}");
+    assert!(err.to_string().contains("none of the 1 trusted"), "{err}");
+    assert_eq!(err.kind(), "oci_refused");
+
+    // A genuine signature copied onto other bytes: the signature names the
+    // digest it signed.
+    let genuine = registry.reference("plugins/hello", "genuine");
+    let signed = push(&genuine, "hello-v1", Some(&key));
+    let forged = registry.reference("plugins/hello", "forged");
+    let forged_digest = block_on(client(None).push(
+        &forged,
+        with_custom_section(&guest_bytes("hello-v1"), "evil", b"1"),
+        None,
+    ))
+    .unwrap()
+    .digest;
+    let signature = registry.manifest(
+        "plugins/hello",
+        &format!("{}.sig", signed.replace(':', "-")),
+    );
+    registry.put_manifest(
+        "plugins/hello",
+        &format!("{}.sig", forged_digest.replace(':', "-")),
+        signature,
+    );
+    let err = refusal(&forged, &trust(&key));
+    assert!(is_refused(&err), "{err:?}");
+    assert!(err.to_string().contains("for another artefact"), "{err}");
+
+    // The component's blob altered in the registry's own storage after it
+    // was signed: its digest no longer matches.
+    let victim = registry.reference("plugins/victim", "stable");
+    let digest = push(&victim, "hello-v1", Some(&key));
+    let layer = registry.layer_digest("plugins/victim", &digest);
+    let blob = registry.blob_path(&layer);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let err = refusal(&victim, &trust(&key));
+    assert!(is_refused(&err), "{err:?}");
+    assert!(err.to_string().contains("tampered"), "{err}");
+
+    // Nobody is trusted: nothing is accepted, however signed.
+    let err = refusal(&genuine, &Trust::Keys(vec![]));
+    assert!(
+        err.to_string().contains("no public key is trusted"),
+        "{err}"
+    );
+    // Unsigned is accepted only when asked for.
+    assert!(block_on(client(None).pull(&foreign, &Trust::Unsigned)).is_ok());
+}
+
+#[test]
+fn artefacts_that_are_not_one_wasm_component_are_refused() {
+    let registry = OciRegistry::start();
+    // An ordinary container-image-like manifest under a tag.
+    let reference = registry.reference("images/app", "latest");
+    registry.push_raw(
+        "images/app",
+        "latest",
+        "application/vnd.oci.image.config.v1+json",
+        &[("application/vnd.oci.image.layer.v1.tar", b"tar".as_slice())],
+    );
+    let err = refusal(&reference, &Trust::Unsigned);
+    assert!(is_refused(&err), "{err:?}");
+    assert!(err.to_string().contains("not a Wasm artefact"), "{err}");
+
+    registry.push_raw(
+        "images/app",
+        "two",
+        wasmplug::oci::WASM_CONFIG_MEDIA_TYPE,
+        &[
+            ("application/wasm", b"a".as_slice()),
+            ("application/wasm", b"b".as_slice()),
+        ],
+    );
+    let err = refusal(&registry.reference("images/app", "two"), &Trust::Unsigned);
+    assert!(err.to_string().contains("exactly one layer"), "{err}");
+
+    // A layer larger than the client accepts is refused from the manifest,
+    // before a byte of it is read.
+    let big = registry.reference("plugins/hello", "big");
+    push(&big, "hello-v1", None);
+    let small = Client::new(ClientOptions {
+        cache: None,
+        max_size: 1000,
+        ..ClientOptions::default()
+    });
+    let err = block_on(small.pull(&big, &Trust::Unsigned)).unwrap_err();
+    assert!(
+        err.to_string().contains("more than the 1000 accepted"),
+        "{err}"
+    );
+
+    // No such tag, no such repository, a reference that does not parse.
+    let err = refusal(
+        &registry.reference("plugins/nobody", "stable"),
+        &Trust::Unsigned,
+    );
+    assert!(err.to_string().contains("no such tag"), "{err}");
+    let err = refusal("not a reference!", &Trust::Unsigned);
+    assert!(err.to_string().contains("not an OCI reference"), "{err}");
+}
+
+/// Serve hello through a follower of `reference`.
+struct Followed {
+    registry: Registry<GreeterPlugin>,
+    events: mpsc::Receiver<Event>,
+    follower: Follower,
+}
+
+fn follow(reference: &str, trust: Trust) -> Followed {
+    let rt = Runtime::<GreeterPlugin>::new().unwrap();
+    let registry = Registry::new();
+    let events = registry.subscribe();
+    let mut options = FollowOptions::new(trust).poll(Duration::from_millis(200));
+    options.client.cache = None;
+    options.max_backoff = Duration::from_secs(1);
+    let follower = Follower::start(reference, rt, registry.clone(), options).unwrap();
+    Followed {
+        registry,
+        events,
+        follower,
+    }
+}
+
+/// Wait for the follower to record `digest` as serving (it does so just
+/// after the swap it reports).
+fn wait_serving(follower: &Follower, digest: &str) {
+    let deadline = Instant::now() + WAIT;
+    while follower.status().serving.as_deref() != Some(digest) {
+        assert!(Instant::now() < deadline, "{:?}", follower.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_pull_failed(events: &mpsc::Receiver<Event>, refused: bool) -> Event {
+    wait_for_event(events, WAIT, "pull failed", |e| match e {
+        Event::PullFailed { error, .. } => is_refused(error) == refused,
+        _ => false,
+    })
+}
+
+#[test]
+fn a_follower_swaps_when_the_tag_moves_and_serves_on_through_refusals_and_outages() {
+    let mut oci = OciRegistry::start();
+    let key = SigningKey::generate().unwrap();
+    let stranger = SigningKey::generate().unwrap();
+    let reference = oci.reference("plugins/hello", "stable");
+    let v1 = push(&reference, "hello-v1", Some(&key));
+    let f = follow(&reference, trust(&key));
+    assert_eq!(welcome(&f.registry), "Welcome, Gopher!", "loaded at start");
+    assert_eq!(f.follower.status().serving.as_deref(), Some(v1.as_str()));
+
+    // Serve calls all along; none may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let caller = {
+        let (registry, stop, calls) = (f.registry.clone(), stop.clone(), calls.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let answer = registry
+                    .get("hello")
+                    .and_then(|h| h.call(|i| i.welcome("Gopher")));
+                if let Err(e) = answer {
+                    return Err(format!("a call failed: {e}"));
+                }
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    };
+
+    let v2 = push(&reference, "hello-v2", Some(&key));
+    wait_for_event(
+        &f.events,
+        WAIT,
+        "swap to v2",
+        |e| matches!(e, Event::Swapped { to, .. } if to.version.major == 2),
+    );
+    assert_eq!(welcome(&f.registry), "Welcome back, Gopher!");
+    wait_serving(&f.follower, &v2);
+
+    // Signed by a stranger: refused once, v2 serves on, not pulled again.
+    let v3 = push(&reference, "hello-v3", Some(&stranger));
+    let Event::PullFailed {
+        digest, retry_in, ..
+    } = wait_pull_failed(&f.events, true)
+    else {
+        unreachable!()
+    };
+    assert_eq!(digest.as_deref(), Some(v3.as_str()));
+    assert_eq!(retry_in, None, "a refused artefact is not retried");
+    std::thread::sleep(Duration::from_millis(800));
+    let again: Vec<Event> = f.events.try_iter().collect();
+    assert!(
+        !again
+            .iter()
+            .any(|e| matches!(e, Event::PullFailed { .. } | Event::Loaded { .. })),
+        "the refused digest is not looked at again: {again:?}"
+    );
+    assert_eq!(welcome(&f.registry), "Welcome back, Gopher!");
+
+    // The registry goes away: failures are reported with a growing wait,
+    // and v2 serves on.
+    oci.stop();
+    let first = wait_pull_failed(&f.events, false);
+    let second = wait_pull_failed(&f.events, false);
+    let wait = |e: &Event| match e {
+        Event::PullFailed { retry_in, .. } => retry_in.expect("a transient failure is retried"),
+        _ => unreachable!(),
+    };
+    assert!(
+        wait(&second) > wait(&first),
+        "backing off: {first} then {second}"
+    );
+    assert_eq!(welcome(&f.registry), "Welcome back, Gopher!");
+
+    // Back, with the tag moved back to v1: the fleet returns.
+    oci.restart();
+    oci.retag("plugins/hello", &v1, "stable");
+    wait_for_event(
+        &f.events,
+        WAIT,
+        "swap back to v1",
+        |e| matches!(e, Event::Swapped { to, .. } if to.version.major == 1),
+    );
+    assert_eq!(welcome(&f.registry), "Welcome, Gopher!");
+    assert_eq!(f.follower.status().failures, 0);
+
+    stop.store(true, Ordering::Relaxed);
+    caller.join().unwrap().unwrap();
+    assert!(
+        calls.load(Ordering::Relaxed) > 100,
+        "calls were made throughout"
+    );
+}
+
+#[test]
+fn a_server_that_answers_garbage_never_unloads_what_serves() {
+    // Loaded first from a real registry, then the follower's registry
+    // address is taken over by a server that answers garbage.
+    let mut oci = OciRegistry::start();
+    let reference = oci.reference("plugins/hello", "stable");
+    push(&reference, "hello-v1", None);
+    let f = follow(&reference, Trust::Unsigned);
+    assert_eq!(welcome(&f.registry), "Welcome, Gopher!");
+    oci.stop();
+
+    let port: u16 = oci.addr().rsplit(':').next().unwrap().parse().unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the registry's port");
+    let served = Arc::new(AtomicUsize::new(0));
+    {
+        let served = served.clone();
+        std::thread::spawn(move || {
+            let answers: [&[u8]; 4] = [
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nDocker-Content-Digest: sha256:zz\r\n\r\nnot json!",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDocker-Content-Digest: sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n{\"a\":",
+                b"\x00\x01\x02 garbage, not HTTP at all\r\n\r\n",
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+            ];
+            for (i, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0u8; 4096];
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(answers[i % answers.len()]);
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let started = Instant::now();
+    let mut failures = 0;
+    while failures < 6 {
+        wait_pull_failed(&f.events, false);
+        failures += 1;
+        assert_eq!(welcome(&f.registry), "Welcome, Gopher!", "still serving");
+    }
+    assert!(served.load(Ordering::Relaxed) >= 6);
+    assert!(
+        f.registry.list().len() == 1,
+        "nothing loaded or unloaded: {:?}",
+        f.registry.list()
+    );
+    eprintln!(
+        "{failures} garbage answers in {:?}, still serving",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_version_that_widens_its_reach_is_held_when_it_comes_from_the_registry_too() {
+    let oci = OciRegistry::start();
+    let dir = TempDir::new("oci-keys");
+    let (_, public, key) = key_pair(dir.path(), "release");
+    let reference = oci.reference("plugins/hello", "stable");
+    push(&reference, "hello-v1", Some(&key));
+    let f = follow(&reference, Trust::keys_from_files(&[public]).unwrap());
+    let sockets = push(&reference, "hello-v2-sockets", Some(&key));
+    let Event::Held { widening, .. } =
+        wait_for_event(&f.events, WAIT, "held", |e| matches!(e, Event::Held { .. }))
+    else {
+        unreachable!()
+    };
+    assert!(
+        widening
+            .imports
+            .iter()
+            .any(|i| i.starts_with("wasi:sockets/")),
+        "{widening}"
+    );
+    assert_eq!(welcome(&f.registry), "Welcome, Gopher!", "v1 serves on");
+    // Held, and not pulled again: the follower is done with this digest.
+    wait_serving(&f.follower, &sockets);
+    f.registry.approve("hello").unwrap();
+    assert_eq!(welcome(&f.registry), "Welcome back, Gopher!");
+}
+
+#[test]
+fn an_artefact_claiming_a_name_another_source_serves_is_refused() {
+    // `hello` is served from a file; a tag whose component also says it is
+    // `hello` must not take the name over.
+    let oci = OciRegistry::start();
+    let rt = Runtime::<GreeterPlugin>::new().unwrap();
+    let registry = Registry::new();
+    let events = registry.subscribe();
+    registry
+        .activate_guarded(
+            rt.load(wasmplug_tests::guest("hello-v1")).unwrap(),
+            &wasmplug::registry::Guard::default(),
+        )
+        .unwrap();
+    let reference = oci.reference("plugins/impostor", "stable");
+    let digest = push(&reference, "hello-v2", None);
+    let mut options = FollowOptions::new(Trust::Unsigned).poll(Duration::from_millis(200));
+    options.client.cache = None;
+    let follower = Follower::start(&reference, rt, registry.clone(), options).unwrap();
+    let Event::PullFailed {
+        digest: refused,
+        error,
+        retry_in,
+        ..
+    } = wait_pull_failed(&events, false)
+    else {
+        unreachable!()
+    };
+    assert_eq!(refused.as_deref(), Some(digest.as_str()));
+    assert_eq!(retry_in, None, "refused for what it is: not retried");
+    assert!(error.to_string().contains("hello"), "{error}");
+    assert_eq!(welcome(&registry), "Welcome, Gopher!", "the file's hello serves on");
+    assert_eq!(follower.status().refused.as_deref(), Some(digest.as_str()));
+}
