@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use wasmplug::oci::{
-    Client, ClientOptions, FollowOptions, Follower, LayerCache, SigningKey, Trust,
+    Client, ClientOptions, FollowOptions, FollowStatus, Follower, LayerCache, SigningKey, Trust,
 };
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::{Error, Event, Registry, Runtime};
@@ -255,14 +255,18 @@ fn follow(reference: &str, trust: Trust) -> Followed {
     }
 }
 
-/// Wait for the follower to record `digest` as serving (it does so just
-/// after the swap it reports).
-fn wait_serving(follower: &Follower, digest: &str) {
+/// Wait for the follower's status to satisfy `done` (it records a poll's
+/// outcome just after the swap or refusal it reports).
+fn wait_status(follower: &Follower, done: impl Fn(&FollowStatus) -> bool) {
     let deadline = Instant::now() + WAIT;
-    while follower.status().serving.as_deref() != Some(digest) {
+    while !done(&follower.status()) {
         assert!(Instant::now() < deadline, "{:?}", follower.status());
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+fn wait_serving(follower: &Follower, digest: &str) {
+    wait_status(follower, |s| s.serving.as_deref() == Some(digest));
 }
 
 fn wait_pull_failed(events: &mpsc::Receiver<Event>, refused: bool) -> Event {
@@ -357,7 +361,7 @@ fn a_follower_swaps_when_the_tag_moves_and_serves_on_through_refusals_and_outage
         |e| matches!(e, Event::Swapped { to, .. } if to.version.major == 1),
     );
     assert_eq!(welcome(&f.registry), "Welcome, Gopher!");
-    assert_eq!(f.follower.status().failures, 0);
+    wait_status(&f.follower, |s| s.failures == 0);
 
     stop.store(true, Ordering::Relaxed);
     caller.join().unwrap().unwrap();
@@ -478,6 +482,10 @@ fn an_artefact_claiming_a_name_another_source_serves_is_refused() {
     assert_eq!(refused.as_deref(), Some(digest.as_str()));
     assert_eq!(retry_in, None, "refused for what it is: not retried");
     assert!(error.to_string().contains("hello"), "{error}");
-    assert_eq!(welcome(&registry), "Welcome, Gopher!", "the file's hello serves on");
-    assert_eq!(follower.status().refused.as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        welcome(&registry),
+        "Welcome, Gopher!",
+        "the file's hello serves on"
+    );
+    wait_status(&follower, |s| s.refused.as_deref() == Some(digest.as_str()));
 }

@@ -34,7 +34,7 @@ use oci_client::Reference;
 use oci_wasm::ToConfig as _;
 
 pub use cache::LayerCache;
-pub use follow::{FollowOptions, Follower};
+pub use follow::{FollowOptions, FollowStatus, Follower};
 pub use sign::{SigningKey, Trust, VerifyingKey};
 
 use crate::error::Error;
@@ -543,6 +543,9 @@ impl Client {
             .map_err(|f| f.into_error(reference, None))?;
         let fail = |f: Fault| f.into_error(reference, Some(&digest));
         let client = self.client(&parsed);
+        client
+            .store_auth_if_needed(parsed.resolve_registry(), &self.auth())
+            .await;
         let (body, _) = client
             .pull_manifest_raw(
                 &at_digest(&parsed, &digest),

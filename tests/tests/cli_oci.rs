@@ -1,0 +1,248 @@
+//! `wasmplug key generate`, `push`, `pull`, `sign`, `tag` and
+//! `run --follow`, as an operator would type them, against a real OCI
+//! registry (`docker-registry` on a loopback port), run through the real
+//! release binary (`target/release/wasmplug`, which
+//! `cargo test --release --workspace` builds; run alone, build it first:
+//! `cargo build --release -p wasmplug`).
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use wasmplug_tests::oci_registry::OciRegistry;
+use wasmplug_tests::{guest, guest_bytes, TempDir};
+
+/// `target/release/wasmplug`, found beside this test executable.
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.ancestors()
+        .skip(1)
+        .take(3)
+        .map(|dir| dir.join("wasmplug"))
+        .find(|bin| bin.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "the wasmplug binary is not built next to {}: build it with \
+                 `cargo build --release -p wasmplug` (`just test` does)",
+                exe.display()
+            )
+        })
+}
+
+/// The binary, with caches of its own under `dir`.
+fn wasmplug(dir: &Path) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .env("XDG_CACHE_HOME", dir.join("xdg"))
+        .env("WASMPLUG_CACHE_DIR", dir.join("code-cache"))
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> (Output, String, String) {
+    let out = command.output().expect("running wasmplug");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// The `sha256:…` in `text`.
+fn digest_in(text: &str) -> String {
+    let at = text
+        .find("sha256:")
+        .unwrap_or_else(|| panic!("no digest in {text:?}"));
+    text[at..at + 71].to_string()
+}
+
+#[test]
+fn keys_push_pull_sign_and_tag_round_trip_and_refuse_what_is_not_trusted() {
+    let oci = OciRegistry::start();
+    let dir = TempDir::new("cli-oci");
+    let d = dir.path();
+    let reference = oci.reference("plugins/hello", "stable");
+
+    let (out, stdout, stderr) = run(wasmplug(d).args(["key", "generate", "release"]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("release.key") && stdout.contains("release.pub"),
+        "{stdout}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(d.join("release.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the private key is private");
+    // Never overwritten.
+    let (out, _, stderr) = run(wasmplug(d).args(["key", "generate", "release"]));
+    assert!(
+        !out.status.success() && stderr.contains("exists"),
+        "{stderr}"
+    );
+    run(wasmplug(d).args(["key", "generate", "stranger"]));
+
+    // Signed push, verified pull: the same bytes.
+    let (out, stdout, stderr) = run(wasmplug(d).arg("push").arg(guest("hello-v1")).args([
+        &reference,
+        "--sign",
+        "release.key",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    let v1 = digest_in(&stdout);
+    assert!(stdout.contains("signed"), "{stdout}");
+    let (out, stdout, stderr) = run(wasmplug(d).args([
+        "pull",
+        &reference,
+        "--trust",
+        "release.pub",
+        "-o",
+        "pulled.wasm",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&v1) && stdout.contains("signed by"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(d.join("pulled.wasm")).unwrap(),
+        guest_bytes("hello-v1")
+    );
+
+    // Trusting another key: refused, naming the reference and the digest,
+    // and nothing written.
+    let (out, _, stderr) = run(wasmplug(d).args([
+        "pull",
+        &reference,
+        "--trust",
+        "stranger.pub",
+        "-o",
+        "refused.wasm",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&reference) && stderr.contains(&v1),
+        "{stderr}"
+    );
+    assert!(stderr.contains("none of the 1 trusted"), "{stderr}");
+    assert!(!d.join("refused.wasm").exists());
+    // No key and no --unsigned: refused before any request.
+    let (out, _, stderr) = run(wasmplug(d).args(["pull", &reference]));
+    assert!(
+        !out.status.success() && stderr.contains("--trust"),
+        "{stderr}"
+    );
+
+    // An unsigned push, signed afterwards.
+    let candidate = oci.reference("plugins/hello", "candidate");
+    let (out, stdout, _) = run(wasmplug(d)
+        .arg("push")
+        .arg(guest("hello-v2"))
+        .arg(&candidate));
+    assert!(out.status.success());
+    let v2 = digest_in(&stdout);
+    let (out, _, stderr) = run(wasmplug(d).args(["pull", &candidate, "--trust", "release.pub"]));
+    assert!(
+        !out.status.success() && stderr.contains("not signed"),
+        "{stderr}"
+    );
+    let (out, _, stderr) = run(wasmplug(d).args(["sign", &candidate, "--key", "release.key"]));
+    assert!(out.status.success(), "{stderr}");
+
+    // Promote the candidate's digest to stable: the signature comes along.
+    let at_v2 = format!("{}/plugins/hello@{v2}", oci.addr());
+    let (out, stdout, stderr) = run(wasmplug(d).args(["tag", &at_v2, "stable"]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&v2), "{stdout}");
+    let (out, stdout, stderr) = run(wasmplug(d).args([
+        "pull",
+        &reference,
+        "--trust",
+        "release.pub",
+        "-o",
+        "promoted.wasm",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&v2), "{stdout}");
+    assert_eq!(
+        std::fs::read(d.join("promoted.wasm")).unwrap(),
+        guest_bytes("hello-v2")
+    );
+
+    // Not a component: nothing pushed.
+    std::fs::write(d.join("junk.wasm"), b"\0asm\x01\0\0\0garbage").unwrap();
+    let (out, _, stderr) = run(wasmplug(d).args(["push", "junk.wasm", &reference]));
+    assert!(
+        !out.status.success() && stderr.contains("not a WebAssembly component"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_follow_serves_the_tag_and_swaps_when_it_moves() {
+    let oci = OciRegistry::start();
+    let dir = TempDir::new("cli-oci-run");
+    let d = dir.path();
+    let reference = oci.reference("plugins/hello", "stable");
+    run(wasmplug(d).args(["key", "generate", "release"]));
+    run(wasmplug(d)
+        .arg("push")
+        .arg(guest("hello-v1"))
+        .args([&reference, "--sign", "release.key"]));
+
+    let mut child = wasmplug(d)
+        .args([
+            "run",
+            "--follow",
+            &reference,
+            "--trust",
+            "release.pub",
+            "--poll",
+            "200ms",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting wasmplug run");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |what: &str| -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            match lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) if line.contains(what) => return seen,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line with {what:?}; saw {seen:#?}"),
+            }
+        }
+    };
+    let before = wait_for("watching oci://");
+    assert!(
+        before
+            .iter()
+            .any(|l| l.starts_with("pulled ") && l.contains("signed by")),
+        "{before:#?}"
+    );
+    writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
+    wait_for(r#""Welcome, Zoë!""#);
+
+    run(wasmplug(d)
+        .arg("push")
+        .arg(guest("hello-v2"))
+        .args([&reference, "--sign", "release.key"]));
+    wait_for("swapped hello@1.0.0 -> hello@2.0.0");
+    writeln!(stdin, r#"hello welcome("Zoë")"#).unwrap();
+    wait_for(r#""Welcome back, Zoë!""#);
+    let _ = child.kill();
+    let _ = child.wait();
+}
