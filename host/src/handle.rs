@@ -216,16 +216,19 @@ impl<W: World> Handle<W> {
                     &owned
                 }
             };
-            let span = telemetry::call_span(live.plugin.label());
-            let _entered = span.enter();
+            // No span at all while no subscriber is set: making, entering
+            // and dropping even a disabled one costs ~30 instructions a
+            // call (`just callcount`).
+            let span = telemetry::traced().then(|| telemetry::call_span(live.plugin.label()));
+            let _entered = span.as_ref().map(Span::enter);
             // From the first attempt: a call that follows a swap counts
             // its wait on the old version too.
-            began = began.or_else(|| telemetry::call_began(live.calls.recording, &span));
+            began = began.or_else(|| telemetry::call_began(live.calls.recording, span.as_ref()));
             let mut lease = match live.checkout() {
                 Ok(lease) => lease,
                 Err(err) => {
                     let failed = Err(err);
-                    settle(live, &span, began.map(|b| b.elapsed()), &failed);
+                    settle(live, span.as_ref(), began.map(|b| b.elapsed()), &failed);
                     return failed;
                 }
             };
@@ -236,7 +239,7 @@ impl<W: World> Handle<W> {
             let instance = lease.instance();
             let result = f(instance);
             account(live, instance);
-            settle(live, &span, began.map(|b| b.elapsed()), &result);
+            settle(live, span.as_ref(), began.map(|b| b.elapsed()), &result);
             return result;
         }
     }
@@ -374,7 +377,7 @@ impl<W: World> Handle<W> {
             let span = telemetry::call_span(live.plugin.label());
             // Read the clock only for a reader of the duration: on this
             // path a clock read is a few per cent of the call.
-            began = began.or_else(|| telemetry::call_began(live.calls.recording, &span));
+            began = began.or_else(|| telemetry::call_began(live.calls.recording, Some(&span)));
             let call = Call {
                 by_requirement: self.requirement.is_some(),
                 began,
@@ -434,19 +437,19 @@ fn call_on<W: World, R>(
 ) -> Result<R> {
     let span = telemetry::call_span(live.plugin.label());
     let _entered = span.enter();
-    let began = telemetry::call_began(live.calls.recording, &span);
+    let began = telemetry::call_began(live.calls.recording, Some(&span));
     let mut lease = match live.checkout() {
         Ok(lease) => lease,
         Err(err) => {
             let failed = Err(err);
-            settle(live, &span, began.map(|b| b.elapsed()), &failed);
+            settle(live, Some(&span), began.map(|b| b.elapsed()), &failed);
             return failed;
         }
     };
     let instance = lease.instance();
     let result = f(instance);
     account(live, instance);
-    settle(live, &span, began.map(|b| b.elapsed()), &result);
+    settle(live, Some(&span), began.map(|b| b.elapsed()), &result);
     result
 }
 
@@ -530,7 +533,12 @@ impl<W: World, R, T> Call<W, R, T> {
             Ok(lease) => lease,
             Err(err) => {
                 let failed = Err(err);
-                settle(live, &self.span, self.began.map(|b| b.elapsed()), &failed);
+                settle(
+                    live,
+                    Some(&self.span),
+                    self.began.map(|b| b.elapsed()),
+                    &failed,
+                );
                 return Attempt::Done(failed);
             }
         };
@@ -555,7 +563,12 @@ impl<W: World, R, T> Call<W, R, T> {
             live.long_calls.store(next, Ordering::Relaxed);
         }
         let result = (self.answer)(&live.plugin, result);
-        settle(live, &self.span, self.began.map(|b| ended - b), &result);
+        settle(
+            live,
+            Some(&self.span),
+            self.began.map(|b| ended - b),
+            &result,
+        );
         Attempt::Done(result)
     }
 }
@@ -564,7 +577,12 @@ impl<W: World, R, T> Call<W, R, T> {
 /// `took` is `None` when nothing reads the time. (By reference: a result
 /// moved in and out would be copied twice, error and all, on every call.)
 #[inline]
-fn settle<W: World, R>(live: &Live<W>, span: &Span, took: Option<Duration>, result: &Result<R>) {
+fn settle<W: World, R>(
+    live: &Live<W>,
+    span: Option<&Span>,
+    took: Option<Duration>,
+    result: &Result<R>,
+) {
     if took.is_none() {
         // Timed when anything reads the outcome (a recorder, a span's
         // subscriber): nothing does.
@@ -572,7 +590,9 @@ fn settle<W: World, R>(live: &Live<W>, span: &Span, took: Option<Duration>, resu
     }
     let kind = result.as_ref().err().map(Error::kind);
     live.calls.record(kind, took);
-    telemetry::finish(span, kind.unwrap_or("ok"), took);
+    if let Some(span) = span {
+        telemetry::finish(span, kind.unwrap_or("ok"), took);
+    }
 }
 
 /// Keep a version's health after a call: a trap counts against it, a good

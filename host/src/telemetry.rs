@@ -226,8 +226,15 @@ impl Calls {
 /// When a call began, if anything will read its duration: a recorder
 /// (`recording`), or a subscriber of its span. Otherwise no clock is read.
 #[inline]
-pub(crate) fn call_began(recording: bool, span: &Span) -> Option<Instant> {
-    (recording || !span.is_disabled()).then(Instant::now)
+pub(crate) fn call_began(recording: bool, span: Option<&Span>) -> Option<Instant> {
+    (recording || span.is_some_and(|s| !s.is_disabled())).then(Instant::now)
+}
+
+/// Whether a `tracing` subscriber has been set anywhere (globally or for a
+/// thread): without one no span is read.
+#[inline]
+pub(crate) fn traced() -> bool {
+    tracing::dispatcher::has_been_set()
 }
 
 /// Whether a metrics recorder is installed (for this thread, or globally).
@@ -249,7 +256,7 @@ fn recorder_installed() -> bool {
 /// to a `log` logger for that reason; events still are.
 #[inline]
 pub(crate) fn call_span(plugin: &str) -> Span {
-    if !tracing::dispatcher::has_been_set() {
+    if !traced() {
         return Span::none();
     }
     tracing::debug_span!(
