@@ -489,3 +489,39 @@ fn an_artefact_claiming_a_name_another_source_serves_is_refused() {
     );
     wait_status(&follower, |s| s.refused.as_deref() == Some(digest.as_str()));
 }
+
+#[test]
+fn dropping_a_follower_never_waits_on_a_registry_that_stopped_answering() {
+    // A server that accepts on the registry's port and never answers: the
+    // follower's request would wait out the client's 30 s read timeout.
+    let mut oci = OciRegistry::start();
+    let reference = oci.reference("plugins/hello", "stable");
+    push(&reference, "hello-v1", None);
+    let f = follow(&reference, Trust::Unsigned);
+    oci.stop();
+    let port: u16 = oci.addr().rsplit(':').next().unwrap().parse().unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the registry's port");
+    let (accepted, connected) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            let _ = accepted.send(());
+        }
+    });
+    connected
+        .recv_timeout(WAIT)
+        .expect("the follower's next poll reaches the silent server");
+    let dropping = Instant::now();
+    drop(f.follower);
+    let took = dropping.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "dropping the follower waited {took:?} on a registry that never answers"
+    );
+    assert_eq!(
+        welcome(&f.registry),
+        "Welcome, Gopher!",
+        "what it loaded stays"
+    );
+}

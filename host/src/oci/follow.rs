@@ -87,6 +87,9 @@ pub struct Follower {
     reference: String,
     status: Arc<Mutex<FollowStatus>>,
     stop: Option<mpsc::Sender<()>>,
+    /// Wakes a poll waiting on the registry, so dropping the follower never
+    /// waits on a slow (or hostile) registry.
+    cancel: Arc<tokio::sync::Notify>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -119,7 +122,9 @@ impl Follower {
         let status = Arc::new(Mutex::new(FollowStatus::default()));
         let (stop, stopped) = mpsc::channel();
         let (first, first_done) = mpsc::channel();
+        let cancel = Arc::new(tokio::sync::Notify::new());
         let mut worker = Worker {
+            cancel: cancel.clone(),
             reference: reference.to_string(),
             parsed,
             source: Source::Oci(reference.to_string()),
@@ -143,6 +148,7 @@ impl Follower {
             reference: reference.to_string(),
             status,
             stop: Some(stop),
+            cancel,
             thread: Some(thread),
         })
     }
@@ -163,7 +169,9 @@ impl Follower {
 
 impl Drop for Follower {
     fn drop(&mut self) {
+        // The channel first, so a poll woken by `cancel` finds it closed.
         drop(self.stop.take());
+        self.cancel.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -179,9 +187,36 @@ struct Worker<W: World> {
     registry: Registry<W>,
     options: FollowOptions,
     status: Arc<Mutex<FollowStatus>>,
+    cancel: Arc<tokio::sync::Notify>,
+}
+
+/// The longest one look at the registry may take, all requests together:
+/// a registry that trickles its answers is a failure, not a stall.
+fn poll_deadline(options: &FollowOptions) -> Duration {
+    options.client.timeout.saturating_mul(4)
 }
 
 impl<W: World> Worker<W> {
+    /// Run `future` (a request to the registry) until it ends, the
+    /// follower is dropped (`None`), or the poll's deadline passes.
+    fn request<T>(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        future: impl std::future::Future<Output = Result<T, Fault>>,
+    ) -> Option<Result<T, Fault>> {
+        let deadline = poll_deadline(&self.options);
+        rt.block_on(async {
+            tokio::select! {
+                result = tokio::time::timeout(deadline, future) => Some(result.unwrap_or_else(|_| {
+                    Err(Fault::transient(anyhow::anyhow!(
+                        "the registry took longer than {deadline:?} to answer"
+                    )))
+                })),
+                () = self.cancel.notified() => None,
+            }
+        })
+    }
+
     fn run(&mut self, stopped: &mpsc::Receiver<()>, first: mpsc::Sender<()>) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -223,9 +258,10 @@ impl<W: World> Worker<W> {
     /// One look at the reference; returns how long to wait for the next.
     fn poll(&mut self, rt: &tokio::runtime::Runtime) -> Duration {
         self.status().last_poll = Some(SystemTime::now());
-        let digest = match rt.block_on(self.client.resolve_parsed(&self.parsed)) {
-            Ok(digest) => digest,
-            Err(fault) => return self.failed(fault, None),
+        let digest = match self.request(rt, self.client.resolve_parsed(&self.parsed)) {
+            None => return Duration::ZERO,
+            Some(Ok(digest)) => digest,
+            Some(Err(fault)) => return self.failed(fault, None),
         };
         {
             let status = self.status();
@@ -237,14 +273,15 @@ impl<W: World> Worker<W> {
                 return self.succeeded();
             }
         }
-        let pulled = match rt.block_on(self.client.pull_digest(
-            &self.parsed,
-            &digest,
-            &self.options.trust,
-        )) {
-            Ok(pulled) => pulled,
-            Err(fault) if fault.transient => return self.failed(fault, Some(&digest)),
-            Err(fault) => {
+        let pulled = match self.request(
+            rt,
+            self.client
+                .pull_digest(&self.parsed, &digest, &self.options.trust),
+        ) {
+            None => return Duration::ZERO,
+            Some(Ok(pulled)) => pulled,
+            Some(Err(fault)) if fault.transient => return self.failed(fault, Some(&digest)),
+            Some(Err(fault)) => {
                 let error = fault.into_error(&self.reference, Some(&digest));
                 return self.refused(digest, error);
             }

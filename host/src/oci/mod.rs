@@ -301,13 +301,23 @@ impl Client {
         digest: &str,
         trust: &Trust,
     ) -> Result<Pulled, Fault> {
+        // Only sha256 digests, in their one spelling: what is signed, what
+        // is pulled and what is compared are then the same string.
+        check_digest(digest).map_err(Fault::refused)?;
         let by_digest = at_digest(reference, digest);
         let client = self.client(reference);
         let auth = self.auth();
         let (body, _) = client
             .pull_manifest_raw(&by_digest, &auth, &[MANIFEST_MEDIA_TYPE])
             .await?;
-        // oci-client checked the body against the digest it was asked for.
+        // oci-client checks the body against the digest it asked for; so
+        // do we, as the signature is over this digest.
+        let actual = sha256_digest(&body);
+        if actual != digest {
+            return Err(Fault::refused(anyhow!(
+                "the registry answered a manifest that hashes to {actual}, not {digest}"
+            )));
+        }
         let manifest: OciImageManifest = serde_json::from_slice(&body).map_err(|e| {
             Fault::refused(anyhow!("the manifest is not an OCI image manifest: {e}"))
         })?;
@@ -433,16 +443,20 @@ impl Client {
             ))
         })?;
         let mut layers = Vec::new();
+        // Junk layers put before a good signature neither use up the
+        // signatures read nor refuse the artefact: each is skipped.
         for layer in manifest
             .layers
             .iter()
             .filter(|l| l.media_type == sign::SIMPLE_SIGNING_MEDIA_TYPE)
+            .filter(|l| (0..=MAX_PAYLOAD).contains(&l.size) && check_digest(&l.digest).is_ok())
             .take(MAX_SIGNATURES)
         {
-            if !(0..=MAX_PAYLOAD).contains(&layer.size) {
-                continue;
-            }
-            let payload = self.blob(&client, &tag, layer).await?;
+            let payload = match self.blob(&client, &tag, layer).await {
+                Ok(payload) => payload,
+                Err(fault) if !fault.transient => continue,
+                Err(fault) => return Err(fault),
+            };
             let signature = layer
                 .annotations
                 .as_ref()
