@@ -246,10 +246,19 @@ impl Client {
     /// [`Error::Oci`] when the reference does not parse or the registry
     /// does not answer with a digest.
     pub async fn resolve(&self, reference: &str) -> Result<String, Error> {
-        let parsed = parse_reference(reference)?;
-        self.resolve_parsed(&parsed)
+        self.parse_and_resolve(reference)
             .await
-            .map_err(|f| f.into_error(reference, None))
+            .map(|(_, digest)| digest)
+    }
+
+    /// `reference` parsed, and the digest it points to now.
+    async fn parse_and_resolve(&self, reference: &str) -> Result<(Reference, String), Error> {
+        let parsed = parse_reference(reference)?;
+        let digest = self
+            .resolve_parsed(&parsed)
+            .await
+            .map_err(|f| f.into_error(reference, None))?;
+        Ok((parsed, digest))
     }
 
     pub(crate) async fn resolve_parsed(&self, reference: &Reference) -> Result<String, Fault> {
@@ -280,11 +289,7 @@ impl Client {
     /// [`Error::Oci`], with `refused` set when the artefact itself was
     /// refused (layout, signature, digest, size) rather than unreachable.
     pub async fn pull(&self, reference: &str, trust: &Trust) -> Result<Pulled, Error> {
-        let parsed = parse_reference(reference)?;
-        let digest = self
-            .resolve_parsed(&parsed)
-            .await
-            .map_err(|f| f.into_error(reference, None))?;
+        let (parsed, digest) = self.parse_and_resolve(reference).await?;
         self.pull_digest(&parsed, &digest, trust)
             .await
             .map(|mut pulled| {
@@ -529,11 +534,7 @@ impl Client {
     /// [`Error::Oci`] when the reference does not resolve or the registry
     /// refuses the signature.
     pub async fn sign(&self, reference: &str, key: &SigningKey) -> Result<String, Error> {
-        let parsed = parse_reference(reference)?;
-        let digest = self
-            .resolve_parsed(&parsed)
-            .await
-            .map_err(|f| f.into_error(reference, None))?;
+        let (parsed, digest) = self.parse_and_resolve(reference).await?;
         self.push_signature(&parsed, &digest, key)
             .await
             .map_err(|f| f.into_error(reference, Some(&digest)))?;
@@ -550,11 +551,7 @@ impl Client {
     /// [`Error::Oci`] when `reference` does not resolve, is not a Wasm
     /// artefact, or the registry refuses the tag.
     pub async fn tag(&self, reference: &str, tag: &str) -> Result<String, Error> {
-        let parsed = parse_reference(reference)?;
-        let digest = self
-            .resolve_parsed(&parsed)
-            .await
-            .map_err(|f| f.into_error(reference, None))?;
+        let (parsed, digest) = self.parse_and_resolve(reference).await?;
         let fail = |f: Fault| f.into_error(reference, Some(&digest));
         let client = self.client(&parsed);
         client
