@@ -56,6 +56,30 @@ pub fn guest_bytes(name: &str) -> Vec<u8> {
     std::fs::read(guest(name)).expect("reading a guest component")
 }
 
+/// `target/release/wasmplug`, found beside the running test executable
+/// (`target/release/deps/<test>-…`): the CLI tests run the real release
+/// binary, which `cargo test --release --workspace` (and so `just test`)
+/// builds.
+///
+/// # Panics
+/// When it is not built, with the command that builds it.
+pub fn wasmplug_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let found = exe
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|dir| dir.join("wasmplug"))
+        .find(|bin| bin.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "the wasmplug binary is not built next to {}: build it with \
+             `cargo build --release -p wasmplug` (`just test` does)",
+            exe.display()
+        )
+    })
+}
+
 /// This process's resident set size in KiB, from `/proc/self/status`.
 pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");

@@ -139,6 +139,14 @@ impl OciRegistry {
         }
     }
 
+    /// Stop the server and listen on its port instead: what the tests'
+    /// own (hostile) server answers is then what a client of the registry
+    /// gets.
+    pub fn take_over(&mut self) -> TcpListener {
+        self.stop();
+        TcpListener::bind(&self.addr).expect("the registry's port")
+    }
+
     /// Start it again on the same port with the same storage.
     pub fn restart(&mut self) {
         self.stop();

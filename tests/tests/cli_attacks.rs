@@ -11,34 +11,15 @@ use std::io::Write as _;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use wasmplug_tests::{guest, TempDir};
-
-/// `target/release/wasmplug`, found beside this test executable
-/// (`target/release/deps/cli_attacks-…`).
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let found = exe
-        .ancestors()
-        .skip(1)
-        .take(3)
-        .map(|dir| dir.join("wasmplug"))
-        .find(|bin| bin.is_file());
-    found.unwrap_or_else(|| {
-        panic!(
-            "the wasmplug binary is not built next to {}: build it with \
-             `cargo build --release -p wasmplug` (`just test` does)",
-            exe.display()
-        )
-    })
-}
+use wasmplug_tests::{guest, wasmplug_binary, TempDir};
 
 /// The binary with a cache of its own (never the user's) and only warnings
 /// logged.
 fn wasmplug(cache: &Path) -> Command {
-    let mut command = Command::new(binary());
+    let mut command = Command::new(wasmplug_binary());
     command
         .env("RUST_LOG", "warn")
         .env_remove("XDG_CACHE_HOME")
@@ -68,7 +49,7 @@ fn a_cache_directory_that_cannot_be_created_warns_once_and_the_command_still_run
         // `inspect` builds two runtimes: still one warning.
         vec!["inspect", &hello()],
     ] {
-        let (out, stdout, stderr) = run(Command::new(binary())
+        let (out, stdout, stderr) = run(Command::new(wasmplug_binary())
             .args(&args)
             .env("RUST_LOG", "warn")
             .env("HOME", "/proc/nonexistent")
@@ -91,7 +72,7 @@ fn a_cache_directory_that_cannot_be_created_warns_once_and_the_command_still_run
 fn an_empty_xdg_cache_home_does_not_put_the_cache_in_the_working_directory() {
     let cwd = TempDir::new("cli-cwd");
     let home = TempDir::new("cli-home");
-    let (out, stdout, stderr) = run(Command::new(binary())
+    let (out, stdout, stderr) = run(Command::new(wasmplug_binary())
         .args(["call", &hello(), r#"welcome("x")"#])
         .current_dir(cwd.path())
         .env("RUST_LOG", "warn")

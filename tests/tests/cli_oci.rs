@@ -6,34 +6,17 @@
 //! `cargo build --release -p wasmplug`).
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use wasmplug_tests::oci_registry::OciRegistry;
-use wasmplug_tests::{guest, guest_bytes, TempDir};
-
-/// `target/release/wasmplug`, found beside this test executable.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    exe.ancestors()
-        .skip(1)
-        .take(3)
-        .map(|dir| dir.join("wasmplug"))
-        .find(|bin| bin.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the wasmplug binary is not built next to {}: build it with \
-                 `cargo build --release -p wasmplug` (`just test` does)",
-                exe.display()
-            )
-        })
-}
+use wasmplug_tests::{guest, guest_bytes, wasmplug_binary, TempDir};
 
 /// The binary, with caches of its own under `dir`.
 fn wasmplug(dir: &Path) -> Command {
-    let mut command = Command::new(binary());
+    let mut command = Command::new(wasmplug_binary());
     command
         .current_dir(dir)
         .env("RUST_LOG", "warn")

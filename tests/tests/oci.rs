@@ -7,7 +7,6 @@
 //! answers garbage.
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -380,10 +379,8 @@ fn a_server_that_answers_garbage_never_unloads_what_serves() {
     push(&reference, "hello-v1", None);
     let f = follow(&reference, Trust::Unsigned);
     assert_eq!(welcome(&f.registry), "Welcome, Gopher!");
-    oci.stop();
 
-    let port: u16 = oci.addr().rsplit(':').next().unwrap().parse().unwrap();
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the registry's port");
+    let listener = oci.take_over();
     let served = Arc::new(AtomicUsize::new(0));
     {
         let served = served.clone();
@@ -498,9 +495,7 @@ fn dropping_a_follower_never_waits_on_a_registry_that_stopped_answering() {
     let reference = oci.reference("plugins/hello", "stable");
     push(&reference, "hello-v1", None);
     let f = follow(&reference, Trust::Unsigned);
-    oci.stop();
-    let port: u16 = oci.addr().rsplit(':').next().unwrap().parse().unwrap();
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the registry's port");
+    let listener = oci.take_over();
     let (accepted, connected) = mpsc::channel();
     std::thread::spawn(move || {
         let mut held = Vec::new();
