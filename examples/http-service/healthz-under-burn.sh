@@ -7,7 +7,7 @@
 # then beside the burners. Prints both distributions and the requests the
 # burners got through. Exits non-zero if a request failed.
 #
-#   healthz-under-burn.sh [SECONDS] [MODE]
+#   [GUEST_PRIORITY=lowest|idle|normal] [GUEST_THREADS=N] healthz-under-burn.sh [SECONDS] [MODE]
 
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,6 +41,7 @@ mkdir -p "$work/plugins"
 cp "$DIST/http-handler-v1.wasm" "$work/plugins/echo.wasm"
 # As many instances as burners: every burning request runs at once.
 RUST_LOG=warn "$BIN" --dir "$work/plugins" --listen 127.0.0.1:0 --mode "$MODE" \
+    --guest-priority "${GUEST_PRIORITY:-lowest}" ${GUEST_THREADS:+--guest-threads "$GUEST_THREADS"} \
     --workers "$BURNERS" --deadline-ms "$DEADLINE_MS" --max-wait-ms 5000 \
     >"$work/stdout" 2>"$work/service.log" &
 pid=$!
@@ -64,7 +65,7 @@ summary() {
     ' "$1"
 }
 
-echo "== http-service --mode $MODE on $addr: $BURNERS instances, deadline ${DEADLINE_MS} ms"
+echo "== http-service --mode $MODE --guest-priority ${GUEST_PRIORITY:-lowest} --guest-threads ${GUEST_THREADS:-(CPUs)} on $addr: $BURNERS instances, deadline ${DEADLINE_MS} ms"
 wrk -t1 -c1 -d"${DURATION}s" --latency "http://$addr/healthz" >"$work/alone.txt"
 echo "/healthz alone:            $(summary "$work/alone.txt")"
 

@@ -231,6 +231,7 @@ pub struct RuntimeBuilder<W: World> {
     fuel: bool,
     cache: Option<(std::path::PathBuf, u64)>,
     guest_threads: usize,
+    guest_priority: GuestPriority,
     data: Option<DataFn<W>>,
     links: Vec<LinkFn<W>>,
 }
@@ -259,6 +260,7 @@ impl<W: World> RuntimeBuilder<W> {
             fuel: false,
             cache: None,
             guest_threads: std::thread::available_parallelism().map_or(2, usize::from),
+            guest_priority: GuestPriority::default(),
             data: None,
             links: Vec::new(),
         }
@@ -363,6 +365,15 @@ impl<W: World> RuntimeBuilder<W> {
         self
     }
 
+    /// For an [`ASYNC`](World::ASYNC) world: the OS priority of the guest
+    /// threads ([`guest_threads`](Self::guest_threads)). Default
+    /// [`GuestPriority::Lowest`] (nice +19), below every thread of the
+    /// embedder's.
+    pub fn guest_priority(mut self, priority: GuestPriority) -> Self {
+        self.guest_priority = priority;
+        self
+    }
+
     /// The policy of plugins loaded without one of their own.
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
@@ -433,7 +444,7 @@ impl<W: World> RuntimeBuilder<W> {
                 compiled: Mutex::new(HashMap::new()),
                 disk,
                 clock,
-                guest: Arc::new(GuestThreads::new(self.guest_threads)),
+                guest: Arc::new(GuestThreads::new(self.guest_threads, self.guest_priority)),
                 data: self.data.unwrap_or_else(|| Arc::new(W::Data::default)),
                 _ticker: ticker,
             }),
@@ -623,30 +634,84 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     wasmtime_wasi::runtime::in_tokio(future)
 }
 
+/// The OS priority of a runtime's guest threads, the threads that run
+/// async calls which compute past their first epoch tick
+/// ([`RuntimeBuilder::guest_priority`]). Only Linux applies it; elsewhere
+/// guest threads run at the embedder's priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GuestPriority {
+    /// nice +19 (the default): the lowest normal priority, a scheduling
+    /// weight of 15 against the embedder's 1024. While the embedder's
+    /// threads want every core, a computing guest gets about 1.5 % of one;
+    /// its deadline still holds.
+    #[default]
+    Lowest,
+    /// `SCHED_IDLE` (weight 3), falling back to nice +19 where refused:
+    /// guests get even less CPU beside a busy service. Measured beside
+    /// guests burning CPU on 2 cores, it gave a health check a *worse* p99
+    /// than nice +19 (3.1-3.8 ms against 0.9-3.5 ms, three runs each,
+    /// `just healthz-under-burn`), so it is not the default.
+    Idle,
+    /// The embedder's own priority: guest threads compete with the
+    /// service's threads as equals (for a host that exists to run plugins).
+    Normal,
+}
+
+impl GuestPriority {
+    /// Apply to the calling thread (a thread may always lower its own
+    /// priority). Best effort: a refusal leaves the thread as it was.
+    fn apply(self) {
+        #[cfg(target_os = "linux")]
+        {
+            let nice = |n| {
+                let tid = rustix::thread::gettid();
+                let _ = rustix::process::setpriority_process(Some(tid), n);
+            };
+            match self {
+                GuestPriority::Idle => {
+                    let param = libc::sched_param { sched_priority: 0 };
+                    // nice +19 as well: all that remains where SCHED_IDLE
+                    // is refused (an idle thread's nice value is not used).
+                    // SAFETY: a plain syscall on the calling thread (pid 0)
+                    // with a valid, fully initialised parameter.
+                    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+                    nice(19);
+                }
+                GuestPriority::Lowest => nice(19),
+                GuestPriority::Normal => {}
+            }
+        }
+    }
+}
+
 /// The runtime's own executor for guest code that computes: a few threads
-/// at a lower priority than the embedder's, so a guest burning its whole
-/// deadline never delays the service's other tasks. Started on first use.
+/// at a lower priority than the embedder's ([`GuestPriority`]), so a guest
+/// burning its whole deadline never delays the service's other tasks.
+/// Started on first use.
 pub(crate) struct GuestThreads {
     threads: usize,
+    priority: GuestPriority,
     runtime: OnceLock<tokio::runtime::Runtime>,
 }
 
 impl GuestThreads {
-    fn new(threads: usize) -> Self {
+    fn new(threads: usize, priority: GuestPriority) -> Self {
         GuestThreads {
             threads: threads.max(1),
+            priority,
             runtime: OnceLock::new(),
         }
     }
 
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        let priority = self.priority;
         self.runtime
             .get_or_init(|| {
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(self.threads)
                     .thread_name("wasmplug-guest")
                     .enable_time()
-                    .on_thread_start(lower_priority)
+                    .on_thread_start(move || priority.apply())
                     .build()
                     // Fails only when the OS refuses threads: nothing runs then.
                     .expect("starting wasmplug's guest threads")
@@ -661,21 +726,6 @@ impl Drop for GuestThreads {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
-    }
-}
-
-/// Make the calling thread yield the CPU to the embedder's threads: nice
-/// +19, the lowest, on Linux (a thread may always lower its own priority).
-/// At +10, eight guests burning CPU on two cores held a health check's p99
-/// at 3.1-3.8 ms; at +19, 1.0-2.6 ms (`just healthz-under-burn`). The price:
-/// while the embedder's threads keep every core busy, a computing guest
-/// gets ~1.5 % of a core each instead of ~10 %; its deadline still holds.
-/// (SCHED_IDLE would starve it outright.)
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let tid = rustix::thread::gettid();
-        let _ = rustix::process::setpriority_process(Some(tid), 19);
     }
 }
 
@@ -728,5 +778,41 @@ mod tests {
         // No deadline, or one too long to count, never overflows the epoch.
         assert_eq!(ticks(None), NEVER_TICKS);
         assert_eq!(ticks(Some(Duration::MAX)), NEVER_TICKS);
+    }
+
+    /// The scheduling policy and nice value the guest threads run at.
+    #[cfg(target_os = "linux")]
+    fn guest_thread_priority(priority: super::GuestPriority) -> (i32, i32) {
+        let threads = super::GuestThreads::new(1, priority);
+        let (tx, rx) = std::sync::mpsc::channel();
+        threads.handle().spawn(async move {
+            // SAFETY: plain syscalls about the calling thread.
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            let tid = rustix::thread::gettid();
+            let nice = rustix::process::getpriority_process(Some(tid)).unwrap();
+            tx.send((policy, nice)).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn guest_threads_run_at_the_priority_asked_for() {
+        use super::GuestPriority;
+        // The test thread's own nice value: Normal leaves it as it is.
+        let ours = rustix::process::getpriority_process(None).unwrap();
+        assert_eq!(
+            guest_thread_priority(GuestPriority::Idle),
+            (libc::SCHED_IDLE, 19)
+        );
+        assert_eq!(GuestPriority::default(), GuestPriority::Lowest);
+        assert_eq!(
+            guest_thread_priority(GuestPriority::Lowest),
+            (libc::SCHED_OTHER, 19)
+        );
+        assert_eq!(
+            guest_thread_priority(GuestPriority::Normal),
+            (libc::SCHED_OTHER, ours)
+        );
     }
 }

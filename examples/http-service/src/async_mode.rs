@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use wasmplug::runtime::GuestPriority;
 use wasmplug::wasmtime::component::{Instance as RawInstance, InstancePre, Linker};
 use wasmplug::wasmtime::{self, Store};
 use wasmplug::world::BoxFuture;
@@ -93,6 +94,10 @@ pub struct Options {
     pub deadline: Duration,
     /// Linear memory cap per instance, in bytes.
     pub memory_limit: usize,
+    /// The OS priority of the threads that run computing guests.
+    pub guest_priority: GuestPriority,
+    /// How many threads run computing guests (default: one per CPU).
+    pub guest_threads: Option<usize>,
 }
 
 /// The service on wasmplug's async API.
@@ -108,10 +113,13 @@ impl Service {
         let policy = Policy::default()
             .deadline(options.deadline)
             .memory_limit(options.memory_limit);
-        let runtime = Runtime::<HttpHandler>::builder()
+        let mut runtime = Runtime::<HttpHandler>::builder()
             .policy(policy)
-            .build()
-            .context("building the wasmplug runtime")?;
+            .guest_priority(options.guest_priority);
+        if let Some(threads) = options.guest_threads {
+            runtime = runtime.guest_threads(threads);
+        }
+        let runtime = runtime.build().context("building the wasmplug runtime")?;
         let registry = Registry::<HttpHandler>::with_pool_size(options.workers)
             .with_max_wait(Some(options.max_wait));
         let following = sources.start(runtime, registry.clone())?;

@@ -54,6 +54,17 @@ pub enum Mode {
     Blocking,
 }
 
+/// The OS priority of wasmplug's guest threads (async mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GuestPriority {
+    /// nice +19 (wasmplug's default).
+    Lowest,
+    /// SCHED_IDLE.
+    Idle,
+    /// The service's own priority.
+    Normal,
+}
+
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(name = "http-service", version, about)]
@@ -94,6 +105,14 @@ pub struct Args {
     /// sheds load with 503, in milliseconds (async mode).
     #[arg(long, default_value_t = 1000)]
     pub max_wait_ms: u64,
+    /// The OS priority of the threads that run guest code computing past
+    /// its first epoch tick (async mode).
+    #[arg(long, value_enum, default_value_t = GuestPriority::Lowest)]
+    pub guest_priority: GuestPriority,
+    /// How many threads run guest code computing past its first epoch
+    /// tick (async mode). Default: the number of CPUs.
+    #[arg(long)]
+    pub guest_threads: Option<usize>,
     /// The longest one plugin call may run, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub deadline_ms: u64,
@@ -262,6 +281,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 max_wait: Duration::from_millis(args.max_wait_ms),
                 deadline: args.deadline(),
                 memory_limit: args.memory_mb << 20,
+                guest_threads: args.guest_threads,
+                guest_priority: match args.guest_priority {
+                    GuestPriority::Idle => wasmplug::runtime::GuestPriority::Idle,
+                    GuestPriority::Lowest => wasmplug::runtime::GuestPriority::Lowest,
+                    GuestPriority::Normal => wasmplug::runtime::GuestPriority::Normal,
+                },
             };
             // Loading the directory compiles components: not on the executor.
             tokio::task::spawn_blocking(move || async_mode::Service::start(&sources, options))
