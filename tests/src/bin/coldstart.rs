@@ -1,0 +1,66 @@
+//! Where a cold start goes: a profiling aid for `perf record`, not a bench.
+//!
+//! `coldstart load COMPONENT N` loads COMPONENT `N` times, each in a fresh
+//! runtime reading compiled code from a filled on-disk cache (the case of a
+//! process that just started). `coldstart instantiate COMPONENT N` loads
+//! it once and makes `N` instances (a new Store, instance and `init`).
+//! `coldstart build COMPONENT N` times building the runtime (its engine and
+//! pools, linker and ticker) `N` times.
+//! Prints the median. Run under `perf record -g` to see the phases:
+//!
+//! ```text
+//! perf record -g target/release/coldstart load guest-plugins/dist/hello-c.wasm 2000
+//! ```
+
+use std::time::{Duration, Instant};
+
+use wasmplug::reference::GreeterPlugin;
+use wasmplug::Runtime;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, mode, component, n] = args.as_slice() else {
+        anyhow::bail!("usage: coldstart load|instantiate|build COMPONENT N");
+    };
+    let n: usize = n.parse()?;
+    let cache = std::env::temp_dir().join(format!("wasmplug-coldstart-{}", std::process::id()));
+    let runtime = || -> anyhow::Result<Runtime<GreeterPlugin>> {
+        Ok(Runtime::builder().cache_dir(&cache).build()?)
+    };
+    let mut samples: Vec<Duration> = Vec::with_capacity(n);
+    match mode.as_str() {
+        "load" => {
+            runtime()?.load(component)?; // fills the cache
+            for _ in 0..n {
+                let rt = runtime()?;
+                let began = Instant::now();
+                drop(rt.load(component)?);
+                samples.push(began.elapsed());
+            }
+        }
+        "build" => {
+            for _ in 0..n {
+                let began = Instant::now();
+                let rt = runtime()?;
+                samples.push(began.elapsed());
+                drop(rt);
+            }
+        }
+        "instantiate" => {
+            let plugin = runtime()?.load(component)?;
+            for _ in 0..n {
+                let began = Instant::now();
+                drop(plugin.instantiate()?);
+                samples.push(began.elapsed());
+            }
+        }
+        other => anyhow::bail!("unknown mode {other}: load, instantiate or build"),
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+    samples.sort();
+    println!(
+        "{mode} {component}: median {:.1} µs of {n}",
+        samples[n / 2].as_secs_f64() * 1e6
+    );
+    Ok(())
+}
