@@ -232,6 +232,7 @@ pub struct RuntimeBuilder<W: World> {
     cache: Option<(std::path::PathBuf, u64)>,
     guest_threads: usize,
     guest_priority: GuestPriority,
+    keep_resident: usize,
     data: Option<DataFn<W>>,
     links: Vec<LinkFn<W>>,
 }
@@ -261,6 +262,7 @@ impl<W: World> RuntimeBuilder<W> {
             cache: None,
             guest_threads: std::thread::available_parallelism().map_or(2, usize::from),
             guest_priority: GuestPriority::default(),
+            keep_resident: 0,
             data: None,
             links: Vec::new(),
         }
@@ -342,6 +344,26 @@ impl<W: World> RuntimeBuilder<W> {
         self
     }
 
+    /// Keep up to `bytes` of each linear memory and table resident when an
+    /// instance is dropped, and reset them in place for the next instance
+    /// of the same version (with Linux's `PAGEMAP_SCAN` where the kernel
+    /// has it, so only the pages the instance wrote are reset), instead of
+    /// returning them to the OS and faulting them in again. Off (0) by
+    /// default. A new instance starts from the component's initial memory
+    /// either way; nothing of an earlier instance survives.
+    ///
+    /// What it buys (`coldstart instantiate`, median of 400, 2026-12-03,
+    /// 8 MiB): instantiate + `init` of the Rust hello 24 → 9 µs, Go
+    /// 713 → 267 µs, JavaScript 888 → 375 µs; Python unchanged (its time
+    /// goes to initialising tables). The price: memory a dropped instance
+    /// touched (up to `bytes` per memory) stays in the process's RSS while
+    /// its pool slot waits to be reused (up to 100 warm slots), including
+    /// after the plugin is unloaded. Only with the pooling allocator.
+    pub fn keep_resident(mut self, bytes: usize) -> Self {
+        self.keep_resident = bytes;
+        self
+    }
+
     /// Allocate each instance on demand instead of from pools: slower to
     /// instantiate, but with no address space reserved up front.
     pub fn on_demand(mut self) -> Self {
@@ -402,6 +424,12 @@ impl<W: World> RuntimeBuilder<W> {
                 // default): 7.4 of a runtime's 8 ms start, and a mapping
                 // per stack for every later `mmap` to search.
                 pooling.total_stacks(0);
+            }
+            if self.keep_resident > 0 {
+                pooling
+                    .linear_memory_keep_resident(self.keep_resident)
+                    .table_keep_resident(self.keep_resident)
+                    .pagemap_scan(wasmtime::Enabled::Auto);
             }
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         }

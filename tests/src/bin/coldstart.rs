@@ -24,8 +24,25 @@ fn main() -> anyhow::Result<()> {
     };
     let n: usize = n.parse()?;
     let cache = std::env::temp_dir().join(format!("wasmplug-coldstart-{}", std::process::id()));
+    // KEEP_RESIDENT=BYTES: memory and tables of that size stay resident
+    // (zeroed by memset, not decommitted) when a pool slot is reused.
+    let keep_resident: Option<usize> = std::env::var("KEEP_RESIDENT")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()?;
     let runtime = || -> anyhow::Result<Runtime<GreeterPlugin>> {
-        Ok(Runtime::builder().cache_dir(&cache).build()?)
+        let mut builder = Runtime::builder().cache_dir(&cache);
+        if let Some(bytes) = keep_resident {
+            let mut pooling = wasmplug::runtime::default_pooling();
+            pooling
+                .linear_memory_keep_resident(bytes)
+                .table_keep_resident(bytes);
+            if std::env::var_os("PAGEMAP_SCAN").is_some() {
+                pooling.pagemap_scan(wasmplug::wasmtime::Enabled::Auto);
+            }
+            builder = builder.pooling(pooling);
+        }
+        builder.build()
     };
     let mut samples: Vec<Duration> = Vec::with_capacity(n);
     match mode.as_str() {
