@@ -111,7 +111,92 @@ fn main() {
         (p50.as_secs_f64() - DEFAULT_DEBOUNCE.as_secs_f64()) * 1000.0,
         p50.as_secs_f64() / direct_p50.as_secs_f64()
     );
+
+    large_beside_small(&dir, &registry, &versions);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rounds of the large swap beside a small one.
+const LARGE_ROUNDS: usize = 3;
+
+/// A 12 MB JavaScript component and the small Rust one renamed into the
+/// watched directory at the same moment, the large one first: how long the
+/// small swap takes beside the large one's compile, how long the large one
+/// takes, and whether the JavaScript plugin served every call meanwhile.
+fn large_beside_small(
+    dir: &std::path::Path,
+    registry: &Registry<GreeterPlugin>,
+    versions: &[(Vec<u8>, &str); 2],
+) {
+    let js = std::fs::read(guest("hello-js")).unwrap();
+    let js_file = dir.join("hello-js.wasm");
+    std::fs::write(&js_file, with_build_number(&js, 0)).unwrap();
+    let began = Instant::now();
+    let js_handle = loop {
+        if let Ok(handle) = registry.get("hello-js") {
+            break handle;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(120),
+            "hello-js never loaded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let hello = registry.get("hello").unwrap();
+    let events = registry.subscribe();
+    let (mut small, mut large, mut served, mut failed) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    for round in 0..LARGE_ROUNDS {
+        // Which answer hello gives now decides which version comes next.
+        let next = if hello.call(|i| i.welcome("bench")).unwrap() == versions[0].1 {
+            1
+        } else {
+            0
+        };
+        let (bytes, answer) = &versions[next];
+        for (file, bytes) in [
+            (&js_file, with_build_number(&js, 1 + round as u32)),
+            (
+                &dir.join("hello.wasm"),
+                with_build_number(bytes, 5_000 + round as u32),
+            ),
+        ] {
+            let tmp = file.with_extension("wasm.tmp");
+            std::fs::write(&tmp, bytes).unwrap();
+            std::fs::rename(&tmp, file).unwrap();
+        }
+        let start = Instant::now();
+        let (mut small_at, mut large_at) = (None, None);
+        while small_at.is_none() || large_at.is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "round {round}: a swap never happened"
+            );
+            if small_at.is_none() && hello.call(|i| i.welcome("bench")).unwrap() == *answer {
+                small_at = Some(start.elapsed());
+            }
+            match js_handle.call(|i| i.welcome("bench")) {
+                Ok(_) => served += 1,
+                Err(_) => failed += 1,
+            }
+            while let Ok(event) = events.try_recv() {
+                if let wasmplug::Event::Swapped { to, .. } = event {
+                    if to.name == "hello-js" && large_at.is_none() {
+                        large_at = Some(start.elapsed());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        small.push(small_at.unwrap());
+        large.push(large_at.unwrap());
+        std::thread::sleep(SETTLE);
+    }
+    println!(
+        "\na 12 MB JavaScript swap and the Rust hello swap renamed in together, {LARGE_ROUNDS} rounds (load threads: one per core, at least 2)"
+    );
+    report("Rust hello swap, beside the JavaScript one", small);
+    report("JavaScript swap (compile included)", large);
+    println!("JavaScript plugin meanwhile: {served} calls answered by the serving version, {failed} failed");
 }
 
 /// A custom section with a build number: new bytes, same behaviour.
