@@ -273,7 +273,13 @@ fn five_replicas_follow_one_tag_refuse_an_untrusted_artefact_and_fail_no_request
         assert_eq!(
             (load.non_2xx, load.socket_errors),
             (0, 0),
-            "replica {i}: failed requests:\n{text}"
+            "replica {i}: failed requests:\n{text}\nits warnings and errors:\n{}",
+            replicas[i]
+                .log()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         total.requests += load.requests;
         total.non_2xx += load.non_2xx;
