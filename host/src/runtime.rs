@@ -706,7 +706,7 @@ pub enum GuestPriority {
     /// `SCHED_IDLE` (weight 3), falling back to nice +19 where refused:
     /// guests get even less CPU beside a busy service. Measured beside
     /// guests burning CPU on 2 cores, it gave a health check a *worse* p99
-    /// than nice +19 (3.1-3.8 ms against 0.9-3.5 ms, three runs each,
+    /// than nice +19 (3.1-3.8 ms against 0.9-3.5 ms, five runs each,
     /// `just healthz-under-burn`), so it is not the default.
     Idle,
     /// The embedder's own priority: guest threads compete with the
