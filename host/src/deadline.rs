@@ -43,11 +43,18 @@ use wasmtime_wasi_io::bindings::wasi::io::streams::{
 };
 
 /// The runtime's epoch, readable without asking the engine: the ticker
-/// advances it right after it advances the engine's.
+/// advances it right before it advances the engine's. It also knows when it
+/// last ticked, so an epoch callback can tell a guest that was running when
+/// the tick came from one whose thread was preempted meanwhile
+/// ([`EpochClock::since_tick`]).
 #[derive(Debug)]
 pub(crate) struct EpochClock {
     epoch: AtomicU64,
     tick: Duration,
+    /// When the clock was made: the origin of `ticked_at`.
+    origin: Instant,
+    /// When the last tick came, in nanoseconds since `origin`.
+    ticked_at: AtomicU64,
 }
 
 impl EpochClock {
@@ -55,6 +62,8 @@ impl EpochClock {
         EpochClock {
             epoch: AtomicU64::new(0),
             tick,
+            origin: Instant::now(),
+            ticked_at: AtomicU64::new(0),
         }
     }
 
@@ -62,8 +71,20 @@ impl EpochClock {
         self.epoch.load(Ordering::Relaxed)
     }
 
+    /// A tick: note when, then advance.
     pub(crate) fn advance(&self) {
-        self.epoch.fetch_add(1, Ordering::Relaxed);
+        let at = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.ticked_at.store(at, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// How long before `now` the last tick came. A guest that computes sees
+    /// a tick within microseconds (wasm checks the epoch at every loop
+    /// header and function entry); one whose thread was off the CPU when it
+    /// came sees it only when the thread runs again.
+    pub(crate) fn since_tick(&self, now: Instant) -> Duration {
+        let at = Duration::from_nanos(self.ticked_at.load(Ordering::Acquire));
+        now.saturating_duration_since(self.origin + at)
     }
 }
 
@@ -77,15 +98,27 @@ pub(crate) struct CallDeadline {
     /// When the async call running in the store began (set by
     /// `Instance::call_async`; blocking calls do not read the clock).
     pub(crate) began: Option<Instant>,
+    /// Whether an epoch tick already found the call computing (and made it
+    /// yield): the next one moves it to the guest threads
+    /// (`runtime::yield_at_ticks`).
+    pub(crate) computed: bool,
 }
 
 /// How long an async call may have computed when an epoch tick comes and
 /// still go on where it runs, without yielding. A tick falls at a random
 /// point of a call: a call of a few microseconds that it happened to catch
 /// has not computed for a tick, and moving it to the guest threads would
-/// only cost a hand-off. So a call stays on the executor for one tick plus
-/// this at most. (Also the budget of `Handle::call_async`'s long calls.)
+/// only cost a hand-off. So a call computes on the executor for one tick
+/// plus this at most before it yields. (Also the budget of
+/// `Handle::call_async`'s long calls.)
 pub(crate) const INLINE_BUDGET: Duration = Duration::from_micros(500);
+
+/// How soon after a tick a guest that was computing when it came sees it,
+/// at the most. A guest that sees a tick later than this was off the CPU
+/// when it came (its thread preempted, or in a long host call): the time
+/// since it began is the scheduler's as much as its own, and the tick
+/// neither makes it yield nor counts towards moving it.
+pub(crate) const TICK_SEEN_WITHIN: Duration = Duration::from_micros(100);
 
 impl CallDeadline {
     pub(crate) fn new(clock: Arc<EpochClock>) -> Self {
@@ -93,16 +126,23 @@ impl CallDeadline {
             clock,
             at: u64::MAX,
             began: None,
+            computed: false,
         }
     }
 
     /// Arm for a call that may run `ticks` more epochs; `None` for a call
     /// without a deadline.
     pub(crate) fn arm(&mut self, ticks: Option<u64>) {
+        self.computed = false;
         self.at = match ticks {
             Some(ticks) => self.clock.now().saturating_add(ticks),
             None => u64::MAX,
         };
+    }
+
+    /// How long before `now` the runtime's last epoch tick came.
+    pub(crate) fn since_tick(&self, now: Instant) -> Duration {
+        self.clock.since_tick(now)
     }
 
     /// Whether the deadline has passed (never, without one).

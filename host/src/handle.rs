@@ -262,16 +262,20 @@ impl<W: World> Handle<W> {
     /// ```
     ///
     /// * **Never blocks the executor.** Waiting for a busy instance parks the
-    ///   task. The guest runs on the calling task while it finishes within
-    ///   its first epoch tick (most calls: no hand-off, no thread switch);
-    ///   a call still computing at its first tick (and begun at least
-    ///   0.5 ms before it: a tick that catches a call's start is not one
-    ///   that found it computing) moves, with its instance, to the
-    ///   runtime's guest threads
+    ///   task. The guest runs on the calling task unless epoch ticks find
+    ///   it computing (most calls: no hand-off, no thread switch). The first
+    ///   such tick makes it yield; at the second it moves, with its
+    ///   instance, to the runtime's guest threads
     ///   ([`RuntimeBuilder::guest_threads`](crate::runtime::RuntimeBuilder::guest_threads),
     ///   a lower OS priority than the embedder's threads) and the task just
-    ///   awaits it. A guest burning CPU to its deadline therefore holds an
-    ///   executor thread for one tick and 0.5 ms at most. Each call spends a
+    ///   awaits it. A tick does not count when it came less than 0.5 ms
+    ///   after the call began (it caught a call's start), nor when the
+    ///   guest sees it late because its thread was preempted meanwhile:
+    ///   a call of microseconds made old by the scheduler stays where it
+    ///   is, rather than wait behind a busy machine at the guest threads'
+    ///   low priority with its instance held. A guest burning CPU to its
+    ///   deadline therefore holds an executor thread for a tick and 0.5 ms
+    ///   at a time, two ticks and 0.5 ms in all. Each call spends a
     ///   unit of tokio's cooperative budget, so a task making call after
     ///   call yields to its executor now and then. And a version whose last
     ///   two calls each took longer than 0.5 ms starts its next call on the

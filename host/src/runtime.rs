@@ -16,10 +16,11 @@
 //!
 //! For an [`ASYNC`](World::ASYNC) world the same engine serves calls as
 //! futures: WASI is linked in its async form, every store yields to the
-//! executor at each epoch tick (its deadline is checked there), and a call
-//! still computing after its first tick moves to the runtime's own *guest
-//! threads* ([`RuntimeBuilder::guest_threads`]), so guest code never holds
-//! the embedder's executor for more than one tick (`handle.rs`).
+//! executor at each epoch tick that finds it computing (its deadline is
+//! checked at every tick), and a call that two ticks find computing moves
+//! to the runtime's own *guest threads* ([`RuntimeBuilder::guest_threads`]),
+//! so guest code holds the embedder's executor for a tick at a time, two in
+//! all, at most (`handle.rs`).
 //!
 //! With [`RuntimeBuilder::cache_dir`], compiled code also persists on disk
 //! across processes (`cache.rs`).
@@ -33,14 +34,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::DiskCache;
-use crate::deadline::{EpochClock, INLINE_BUDGET};
+use crate::deadline::{EpochClock, INLINE_BUDGET, TICK_SEEN_WITHIN};
 use crate::identity::ContentHash;
 use crate::{Policy, State, World};
 
@@ -644,8 +645,9 @@ impl<R, F: Future<Output = wasmtime::Result<R>>> Future for Bounded<'_, F> {
 }
 
 thread_local! {
-    /// Set by an async store's epoch callback when it yields: the call
-    /// polled on this thread has computed for a whole tick, and these are
+    /// Set by an async store's epoch callback when it yields the second
+    /// time a tick finds its call computing (`yield_at_ticks`): the call
+    /// polled on this thread computes, and these are
     /// the guest threads of its runtime. Weak: a guest thread's own note
     /// must not keep its runtime's threads alive.
     static COMPUTED_A_TICK: std::cell::RefCell<Option<Weak<GuestThreads>>> =
@@ -659,28 +661,44 @@ pub(crate) fn computed_a_tick() -> Option<Arc<GuestThreads>> {
 }
 
 /// An async store's epoch behaviour: at every tick, trap if the call's
-/// deadline has passed; otherwise, unless the call began less than
-/// [`INLINE_BUDGET`] ago, yield to the executor (and say so:
-/// [`computed_a_tick`]).
+/// deadline has passed. Otherwise, if the tick finds the call computing
+/// (it began [`INLINE_BUDGET`] ago or more, and its thread was running when
+/// the tick came: [`TICK_SEEN_WITHIN`]), yield to the executor; the second
+/// time, say so too ([`computed_a_tick`]), which moves a registry call to
+/// the guest threads.
+///
+/// Why not move at the first: a thread preempted mid-call comes back to a
+/// call of microseconds that looks old and a tick that came meanwhile, and
+/// a busy machine preempts often. Moved, such a call waited for the guest
+/// threads, which the same busy machine starves at nice +19, holding its
+/// instance, while requests queued behind it ran out of time. The tick's
+/// time tells a preempted thread (it sees the tick late) from a computing
+/// one, and a call that really computes is seen computing at the next tick
+/// too; a fast one, resumed after its yield, has ended.
 pub(crate) fn yield_at_ticks<D: Send>(
     store: &mut wasmtime::Store<State<D>>,
     guest: Arc<GuestThreads>,
 ) {
+    use wasmtime::UpdateDeadline::{Continue, Interrupt, Yield};
     let guest = Arc::downgrade(&guest);
-    store.epoch_deadline_callback(move |cx| {
-        let deadline = &cx.data().deadline;
+    store.epoch_deadline_callback(move |mut cx| {
+        let deadline = &mut cx.data_mut().deadline;
         if deadline.passed() {
-            return Ok(wasmtime::UpdateDeadline::Interrupt);
+            return Ok(Interrupt);
         }
-        if deadline
+        let now = Instant::now();
+        let young = deadline
             .began
-            .is_some_and(|began| began.elapsed() < INLINE_BUDGET)
-        {
-            // The tick caught a call that just began: not one that computes.
-            return Ok(wasmtime::UpdateDeadline::Continue(1));
+            .is_some_and(|began| now.saturating_duration_since(began) < INLINE_BUDGET);
+        if young || deadline.since_tick(now) > TICK_SEEN_WITHIN {
+            // A tick that caught a call just begun, or one that came while
+            // the thread was off the CPU: neither says the call computes.
+            return Ok(Continue(1));
         }
-        COMPUTED_A_TICK.with(|c| *c.borrow_mut() = Some(guest.clone()));
-        Ok(wasmtime::UpdateDeadline::Yield(1))
+        if std::mem::replace(&mut deadline.computed, true) {
+            COMPUTED_A_TICK.with(|c| *c.borrow_mut() = Some(guest.clone()));
+        }
+        Ok(Yield(1))
     });
 }
 
@@ -804,8 +822,10 @@ impl Ticker {
             .name("wasmplug-epoch".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-                    engine.increment_epoch();
+                    // The clock first: a guest that sees the engine's new
+                    // epoch finds the clock's, and the tick's time, there.
                     clock.advance();
+                    engine.increment_epoch();
                 }
             })
             .context("starting the epoch ticker thread")?;

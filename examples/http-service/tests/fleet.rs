@@ -174,6 +174,8 @@ struct Load {
     requests: u64,
     non_2xx: u64,
     socket_errors: u64,
+    /// The slowest request, as wrk prints it ("1.00s", "23.41ms").
+    latency_max: String,
 }
 
 fn parse_wrk(output: &str) -> Load {
@@ -181,6 +183,9 @@ fn parse_wrk(output: &str) -> Load {
     for line in output.lines().map(str::trim) {
         if let Some((n, _)) = line.split_once(" requests in ") {
             load.requests = n.trim().parse().unwrap_or(0);
+        } else if let Some(stats) = line.strip_prefix("Latency") {
+            // "Latency   7.89ms   70.77ms   1.00s   98.60%": avg, stdev, max.
+            load.latency_max = stats.split_whitespace().nth(2).unwrap_or("?").to_string();
         } else if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
             load.non_2xx = n.trim().parse().unwrap_or(0);
         } else if let Some(rest) = line.strip_prefix("Socket errors:") {
@@ -262,6 +267,7 @@ fn five_replicas_follow_one_tag_refuse_an_untrusted_artefact_and_fail_no_request
     );
 
     let mut total = Load::default();
+    let mut slowest = Vec::new();
     for (i, child) in loads.into_iter().enumerate() {
         let out = child.wait_with_output().expect("wrk ran");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -281,6 +287,7 @@ fn five_replicas_follow_one_tag_refuse_an_untrusted_artefact_and_fail_no_request
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+        slowest.push(load.latency_max);
         total.requests += load.requests;
         total.non_2xx += load.non_2xx;
         total.socket_errors += load.socket_errors;
@@ -296,9 +303,10 @@ fn five_replicas_follow_one_tag_refuse_an_untrusted_artefact_and_fail_no_request
          \x20 v1 -> v2 ({v2}): every replica within median {v2_median:.2?}, max {v2_max:.2?}\n\
          \x20 untrusted artefact ({untrusted}): refused by {REPLICAS}/{REPLICAS}, v2 served on\n\
          \x20 back to v1 ({v1}): median {back_median:.2?}, max {back_max:.2?}\n\
-         \x20 requests: {} served, {} failed",
+         \x20 requests: {} served, {} failed; the slowest of each replica: {}",
         total.requests,
-        total.non_2xx + total.socket_errors
+        total.non_2xx + total.socket_errors,
+        slowest.join(", ")
     );
     for (what, max) in [("v2", v2_max), ("v1", back_max)] {
         assert!(
