@@ -293,7 +293,18 @@ impl Deployment {
 
     /// [`hello_v1`](Self::hello_v1) under a watcher with `options`.
     pub fn hello_v1_with(tag: &str, options: wasmplug::watcher::WatchOptions) -> Self {
-        let d = Self::start(tag, &[("hello.wasm", &guest_bytes("hello-v1"))], options);
+        Self::hello_v1_on(Runtime::new().unwrap(), tag, options)
+    }
+
+    /// [`hello_v1_with`](Self::hello_v1_with), loading with `runtime` (its
+    /// policy, its cache).
+    pub fn hello_v1_on(
+        runtime: Runtime<GreeterPlugin>,
+        tag: &str,
+        options: wasmplug::watcher::WatchOptions,
+    ) -> Self {
+        let hello = guest_bytes("hello-v1");
+        let d = Self::start_on(runtime, tag, &[("hello.wasm", &hello)], options);
         wait_for_event(&d.events, d.wait, "initial load", |e| {
             matches!(e, wasmplug::Event::Loaded { .. })
         });

@@ -274,15 +274,11 @@ fn a_swap_from_a_watched_file_compiles_the_new_version_once() {
         .cache_dir(cache.path().join("cache"))
         .build()
         .unwrap();
-    let d = Deployment::start_on(
+    let d = Deployment::hello_v1_on(
         runtime,
         "swap-compiles-once",
-        &[("hello.wasm", &guest_bytes("hello-v1"))],
         wasmplug::watcher::WatchOptions::default(),
     );
-    wait_for_event(&d.events, d.wait, "initial load", |e| {
-        matches!(e, Event::Loaded { .. })
-    });
     replace_atomically(&d.file, &guest_bytes("hello-v2"));
     d.wait_swapped_to("2.0.0");
     let stats = d.runtime.cache_stats().unwrap();

@@ -456,15 +456,7 @@ fn a_plugin_whose_init_sleeps_never_delays_another_plugins_swap() {
         .policy(wasmplug::Policy::default().deadline(Duration::from_secs(120)))
         .build()
         .unwrap();
-    let d = Deployment::start_on(
-        runtime,
-        "slow-init-bystander",
-        &[("hello.wasm", &guest_bytes("hello-v1"))],
-        WatchOptions::default(),
-    );
-    wait_for_event(&d.events, WAIT, "initial load", |e| {
-        matches!(e, Event::Loaded { .. })
-    });
+    let d = Deployment::hello_v1_on(runtime, "slow-init-bystander", WatchOptions::default());
 
     replace_atomically(
         &d.dir.join("a-slow.wasm"),
