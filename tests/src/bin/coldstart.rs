@@ -6,7 +6,8 @@
 //! it once and makes `N` instances (a new Store, instance and `init`).
 //! `coldstart build COMPONENT N` times building the runtime (its engine and
 //! pools, linker and ticker) `N` times.
-//! Prints the median. Run under `perf record -g` to see the phases:
+//! `coldstart snapshot COMPONENT OUT` pre-initializes it with wizer
+//! (`coldstart/snapshot.rs`). Prints the median. Run under `perf record -g` to see the phases:
 //!
 //! ```text
 //! perf record -g target/release/coldstart load guest-plugins/dist/hello-c.wasm 2000
@@ -14,14 +15,30 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "coldstart/snapshot.rs"]
+mod snapshot;
+
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::Runtime;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, mode, component, n] = args.as_slice() else {
-        anyhow::bail!("usage: coldstart load|instantiate|build COMPONENT N");
+        anyhow::bail!(
+            "usage: coldstart load|instantiate|build COMPONENT N, or coldstart snapshot COMPONENT OUT"
+        );
     };
+    if mode == "snapshot" {
+        let began = Instant::now();
+        let (bytes, used) = snapshot::snapshot(&std::fs::read(component)?)?;
+        std::fs::write(n, &bytes)?;
+        println!(
+            "snapshot of {component}: {} bytes in {:.2?} ({used}) -> {n}",
+            bytes.len(),
+            began.elapsed()
+        );
+        return Ok(());
+    }
     let n: usize = n.parse()?;
     let cache = std::env::temp_dir().join(format!("wasmplug-coldstart-{}", std::process::id()));
     // KEEP_RESIDENT=BYTES: memory and tables of that size stay resident
