@@ -98,9 +98,8 @@ pub(crate) struct CallDeadline {
     /// When the async call running in the store began (set by
     /// `Instance::call_async`; blocking calls do not read the clock).
     pub(crate) began: Option<Instant>,
-    /// Whether an epoch tick already found the call computing (and made it
-    /// yield): the next one moves it to the guest threads
-    /// (`runtime::yield_at_ticks`).
+    /// Whether an epoch tick already found the call computing: the next
+    /// one moves it to the guest threads (`runtime::yield_at_ticks`).
     pub(crate) computed: bool,
 }
 
@@ -116,8 +115,8 @@ pub(crate) const INLINE_BUDGET: Duration = Duration::from_micros(500);
 /// How soon after a tick a guest that was computing when it came sees it,
 /// at the most. A guest that sees a tick later than this was off the CPU
 /// when it came (its thread preempted, or in a long host call): the time
-/// since it began is the scheduler's as much as its own, and the tick
-/// neither makes it yield nor counts towards moving it.
+/// since it began is the scheduler's as much as its own, and the tick does
+/// not count towards moving it to the guest threads.
 pub(crate) const TICK_SEEN_WITHIN: Duration = Duration::from_micros(100);
 
 impl CallDeadline {

@@ -263,9 +263,9 @@ impl<W: World> Handle<W> {
     ///
     /// * **Never blocks the executor.** Waiting for a busy instance parks the
     ///   task. The guest runs on the calling task unless epoch ticks find
-    ///   it computing (most calls: no hand-off, no thread switch). The first
-    ///   such tick makes it yield; at the second it moves, with its
-    ///   instance, to the runtime's guest threads
+    ///   it computing (most calls: no hand-off, no thread switch). It
+    ///   yields at every tick; at the second that finds it computing it
+    ///   moves, with its instance, to the runtime's guest threads
     ///   ([`RuntimeBuilder::guest_threads`](crate::runtime::RuntimeBuilder::guest_threads),
     ///   a lower OS priority than the embedder's threads) and the task just
     ///   awaits it. A tick does not count when it came less than 0.5 ms

@@ -133,11 +133,10 @@ impl<W: World> Instance<W> {
     /// # Ok(()) }
     /// ```
     ///
-    /// The guest runs on the calling task, yielding at every epoch tick that
-    /// finds it computing (not one that came less than 0.5 ms after the
-    /// call began, nor one that came while its thread was preempted) and at
-    /// every awaiting host call, so one task computing never starves the
-    /// others of its executor thread for more than a tick and 0.5 ms (calls
+    /// The guest runs on the calling task, yielding at every epoch tick
+    /// (unless the call began less than 0.5 ms before it) and at every
+    /// awaiting host call, so one task computing never starves the others
+    /// of its executor thread for more than a tick and 0.5 ms (calls
     /// through a [`Handle`](crate::Handle) go further: see
     /// [`Handle::call_async`](crate::Handle::call_async)). Each call spends
     /// a unit of tokio's cooperative budget, as reading a socket does, so a

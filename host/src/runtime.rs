@@ -16,11 +16,10 @@
 //!
 //! For an [`ASYNC`](World::ASYNC) world the same engine serves calls as
 //! futures: WASI is linked in its async form, every store yields to the
-//! executor at each epoch tick that finds it computing (its deadline is
-//! checked at every tick), and a call that two ticks find computing moves
-//! to the runtime's own *guest threads* ([`RuntimeBuilder::guest_threads`]),
-//! so guest code holds the embedder's executor for a tick at a time, two in
-//! all, at most (`handle.rs`).
+//! executor at each epoch tick (its deadline is checked there), and a call
+//! that two ticks find computing moves to the runtime's own *guest threads*
+//! ([`RuntimeBuilder::guest_threads`]), so guest code holds the embedder's
+//! executor for a tick at a time, two in all, at most (`handle.rs`).
 //!
 //! With [`RuntimeBuilder::cache_dir`], compiled code also persists on disk
 //! across processes (`cache.rs`).
@@ -645,9 +644,9 @@ impl<R, F: Future<Output = wasmtime::Result<R>>> Future for Bounded<'_, F> {
 }
 
 thread_local! {
-    /// Set by an async store's epoch callback when it yields the second
-    /// time a tick finds its call computing (`yield_at_ticks`): the call
-    /// polled on this thread computes, and these are
+    /// Set by an async store's epoch callback the second time a tick finds
+    /// its call computing (`yield_at_ticks`): the call polled on this
+    /// thread computes, and these are
     /// the guest threads of its runtime. Weak: a guest thread's own note
     /// must not keep its runtime's threads alive.
     static COMPUTED_A_TICK: std::cell::RefCell<Option<Weak<GuestThreads>>> =
@@ -661,20 +660,22 @@ pub(crate) fn computed_a_tick() -> Option<Arc<GuestThreads>> {
 }
 
 /// An async store's epoch behaviour: at every tick, trap if the call's
-/// deadline has passed. Otherwise, if the tick finds the call computing
-/// (it began [`INLINE_BUDGET`] ago or more, and its thread was running when
-/// the tick came: [`TICK_SEEN_WITHIN`]), yield to the executor; the second
-/// time, say so too ([`computed_a_tick`]), which moves a registry call to
-/// the guest threads.
+/// deadline has passed; otherwise, unless the call began less than
+/// [`INLINE_BUDGET`] ago, yield to the executor. The second time a tick
+/// finds the call computing (its thread was running when the tick came:
+/// [`TICK_SEEN_WITHIN`]), say so too ([`computed_a_tick`]), which moves a
+/// registry call to the guest threads.
 ///
-/// Why not move at the first: a thread preempted mid-call comes back to a
+/// Why not move at any tick: a thread preempted mid-call comes back to a
 /// call of microseconds that looks old and a tick that came meanwhile, and
 /// a busy machine preempts often. Moved, such a call waited for the guest
 /// threads, which the same busy machine starves at nice +19, holding its
 /// instance, while requests queued behind it ran out of time. The tick's
 /// time tells a preempted thread (it sees the tick late) from a computing
 /// one, and a call that really computes is seen computing at the next tick
-/// too; a fast one, resumed after its yield, has ended.
+/// too; a fast one, resumed after its yield, has ended. Every tick still
+/// yields: a yield costs a call nothing but a turn, and tasks sharing a
+/// thread (the guest threads' burners among them) take turns by it.
 pub(crate) fn yield_at_ticks<D: Send>(
     store: &mut wasmtime::Store<State<D>>,
     guest: Arc<GuestThreads>,
@@ -687,15 +688,17 @@ pub(crate) fn yield_at_ticks<D: Send>(
             return Ok(Interrupt);
         }
         let now = Instant::now();
-        let young = deadline
+        if deadline
             .began
-            .is_some_and(|began| now.saturating_duration_since(began) < INLINE_BUDGET);
-        if young || deadline.since_tick(now) > TICK_SEEN_WITHIN {
-            // A tick that caught a call just begun, or one that came while
-            // the thread was off the CPU: neither says the call computes.
+            .is_some_and(|began| now.saturating_duration_since(began) < INLINE_BUDGET)
+        {
+            // The tick caught a call that just began: not one that computes.
             return Ok(Continue(1));
         }
-        if std::mem::replace(&mut deadline.computed, true) {
+        // A tick that came while the thread was off the CPU does not say
+        // the call computes.
+        let computing = deadline.since_tick(now) <= TICK_SEEN_WITHIN;
+        if computing && std::mem::replace(&mut deadline.computed, true) {
             COMPUTED_A_TICK.with(|c| *c.borrow_mut() = Some(guest.clone()));
         }
         Ok(Yield(1))
