@@ -646,9 +646,9 @@ impl<R, F: Future<Output = wasmtime::Result<R>>> Future for Bounded<'_, F> {
 thread_local! {
     /// Set by an async store's epoch callback the second time a tick finds
     /// its call computing (`yield_at_ticks`): the call polled on this
-    /// thread computes, and these are
-    /// the guest threads of its runtime. Weak: a guest thread's own note
-    /// must not keep its runtime's threads alive.
+    /// thread computes, and these are the guest threads of its runtime.
+    /// Weak: a guest thread's own note must not keep its runtime's threads
+    /// alive.
     static COMPUTED_A_TICK: std::cell::RefCell<Option<Weak<GuestThreads>>> =
         const { std::cell::RefCell::new(None) };
 }

@@ -7,7 +7,8 @@
 //! `coldstart build COMPONENT N` times building the runtime (its engine and
 //! pools, linker and ticker) `N` times.
 //! `coldstart snapshot COMPONENT OUT` pre-initializes it with wizer
-//! (`coldstart/snapshot.rs`). Prints the median. Run under `perf record -g` to see the phases:
+//! (`coldstart/snapshot.rs`). Prints the median. Run under
+//! `perf record -g` to see the phases:
 //!
 //! ```text
 //! perf record -g target/release/coldstart load guest-plugins/dist/hello-c.wasm 2000

@@ -3,11 +3,12 @@
 //! from one saves (`coldstart instantiate OUT N` beside `COMPONENT`).
 //!
 //! A probe for issue 16's snapshots, not the feature: the component is
-//! instantiated on a plain engine with WASI and nothing granted, every
-//! other import a trap, `lifecycle.init` is called, and wizer captures
-//! every core instance's memories and globals. It says what `init` used
-//! that a snapshot cannot keep (clocks, random numbers, open handles), so
-//! the probe shows which guests could be snapshotted as they are.
+//! instantiated on a plain engine with WASI and nothing granted, the
+//! reference world's `log` a no-op, `lifecycle.init` is called, and wizer
+//! captures every core instance's memories and globals. It says what
+//! `init` used that a snapshot cannot keep (clocks, random numbers, open
+//! handles), so the probe shows which guests could be snapshotted as they
+//! are.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -139,20 +140,14 @@ impl ComponentInstanceState for State<'_> {
         func: &str,
         contents: impl FnOnce(&[u8]) + Send,
     ) {
-        let mut contents = Some(contents);
+        // On a failed call `contents` is never called: the failure is
+        // kept, and the snapshot refused.
         self.call(
             instance,
             func,
-            |store, list: WasmList<u8>| {
-                if let Some(contents) = contents.take() {
-                    contents(list.as_le_slice(&*store));
-                }
-            },
+            |store, list: WasmList<u8>| contents(list.as_le_slice(&*store)),
             (),
         );
-        if let Some(contents) = contents {
-            contents(&[]);
-        }
     }
     async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
         self.call(instance, func, |_, r| r, 0)
