@@ -5,6 +5,11 @@
 //! had unloaded). The figures in guest-plugins/README.md come from
 //! here. Rust is the baseline row, measured in the same run.
 //!
+//! Then, per language, instantiation from a pre-initialized snapshot
+//! (`Policy::pre_initialize`) beside the plain component, with the default
+//! pool and with `keep_resident`, measured in turn in one run, and what
+//! taking the snapshot costs a load.
+//!
 //! Run: `just bench` (or `cargo bench -p wasmplug --bench guests` after
 //! `just guests`). Medians.
 
@@ -14,8 +19,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::guest;
+use wasmplug::policy::PreInit;
 use wasmplug::reference::GreeterPlugin;
-use wasmplug::Runtime;
+use wasmplug::{Plugin, Policy, Runtime};
 
 /// The median of `runs` samples, each timed by `sample` itself (so setup
 /// can stay outside the timing).
@@ -42,6 +48,7 @@ fn main() {
         "language", "size", "compile", "cached load", "instantiate", "call"
     );
     let mut kept_rows = Vec::new();
+    let mut snapshot_rows = Vec::new();
     let mut rust_instantiate = None;
     for (language, component) in [
         ("Rust", "hello-v1"),
@@ -90,6 +97,7 @@ fn main() {
             ms(instantiate_kept),
             (instantiate + instantiate_again).as_secs_f64() / 2.0 / instantiate_kept.as_secs_f64()
         ));
+        snapshot_rows.push(snapshot_row(language, &path, &warm, &kept, &plugin, &kept_plugin));
         let mut instance = plugin.instantiate().unwrap();
         let call = median_of(2001, || timed(|| drop(instance.welcome("Gopher").unwrap())));
         let ratio = match rust_instantiate {
@@ -123,5 +131,68 @@ fn main() {
     for row in kept_rows {
         println!("{row}");
     }
+    println!(
+        "\npre-initialized snapshot (Policy::pre_initialize): instantiate (+ init for the \
+         plain component), median of 200"
+    );
+    for row in snapshot_rows {
+        println!("{row}");
+    }
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// Instantiation from a snapshot of `path` beside the plain `plugin`, in
+/// the default runtime `warm` and in `kept` (keep_resident), in turn; and
+/// a load that takes the snapshot, in a fresh runtime with no cache.
+fn snapshot_row(
+    language: &str,
+    path: &std::path::Path,
+    warm: &Runtime<GreeterPlugin>,
+    kept: &Runtime<GreeterPlugin>,
+    plugin: &Plugin<GreeterPlugin>,
+    kept_plugin: &Plugin<GreeterPlugin>,
+) -> String {
+    // Rust and C read nothing as they start; the interpreters read clocks
+    // or random numbers, which only this consent lets a snapshot freeze.
+    let mode = match language {
+        "Rust" | "C" => PreInit::Deterministic,
+        _ => PreInit::FreezeClocksAndEntropy,
+    };
+    let policy = Policy::default().pre_initialize(mode);
+    let began = Instant::now();
+    let taken = Runtime::<GreeterPlugin>::new()
+        .unwrap()
+        .load_with_policy(path, policy.clone());
+    let take = began.elapsed();
+    let (snapshot, kept_snapshot) = match (
+        taken,
+        warm.load_with_policy(path, policy.clone()),
+        kept.load_with_policy(path, policy),
+    ) {
+        (Ok(_), Ok(snapshot), Ok(kept_snapshot)) => (snapshot, kept_snapshot),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return format!("{language:<12} refused: {e:#}")
+        }
+    };
+    let instantiate = |p: &Plugin<GreeterPlugin>| {
+        median_of(200, || timed(|| drop(p.instantiate().unwrap())))
+    };
+    let plain = instantiate(plugin);
+    let from_snapshot = instantiate(&snapshot);
+    let plain_kept = instantiate(kept_plugin);
+    let from_snapshot_kept = instantiate(&kept_snapshot);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    format!(
+        "{language:<12} {}: default {} -> snapshot {} ({:.1}x); kept resident {} -> snapshot {} \
+         ({:.1}x); snapshot kept resident vs default {:.1}x; a load taking the snapshot {}",
+        mode.name(),
+        ms(plain),
+        ms(from_snapshot),
+        ratio(plain, from_snapshot),
+        ms(plain_kept),
+        ms(from_snapshot_kept),
+        ratio(plain_kept, from_snapshot_kept),
+        ratio(plain, from_snapshot_kept),
+        ms(take),
+    )
 }

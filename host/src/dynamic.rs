@@ -65,6 +65,12 @@ impl World for Dynamic {
         reference::add_host_to_linker(linker)
     }
 
+    /// The reference world's `log`; not its `config`, whose answers are
+    /// the embedder's settings.
+    fn add_to_snapshot_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
+        reference::add_log_to_linker(linker)
+    }
+
     fn indices(_pre: &InstancePre<State<()>>) -> wasmtime::Result<()> {
         Ok(())
     }

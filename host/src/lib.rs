@@ -73,6 +73,7 @@ mod rollout;
 pub mod runtime;
 pub mod signature;
 mod slot;
+mod snapshot;
 pub mod telemetry;
 pub mod versioned;
 pub mod watcher;
@@ -116,6 +117,7 @@ mod layers {
         &["world"],
         &["versioned"],
         &["runtime"],
+        &["snapshot"],
         &["plugin"],
         &["instance"],
         &["handoff", "reference"],

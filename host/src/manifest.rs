@@ -8,6 +8,7 @@
 //! connect = ["127.0.0.1:6379"]                    # addresses it may connect to
 //! memory_mb = 64                                  # linear memory cap
 //! deadline_ms = 500                               # per-call deadline
+//! pre_initialize = "deterministic"                # start instances from a snapshot
 //! [[dirs]]
 //! host = "data"                                   # relative to the manifest
 //! guest = "/data"
@@ -21,7 +22,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use serde::Deserialize;
 
-use crate::{policy::DirAccess, Policy};
+use crate::policy::{DirAccess, PreInit};
+use crate::Policy;
 
 /// What a plugin asks for. See the module docs for the file format.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -40,6 +42,10 @@ pub struct Manifest {
     pub memory_mb: Option<u64>,
     /// Per-call deadline, in milliseconds.
     pub deadline_ms: Option<u64>,
+    /// Start every instance from a snapshot taken after `init`
+    /// (`"deterministic"` or `"freeze-clocks-and-entropy"`, see
+    /// [`PreInit`]), if the allowance permits it.
+    pub pre_initialize: Option<PreInit>,
 }
 
 /// A directory a manifest asks for.
@@ -64,6 +70,7 @@ pub struct Allowance {
     connect: Vec<SocketAddr>,
     max_memory: Option<usize>,
     max_deadline: Option<Duration>,
+    max_pre_init: PreInit,
 }
 
 impl Default for Allowance {
@@ -81,6 +88,7 @@ impl Allowance {
             connect: Vec::new(),
             max_memory: None,
             max_deadline: None,
+            max_pre_init: PreInit::Off,
         }
     }
 
@@ -111,6 +119,14 @@ impl Allowance {
     /// Manifests may raise the deadline up to `deadline`.
     pub fn max_deadline(mut self, deadline: Duration) -> Self {
         self.max_deadline = Some(deadline);
+        self
+    }
+
+    /// Manifests may ask for pre-initialization up to `mode`:
+    /// [`PreInit::Deterministic`] admits only that,
+    /// [`PreInit::FreezeClocksAndEntropy`] both.
+    pub fn pre_initialize(mut self, mode: PreInit) -> Self {
+        self.max_pre_init = mode;
         self
     }
 }
@@ -242,6 +258,16 @@ impl Manifest {
             }
             policy = policy.deadline(wanted);
         }
+        if let Some(mode) = self.pre_initialize {
+            if mode > allowance.max_pre_init {
+                bail!(
+                    "manifest asks for pre_initialize = \"{}\"; the host allows at most \"{}\"",
+                    mode.name(),
+                    allowance.max_pre_init.name()
+                );
+            }
+            policy = policy.pre_initialize(mode);
+        }
         Ok(policy)
     }
 }
@@ -255,7 +281,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The manifest's own keys: the only quoted words an error may repeat.
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 12] = [
     "env",
     "dirs",
     "connect",
@@ -264,6 +290,10 @@ const KEYS: [&str; 8] = [
     "host",
     "guest",
     "write",
+    "pre_initialize",
+    "off",
+    "deterministic",
+    "freeze-clocks-and-entropy",
 ];
 
 /// A TOML or serde message on one line, with every quoted or backquoted
@@ -337,6 +367,34 @@ mod tests {
             Path::new("."),
         );
         assert!(err.unwrap_err().to_string().contains("10.0.0.1:80"));
+    }
+
+    #[test]
+    fn a_manifest_asks_for_pre_initialization_only_as_far_as_the_allowance_goes() {
+        let apply = |text: &str, allowance: &Allowance| {
+            manifest(text).apply(Policy::default(), allowance, Path::new("."))
+        };
+        let deterministic = r#"pre_initialize = "deterministic""#;
+        let freeze = r#"pre_initialize = "freeze-clocks-and-entropy""#;
+        let err = apply(deterministic, &Allowance::none()).unwrap_err();
+        assert!(
+            err.to_string().contains(r#"the host allows at most "off""#),
+            "{err}"
+        );
+        let some = Allowance::none().pre_initialize(PreInit::Deterministic);
+        let policy = apply(deterministic, &some).unwrap();
+        assert_eq!(policy.pre_initialize_value(), PreInit::Deterministic);
+        let err = apply(freeze, &some).unwrap_err();
+        assert!(err.to_string().contains("freeze-clocks-and-entropy"), "{err}");
+        let all = Allowance::none().pre_initialize(PreInit::FreezeClocksAndEntropy);
+        let policy = apply(freeze, &all).unwrap();
+        assert_eq!(policy.pre_initialize_value(), PreInit::FreezeClocksAndEntropy);
+        // A manifest without the key leaves the base policy's choice.
+        let base = Policy::default().pre_initialize(PreInit::Deterministic);
+        let policy = manifest("").apply(base, &Allowance::none(), Path::new("."));
+        assert_eq!(policy.unwrap().pre_initialize_value(), PreInit::Deterministic);
+        // A value the manifest format does not know is refused at parse.
+        assert!(toml::from_str::<Manifest>(r#"pre_initialize = "always""#).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{anyhow, Context as _};
 use wasmtime::component::types::ComponentFunc;
-use wasmtime::component::{Instance as RawInstance, ResourceTable};
+use wasmtime::component::Instance as RawInstance;
 use wasmtime::Store;
 
 use crate::error::{Error, PluginRef, Result};
@@ -24,6 +24,7 @@ use crate::identity::ContentHash;
 use crate::identity::{Identity, Source};
 use crate::runtime::{block_on, Compiled, Runtime, RuntimeInner};
 use crate::telemetry::{self, Tally, INSTANCES, MEMORY};
+use crate::policy::PreInit;
 use crate::{Policy, State, World};
 
 pub(crate) struct PluginInner<W: World> {
@@ -150,9 +151,13 @@ impl<W: World> Plugin<W> {
         self.inner.spare.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Run `init` on a fresh instance, with a full deadline of its own.
+    /// Run `init` on a fresh instance, with a full deadline of its own;
+    /// nothing for an instance of a snapshot, which `init` already made.
     pub(crate) fn init(&self, started: &mut Started<W>) -> Result<()> {
         let inner = &self.inner;
+        if inner.compiled.initialized {
+            return Ok(());
+        }
         let store = &mut started.store;
         let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
         inner.runtime.arm(store, deadline, fuel);
@@ -171,6 +176,9 @@ impl<W: World> Plugin<W> {
     /// [`init`](Self::init) on the executor, for an async world.
     pub(crate) async fn init_async(&self, started: &mut Started<W>) -> Result<()> {
         let inner = &self.inner;
+        if inner.compiled.initialized {
+            return Ok(());
+        }
         let Started {
             store, bindings, ..
         } = started;
@@ -406,8 +414,11 @@ impl<W: World> Runtime<W> {
         let span = telemetry::load_span(&source);
         let _entered = span.enter();
         let began = Instant::now();
-        let loaded = self
-            .compile(bytes, hash)
+        let compiled = match policy.pre_initialize_value() {
+            PreInit::Off => self.compile(bytes, hash),
+            mode => crate::snapshot::compiled(self, bytes, hash, mode, &policy, &source),
+        };
+        let loaded = compiled
             .map_err(|cause| Error::Load {
                 plugin: source.provisional_ref(),
                 cause,
@@ -501,21 +512,8 @@ fn new_store<W: World>(
     memory: &Arc<Tally>,
     data: W::Data,
 ) -> anyhow::Result<Store<State<W::Data>>> {
-    let (wasi, outputs) = policy.wasi_ctx(label)?;
-    let state = State {
-        wasi,
-        outputs,
-        table: ResourceTable::new(),
-        limits: policy.limits(memory.clone()),
-        deadline: crate::deadline::CallDeadline::new(runtime.clock.clone()),
-        log: policy.guest_log(),
-        label: label.clone(),
-        data,
-    };
-    let mut store = Store::new(&runtime.engine, state);
-    store.limiter(|state| &mut state.limits);
-    if W::ASYNC {
-        crate::runtime::yield_at_ticks(&mut store, runtime.guest.clone());
-    }
-    Ok(store)
+    let wasi = policy.wasi_ctx(label)?;
+    Ok(crate::runtime::store_with(
+        runtime, policy, label, memory, data, wasi,
+    ))
 }

@@ -316,6 +316,59 @@ pub struct Policy {
     inherit_env: Vec<String>,
     args: Vec<String>,
     net: Arc<NetGrants>,
+    pre_init: PreInit,
+}
+
+/// Whether a plugin's instances start from a snapshot taken after its
+/// `init` ([`Policy::pre_initialize`]), and what that snapshot may freeze.
+///
+/// Loading a plugin with pre-initialization instantiates it once more, in
+/// a store with nothing granted, runs `init` there, and has
+/// [wasmtime-wizer](https://docs.rs/wasmtime-wizer) write the instance's
+/// memories and globals into a new component (the *snapshot*). Every
+/// instance of that version then starts from the snapshot, each in its own
+/// store as always, and `init` is not run again. The snapshot is compiled
+/// and kept in the runtime's cache beside the plain component.
+///
+/// A snapshot is refused, and with it the load, with an error naming what
+/// `init` did, when:
+/// * the policy grants anything (a directory, an environment variable, an
+///   argument, a network address): `init` runs with nothing granted, so
+///   what it read there would be frozen into instances that have grants;
+/// * `init` called a host import the world does not declare safe to
+///   snapshot ([`World::add_to_snapshot_linker`](crate::World::add_to_snapshot_linker)):
+///   what it returned may be host state;
+/// * `init` left a handle open (a file, a stream, a socket): a snapshot
+///   keeps its number but no new store holds what it stood for;
+/// * under [`Deterministic`](PreInit::Deterministic), `init` read a clock
+///   or a random number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PreInit {
+    /// Every instance runs `init` (the default).
+    #[default]
+    Off,
+    /// `init` is declared deterministic: the same in every instance. It
+    /// may not read clocks or random numbers.
+    Deterministic,
+    /// As `Deterministic`, but `init` may read clocks and random numbers,
+    /// and what it read is frozen into every instance: the same hash seeds
+    /// (Python's, Go's maps), the same start time. Interpreters read them
+    /// as they start (JavaScript reads the clocks, Python random numbers),
+    /// so this is the consent they need. Do not use it for a plugin that
+    /// makes keys or tokens from what `init` read.
+    FreezeClocksAndEntropy,
+}
+
+impl PreInit {
+    /// The name a manifest uses for it (`pre_initialize = "..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PreInit::Off => "off",
+            PreInit::Deterministic => "deterministic",
+            PreInit::FreezeClocksAndEntropy => "freeze-clocks-and-entropy",
+        }
+    }
 }
 
 /// A call's deadline under [`Policy::default`].
@@ -337,6 +390,7 @@ impl Default for Policy {
             inherit_env: Vec::new(),
             args: Vec::new(),
             net: Arc::default(),
+            pre_init: PreInit::Off,
         }
     }
 }
@@ -464,6 +518,28 @@ impl Policy {
         Ok(())
     }
 
+    /// Start every instance from a snapshot taken after `init` ran once
+    /// ([`PreInit`] says when a snapshot is refused). Off by default.
+    pub fn pre_initialize(mut self, mode: PreInit) -> Self {
+        self.pre_init = mode;
+        self
+    }
+
+    /// Whether instances start from a snapshot taken after `init`.
+    pub fn pre_initialize_value(&self) -> PreInit {
+        self.pre_init
+    }
+
+    /// What the policy grants that a snapshot taken with nothing granted
+    /// would miss: every grant, and its arguments, named.
+    pub(crate) fn snapshot_blockers(&self) -> Vec<String> {
+        let mut granted: Vec<String> = self.grants().iter().map(ToString::to_string).collect();
+        if !self.args.is_empty() {
+            granted.push(format!("{} argument(s)", self.args.len()));
+        }
+        granted
+    }
+
     /// Give the guest the environment variable `key` = `value`.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
@@ -570,6 +646,17 @@ impl Policy {
     /// the log streams standing for its stdout and stderr, if they go to the
     /// log (to tag them anew once the plugin's identity is known).
     pub(crate) fn wasi_ctx(&self, label: &Arc<str>) -> anyhow::Result<(WasiCtx, Vec<GuestOutput>)> {
+        let (mut builder, outputs) = self.wasi_builder(label)?;
+        Ok((builder.build(), outputs))
+    }
+
+    /// [`wasi_ctx`](Self::wasi_ctx) before it is built, for a store that
+    /// needs more (a snapshot's, whose clocks and random numbers count
+    /// their reads).
+    pub(crate) fn wasi_builder(
+        &self,
+        label: &Arc<str>,
+    ) -> anyhow::Result<(WasiCtxBuilder, Vec<GuestOutput>)> {
         let mut builder = WasiCtxBuilder::new();
         let mut outputs = Vec::new();
         match self.output {
@@ -617,7 +704,7 @@ impl Policy {
                 Box::pin(async move { ok })
             });
         }
-        Ok((builder.build(), outputs))
+        Ok((builder, outputs))
     }
 
     /// The `log` import's budget for one store: the output limit.

@@ -55,6 +55,11 @@ impl World for GreeterPlugin {
         GreeterPlugin::add_to_linker::<_, HasSelf<State<()>>>(linker, |state| state)
     }
 
+    /// The world's one import is `log`: a line for the host to write.
+    fn add_to_snapshot_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
+        <Self as World>::add_to_linker(linker)
+    }
+
     fn indices(pre: &InstancePre<State<()>>) -> wasmtime::Result<Self::Indices> {
         check_exports(pre)?;
         GreeterPluginIndices::new(pre)
@@ -115,6 +120,12 @@ fn host_level(level: Level) -> HostLevel {
 /// their exports.
 pub(crate) fn add_host_to_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
     versions::add_host_to_linker(linker)
+}
+
+/// The reference world's imports that leave nothing in a guest: `log`
+/// (and the types it uses), for a snapshot's `init`.
+pub(crate) fn add_log_to_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
+    versions::add_log_to_linker(linker)
 }
 
 /// Typed calls of the reference world's `greeter` interface.
@@ -200,6 +211,10 @@ pub mod async_world {
 
         fn add_to_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
             GreeterPlugin::add_to_linker::<_, HasSelf<State<()>>>(linker, |state| state)
+        }
+
+        fn add_to_snapshot_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
+            <Self as World>::add_to_linker(linker)
         }
 
         fn indices(pre: &InstancePre<State<()>>) -> wasmtime::Result<Self::Indices> {
@@ -343,6 +358,14 @@ pub mod versions {
         super::wasmplug::plugin::types::add_to_linker::<_, Host>(linker, |state| state)?;
         bindings::wasmplug::plugin::host::add_to_linker::<_, Host>(linker, |state| state)?;
         bindings::wasmplug::plugin::config::add_to_linker::<_, Host>(linker, |state| state)
+    }
+
+    /// [`add_host_to_linker`] without `config`, whose answers are the
+    /// embedder's settings: the imports a snapshot's `init` may call.
+    pub(super) fn add_log_to_linker(linker: &mut Linker<State<()>>) -> wasmtime::Result<()> {
+        type Host = HasSelf<State<()>>;
+        super::wasmplug::plugin::types::add_to_linker::<_, Host>(linker, |state| state)?;
+        bindings::wasmplug::plugin::host::add_to_linker::<_, Host>(linker, |state| state)
     }
 
     fn link(linker: &mut Linker<State<Settings>>) -> wasmtime::Result<()> {

@@ -49,7 +49,12 @@ pub use crate::cache::CacheStats;
 /// Compiled, linked and type-checked code for one component, shared by every
 /// plugin loaded from the same bytes.
 pub(crate) struct Compiled<W: World> {
+    /// The SHA-256 of the component file's bytes (for a snapshot, of the
+    /// file it was taken from).
     pub(crate) hash: ContentHash,
+    /// A pre-initialization snapshot: its instances start with `init`
+    /// already run (`snapshot.rs`).
+    pub(crate) initialized: bool,
     pub(crate) component: Component,
     pub(crate) pre: InstancePre<State<W::Data>>,
     pub(crate) indices: W::Indices,
@@ -136,7 +141,25 @@ impl<W: World> Runtime<W> {
         bytes: &[u8],
         hash: ContentHash,
     ) -> anyhow::Result<Arc<Compiled<W>>> {
-        if let Some(live) = self.lookup(&hash) {
+        self.compiled_as(hash, hash, false, || {
+            compile_component(&self.inner.engine, bytes)
+                .map_err(anyhow::Error::from)
+                .context("not a valid WebAssembly component for this engine")
+        })
+    }
+
+    /// Compiled code kept under `key` (in memory and on disk): the live
+    /// one, the disk cache's, or `make`'s, then linked and type-checked.
+    /// `hash` is the file's; `key` is the same for a plain component and
+    /// derived from it for a snapshot, whose `initialized` is true.
+    pub(crate) fn compiled_as(
+        &self,
+        key: ContentHash,
+        hash: ContentHash,
+        initialized: bool,
+        make: impl FnOnce() -> anyhow::Result<Component>,
+    ) -> anyhow::Result<Arc<Compiled<W>>> {
+        if let Some(live) = self.lookup(&key) {
             return Ok(live);
         }
         // Compile outside the lock: a big component takes seconds, and other
@@ -146,15 +169,13 @@ impl<W: World> Runtime<W> {
             .inner
             .disk
             .as_ref()
-            .and_then(|disk| disk.load(engine, &hash));
+            .and_then(|disk| disk.load(engine, &key));
         let component = match cached {
             Some(component) => component,
             None => {
-                let component = compile_component(engine, bytes)
-                    .map_err(anyhow::Error::from)
-                    .context("not a valid WebAssembly component for this engine")?;
+                let component = make()?;
                 if let Some(disk) = &self.inner.disk {
-                    disk.store(&hash, &component);
+                    disk.store(&key, &component);
                 }
                 component
             }
@@ -171,17 +192,18 @@ impl<W: World> Runtime<W> {
             .context("its exports do not match the host's world")?;
         let compiled = Arc::new(Compiled {
             hash,
+            initialized,
             component,
             pre,
             indices,
         });
         let mut table = self.lock_compiled();
         // Another thread may have compiled the same bytes meanwhile: keep one.
-        if let Some(live) = table.get(&hash).and_then(Weak::upgrade) {
+        if let Some(live) = table.get(&key).and_then(Weak::upgrade) {
             return Ok(live);
         }
         table.retain(|_, weak| weak.strong_count() > 0);
-        table.insert(hash, Arc::downgrade(&compiled));
+        table.insert(key, Arc::downgrade(&compiled));
         Ok(compiled)
     }
 
@@ -437,20 +459,7 @@ impl<W: World> RuntimeBuilder<W> {
             .map_err(anyhow::Error::from)
             .context("configuring the wasmtime engine")?;
 
-        let mut linker = Linker::new(&engine);
-        if W::ASYNC {
-            // Deadlines bound these calls from outside: `bounded`.
-            wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-                .map_err(anyhow::Error::from)
-                .context("adding WASI to the linker")?;
-        } else {
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-                .map_err(anyhow::Error::from)
-                .context("adding WASI to the linker")?;
-            crate::deadline::add_to_linker(&mut linker, State::bounded)
-                .map_err(anyhow::Error::from)
-                .context("bounding WASI's blocking calls by the call deadline")?;
-        }
+        let mut linker = wasi_linker::<W>(&engine)?;
         W::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("adding the world's host imports to the linker")?;
@@ -496,7 +505,28 @@ impl<W: World> RuntimeBuilder<W> {
 /// a pool each, concurrent compiles share the cores through the OS's
 /// scheduler instead. A pool costs a few thread starts: nothing beside a
 /// compile.
-fn compile_component(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+/// A linker with WASI p2 in the form the world calls it (async or
+/// blocking, with the blocking calls bounded by the call deadline): the
+/// runtime's, and a snapshot's (`snapshot.rs`).
+pub(crate) fn wasi_linker<W: World>(engine: &Engine) -> anyhow::Result<Linker<State<W::Data>>> {
+    let mut linker = Linker::new(engine);
+    if W::ASYNC {
+        // Deadlines bound these calls from outside: `bounded`.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("adding WASI to the linker")?;
+    } else {
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("adding WASI to the linker")?;
+        crate::deadline::add_to_linker(&mut linker, State::bounded)
+            .map_err(anyhow::Error::from)
+            .context("bounding WASI's blocking calls by the call deadline")?;
+    }
+    Ok(linker)
+}
+
+pub(crate) fn compile_component(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -703,6 +733,34 @@ pub(crate) fn yield_at_ticks<D: Send>(
         }
         Ok(Yield(1))
     });
+}
+
+/// A store for one instance under `policy`, with WASI as given: the
+/// policy's (`plugin.rs`), or a snapshot's (`snapshot.rs`).
+pub(crate) fn store_with<W: World>(
+    runtime: &RuntimeInner<W>,
+    policy: &Policy,
+    label: &Arc<str>,
+    memory: &Arc<crate::telemetry::Tally>,
+    data: W::Data,
+    (wasi, outputs): (wasmtime_wasi::WasiCtx, Vec<crate::log::GuestOutput>),
+) -> wasmtime::Store<State<W::Data>> {
+    let state = State {
+        wasi,
+        outputs,
+        table: wasmtime::component::ResourceTable::new(),
+        limits: policy.limits(memory.clone()),
+        deadline: crate::deadline::CallDeadline::new(runtime.clock.clone()),
+        log: policy.guest_log(),
+        label: label.clone(),
+        data,
+    };
+    let mut store = wasmtime::Store::new(&runtime.engine, state);
+    store.limiter(|state| &mut state.limits);
+    if W::ASYNC {
+        yield_at_ticks(&mut store, runtime.guest.clone());
+    }
+    store
 }
 
 /// Drive an async world's future to completion on this thread: how the

@@ -104,6 +104,21 @@ pub trait World: Sized + Send + Sync + 'static {
     /// runtime). Forward to `bindgen!`'s `Xxx::add_to_linker`.
     fn add_to_linker(linker: &mut Linker<State<Self::Data>>) -> wasmtime::Result<()>;
 
+    /// Add the world's host imports that `init` may call in the one
+    /// instance a pre-initialization snapshot is taken from
+    /// ([`PreInit`](crate::policy::PreInit)): imports whose effect stays in
+    /// the host and which return nothing the guest could keep, such as a
+    /// log line (it is written once, when the snapshot is taken, not by
+    /// each instance). Any other import `init` calls there traps, and the
+    /// snapshot is refused, naming it. The default adds none.
+    ///
+    /// # Errors
+    /// As [`add_to_linker`](World::add_to_linker).
+    fn add_to_snapshot_linker(linker: &mut Linker<State<Self::Data>>) -> wasmtime::Result<()> {
+        let _ = linker;
+        Ok(())
+    }
+
     /// Resolve and **type-check** the world's exports against a pre-linked
     /// component. This is where a mistyped plugin is refused at load.
     /// Forward to `XxxIndices::new`.

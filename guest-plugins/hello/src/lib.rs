@@ -15,6 +15,9 @@
 //! and writes the same handoff state as 1.0.0, so a swap between the two
 //! carries the counter either way.
 //!
+//! With the feature `random-init`, 1.0.0's `init` reads random numbers
+//! (it makes a hash map's keys), which a snapshot must not freeze.
+//!
 //! Version 2.0.0 has one deliberate bug: `hello` traps for a user aged
 //! `u32::MAX` (an overflow). The tests use it to prove a trap poisons only the
 //! instance it happened in.
@@ -54,6 +57,10 @@ static INITIALISED: AtomicBool = AtomicBool::new(false);
 /// This instance's counter; never shared with another instance.
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// What `init` drew from a hash map's random keys (feature `random-init`).
+#[cfg(feature = "random-init")]
+static SEED: AtomicU32 = AtomicU32::new(0);
+
 /// Trap (panic = abort) if the host skipped `init` for this instance.
 fn require_init() {
     if !INITIALISED.load(Ordering::Relaxed) {
@@ -73,6 +80,14 @@ impl lifecycle::Guest for Hello {
 
     fn init() -> Result<(), String> {
         INITIALISED.store(true, Ordering::Relaxed);
+        // A hash map's keys are random: an `init` that a snapshot must not
+        // freeze (feature `random-init`, host/tests/snapshot.rs).
+        #[cfg(feature = "random-init")]
+        {
+            use std::hash::BuildHasher;
+            let keys = std::collections::hash_map::RandomState::new();
+            SEED.store(keys.hash_one(0u8) as u32, Ordering::Relaxed);
+        }
         log(Level::Info, &format!("init hello@{VERSION}"));
         Ok(())
     }

@@ -1,0 +1,401 @@
+//! Pre-initialization ([`PreInit`]): `init` run once, the instance's state
+//! written into a new component, every instance started from that.
+//!
+//! On a load with pre-initialization, [`compiled`] looks for the snapshot
+//! under a key derived from the file's hash and the mode, in memory and in
+//! the disk cache, as for any compiled code. On a miss, [`take`] makes it:
+//! * wasmtime-wizer *instruments* the component (exports that read every
+//!   core instance's memories and globals);
+//! * that is instantiated on the runtime's engine in a store of its own,
+//!   under the plugin's limits and deadline, with WASI and nothing granted,
+//!   and with only the world's snapshot imports
+//!   ([`World::add_to_snapshot_linker`]) beside it;
+//! * `init` runs; its clocks and random numbers count their reads;
+//! * what it did is judged ([`PreInit`]), and wizer writes the snapshot:
+//!   the original component with the memories and globals as `init` left
+//!   them, and the start functions it ran removed.
+//!
+//! The snapshot is then compiled, linked against the runtime's own linker
+//! and type-checked like any component, and kept in the caches; its
+//! instances skip `init` (`Compiled::initialized`).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context as _};
+use wasmtime::component::{Component, Instance as RawInstance, Lift, Linker, WasmList};
+use wasmtime::Store;
+use wasmtime_wizer::{ComponentInstanceState, Wizer};
+
+use crate::identity::{ContentHash, Source};
+use crate::policy::PreInit;
+use crate::runtime::{block_on, compile_component, Compiled, Runtime, RuntimeInner};
+use crate::{Policy, State, World};
+
+/// The WASI interface whose one function hands out a seed with no source a
+/// [`wasmtime_wasi::WasiCtxBuilder`] lets us count: it is defined again
+/// here, counting. The version is the one wasmtime-wasi 48 defines; a guest
+/// importing an older 0.2 finds it by semver.
+const INSECURE_SEED: &str = "wasi:random/insecure-seed@0.2.12";
+
+/// Compiled code of the snapshot of `bytes` taken under `mode`: the live
+/// one, the disk cache's, or a new one ([`take`]).
+///
+/// # Errors
+/// When the policy grants anything, when wizer cannot instrument the
+/// component, or when `init` fails or does what a snapshot cannot keep
+/// ([`PreInit`]); each says which.
+pub(crate) fn compiled<W: World>(
+    runtime: &Runtime<W>,
+    bytes: &[u8],
+    hash: ContentHash,
+    mode: PreInit,
+    policy: &Policy,
+    source: &Source,
+) -> anyhow::Result<Arc<Compiled<W>>> {
+    // Before any cache: a snapshot taken for a plugin with no grants must
+    // not serve one that has them.
+    let granted = policy.snapshot_blockers();
+    if !granted.is_empty() {
+        bail!(
+            "pre-initialization is on ({}), but its policy grants {}: a snapshot's `init` \
+             runs with nothing granted, so what it read would be frozen into instances \
+             that have grants; pre-initialize only a plugin that is granted nothing",
+            mode.name(),
+            granted.join(", ")
+        );
+    }
+    runtime.compiled_as(key(hash, mode), hash, true, || {
+        let snapshot = take(&runtime.inner, bytes, mode, policy, source)
+            .with_context(|| format!("pre-initializing it ({})", mode.name()))?;
+        compile_component(&runtime.inner.engine, &snapshot)
+            .map_err(anyhow::Error::from)
+            .context("compiling its pre-initialized snapshot")
+    })
+}
+
+/// Where a snapshot is kept: a hash of the file's hash and the mode, so a
+/// snapshot is never taken for a plain component, nor one mode's for the
+/// other's.
+fn key(hash: ContentHash, mode: PreInit) -> ContentHash {
+    let mut input = b"wasmplug pre-initialized snapshot 1\0".to_vec();
+    input.extend_from_slice(mode.name().as_bytes());
+    input.push(0);
+    input.extend_from_slice(&hash.0);
+    ContentHash::of(&input)
+}
+
+/// Take the snapshot: see the module docs.
+fn take<W: World>(
+    runtime: &RuntimeInner<W>,
+    bytes: &[u8],
+    mode: PreInit,
+    policy: &Policy,
+    source: &Source,
+) -> anyhow::Result<Vec<u8>> {
+    let wizer = Wizer::new();
+    let (cx, instrumented) = wizer
+        .instrument_component(bytes)
+        .map_err(anyhow::Error::from)
+        .context("wasmtime-wizer cannot instrument it")?;
+    let engine = &runtime.engine;
+    let component = compile_component(engine, &instrumented)
+        .map_err(anyhow::Error::from)
+        .context("compiling it for its snapshot")?;
+    W::accepts(&component, engine).map_err(anyhow::Error::from)?;
+    let reads = Reads::default();
+    let pre = linker::<W>(engine, &reads)?
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .context(
+            "it imports what a snapshot's `init` may not call: only WASI, with nothing \
+             granted, and the imports the world adds with `World::add_to_snapshot_linker` \
+             are linked there",
+        )?;
+    let indices = W::indices(&pre)
+        .map_err(anyhow::Error::from)
+        .context("its exports do not match the host's world")?;
+
+    let label: Arc<str> = format!("{} (snapshot)", source.stem()).into();
+    let (mut wasi, outputs) = policy.wasi_builder(&label)?;
+    wasi.wall_clock(WallClock(reads.clone()))
+        .monotonic_clock(MonotonicClock(reads.clone(), Instant::now()))
+        .secure_random(Random(reads.clone()))
+        .insecure_random(Random(reads.clone()));
+    let mut store = crate::runtime::store_with(
+        runtime,
+        policy,
+        &label,
+        &Arc::default(),
+        (runtime.data)(),
+        (wasi.build(), outputs),
+    );
+    let (deadline, fuel) = (policy.deadline_value(), policy.fuel_value());
+    runtime.arm(&mut store, deadline, fuel);
+    let instance = if W::ASYNC {
+        block_on(pre.instantiate_async(&mut store))
+    } else {
+        pre.instantiate(&mut store)
+    }
+    .map_err(anyhow::Error::from)
+    .context("instantiating it for its snapshot")?;
+    let bindings = W::load(&indices, &mut store, &instance)
+        .map_err(anyhow::Error::from)
+        .context("its exports do not match the host's world")?;
+
+    runtime.arm(&mut store, deadline, fuel);
+    let outcome = if W::ASYNC {
+        block_on(
+            runtime.bounded(Instant::now(), deadline, bindings.init_async(&mut store)),
+        )
+    } else {
+        bindings.init(&mut store)
+    };
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => bail!("init returned an error: {message}"),
+        Err(trap) => {
+            let limit = store.data_mut().limits.hit.take();
+            let cause = anyhow::Error::from(trap);
+            return Err(match limit {
+                Some(limit) => cause.context(format!("init trapped after hitting {limit}")),
+                None => cause.context("init trapped"),
+            });
+        }
+    }
+
+    // What `init` did that a snapshot cannot keep.
+    if !store.data().table.is_empty() {
+        bail!(
+            "init left handles open (files, streams or sockets; Go's runtime keeps its \
+             standard streams): a snapshot would keep their numbers, but no new instance's \
+             store holds what they stood for"
+        );
+    }
+    let (clocks, random) = reads.counts();
+    if mode == PreInit::Deterministic && clocks + random > 0 {
+        bail!(
+            "init read the clocks {clocks} time(s) and random numbers {random} time(s), \
+             so it is not deterministic: a snapshot would freeze what it read into every \
+             instance. If that is acceptable, pre-initialize it with \
+             PreInit::FreezeClocksAndEntropy (in a manifest: pre_initialize = \
+             \"freeze-clocks-and-entropy\"); otherwise turn pre-initialization off"
+        );
+    }
+
+    runtime.arm(&mut store, deadline, fuel);
+    let mut access = Access {
+        store: &mut store,
+        instance,
+        asynchronous: W::ASYNC,
+        failed: None,
+    };
+    let snapshot = if W::ASYNC {
+        block_on(wizer.snapshot_component(&cx, &mut access))
+    } else {
+        // A blocking world's accessors are called blocking: the future
+        // never waits, and needs no executor.
+        ready(wizer.snapshot_component(&cx, &mut access))?
+    }
+    .map_err(anyhow::Error::from)
+    .context("wasmtime-wizer cannot write its snapshot")?;
+    if let Some(failed) = access.failed {
+        return Err(failed.context("reading the instance's state for its snapshot"));
+    }
+    tracing::debug!(
+        plugin = %source.stem(),
+        mode = mode.name(),
+        clocks,
+        random,
+        bytes = snapshot.len(),
+        "pre-initialized"
+    );
+    Ok(snapshot)
+}
+
+/// The snapshot's linker: WASI in the world's form, its seed counted, and
+/// the world's snapshot imports. Nothing else: a component importing more
+/// is refused at `instantiate_pre`, naming the import.
+fn linker<W: World>(
+    engine: &wasmtime::Engine,
+    reads: &Reads,
+) -> anyhow::Result<Linker<State<W::Data>>> {
+    let mut linker = crate::runtime::wasi_linker::<W>(engine)?;
+    linker.allow_shadowing(true);
+    let seed = reads.clone();
+    linker
+        .instance(INSECURE_SEED)
+        .and_then(|mut at| {
+            at.func_wrap("insecure-seed", move |_, ()| {
+                seed.random.fetch_add(1, Ordering::Relaxed);
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| wasmtime::format_err!("no random numbers: {e}"))?;
+                let seed = u128::from_le_bytes(bytes);
+                Ok(((seed as u64, (seed >> 64) as u64),))
+            })
+        })
+        .map_err(anyhow::Error::from)
+        .context("counting WASI's insecure seed")?;
+    W::add_to_snapshot_linker(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("adding the world's snapshot imports to the linker")?;
+    Ok(linker)
+}
+
+/// The output of a future that needs no waiting, or an error if it waits.
+fn ready<F: Future>(future: F) -> anyhow::Result<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut cx) {
+        std::task::Poll::Ready(output) => Ok(output),
+        std::task::Poll::Pending => Err(anyhow!("taking the snapshot waited on nothing")),
+    }
+}
+
+/// How many times the snapshot's `init` read a clock, and random numbers.
+#[derive(Clone, Default)]
+struct Reads {
+    clocks: Arc<AtomicUsize>,
+    random: Arc<AtomicUsize>,
+}
+
+impl Reads {
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.clocks.load(Ordering::Relaxed),
+            self.random.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The real wall clock, counted.
+struct WallClock(Reads);
+
+impl wasmtime_wasi::HostWallClock for WallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+    fn now(&self) -> Duration {
+        self.0.clocks.fetch_add(1, Ordering::Relaxed);
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+    }
+}
+
+/// A monotonic clock counted from the snapshot's start.
+struct MonotonicClock(Reads, Instant);
+
+impl wasmtime_wasi::HostMonotonicClock for MonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        self.0.clocks.fetch_add(1, Ordering::Relaxed);
+        u64::try_from(self.1.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The OS's random numbers, counted (a call counts once, however many
+/// bytes it takes).
+struct Random(Reads);
+
+impl rand_core::TryRng for Random {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(self.try_next_u64()? as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut bytes = [0u8; 8];
+        self.try_fill_bytes(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
+        self.0.random.fetch_add(1, Ordering::Relaxed);
+        // getrandom fails only where the OS has no source at all; the
+        // snapshot is then counted as having read random numbers anyway.
+        let _ = getrandom::fill(dest);
+        Ok(())
+    }
+}
+
+/// wizer's view of the instance: its accessor exports, called as the world
+/// calls (blocking or async). wizer's trait cannot fail, so the first
+/// failure is kept and refuses the snapshot after.
+struct Access<'a, D: 'static> {
+    store: &'a mut Store<State<D>>,
+    instance: RawInstance,
+    asynchronous: bool,
+    failed: Option<anyhow::Error>,
+}
+
+impl<D: Send + 'static> Access<'_, D> {
+    async fn call<R: Lift + Send + Sync + 'static, T>(
+        &mut self,
+        instance: &str,
+        func: &str,
+        use_ret: impl FnOnce(&mut Store<State<D>>, R) -> T,
+        default: T,
+    ) -> T {
+        let called = async {
+            let (_, at) = self
+                .instance
+                .get_export(&mut *self.store, None, instance)
+                .ok_or_else(|| anyhow!("no export {instance}"))?;
+            let (_, func_at) = self
+                .instance
+                .get_export(&mut *self.store, Some(&at), func)
+                .ok_or_else(|| anyhow!("no export {instance}#{func}"))?;
+            let f = self
+                .instance
+                .get_typed_func::<(), (R,)>(&mut *self.store, func_at)?;
+            let (ret,) = if self.asynchronous {
+                f.call_async(&mut *self.store, ()).await?
+            } else {
+                f.call(&mut *self.store, ())?
+            };
+            anyhow::Ok(ret)
+        }
+        .await;
+        match called {
+            Ok(ret) => use_ret(&mut *self.store, ret),
+            Err(err) => {
+                self.failed.get_or_insert(err);
+                default
+            }
+        }
+    }
+}
+
+impl<D: Send + 'static> ComponentInstanceState for Access<'_, D> {
+    async fn call_func_ret_list_u8(
+        &mut self,
+        instance: &str,
+        func: &str,
+        contents: impl FnOnce(&[u8]) + Send,
+    ) {
+        // A list is read in the guest's memory, before the next call.
+        self.call(
+            instance,
+            func,
+            |store, list: WasmList<u8>| contents(list.as_le_slice(&*store)),
+            (),
+        )
+        .await;
+    }
+    async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
+        self.call(instance, func, |_, r| r, 0).await
+    }
+    async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
+        self.call(instance, func, |_, r| r, 0).await
+    }
+    async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
+        self.call(instance, func, |_, r: f32| r.to_bits(), 0).await
+    }
+    async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
+        self.call(instance, func, |_, r: f64| r.to_bits(), 0).await
+    }
+}
