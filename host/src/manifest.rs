@@ -385,14 +385,23 @@ mod tests {
         let policy = apply(deterministic, &some).unwrap();
         assert_eq!(policy.pre_initialize_value(), PreInit::Deterministic);
         let err = apply(freeze, &some).unwrap_err();
-        assert!(err.to_string().contains("freeze-clocks-and-entropy"), "{err}");
+        assert!(
+            err.to_string().contains("freeze-clocks-and-entropy"),
+            "{err}"
+        );
         let all = Allowance::none().pre_initialize(PreInit::FreezeClocksAndEntropy);
         let policy = apply(freeze, &all).unwrap();
-        assert_eq!(policy.pre_initialize_value(), PreInit::FreezeClocksAndEntropy);
+        assert_eq!(
+            policy.pre_initialize_value(),
+            PreInit::FreezeClocksAndEntropy
+        );
         // A manifest without the key leaves the base policy's choice.
         let base = Policy::default().pre_initialize(PreInit::Deterministic);
         let policy = manifest("").apply(base, &Allowance::none(), Path::new("."));
-        assert_eq!(policy.unwrap().pre_initialize_value(), PreInit::Deterministic);
+        assert_eq!(
+            policy.unwrap().pre_initialize_value(),
+            PreInit::Deterministic
+        );
         // A value the manifest format does not know is refused at parse.
         assert!(toml::from_str::<Manifest>(r#"pre_initialize = "always""#).is_err());
     }

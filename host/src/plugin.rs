@@ -22,9 +22,9 @@ use wasmtime::Store;
 use crate::error::{Error, PluginRef, Result};
 use crate::identity::ContentHash;
 use crate::identity::{Identity, Source};
+use crate::policy::PreInit;
 use crate::runtime::{block_on, Compiled, Runtime, RuntimeInner};
 use crate::telemetry::{self, Tally, INSTANCES, MEMORY};
-use crate::policy::PreInit;
 use crate::{Policy, State, World};
 
 pub(crate) struct PluginInner<W: World> {
@@ -355,10 +355,14 @@ impl<W: World> Runtime<W> {
     /// instantiates it once to run `init`. Any failure refuses the plugin:
     /// nothing half-loaded is ever returned.
     ///
+    /// With [`Policy::pre_initialize`], what is compiled and cached is a
+    /// snapshot taken after `init` ran once, and no instance runs `init`
+    /// again ([`PreInit`] says when a snapshot is refused).
+    ///
     /// # Errors
     /// [`Error::Load`] when the file cannot be read, is not a valid component,
     /// its imports or exports do not match the world, its identity is refused,
-    /// or its policy cannot be used; [`Error::Init`] when `init` fails or
+    /// its policy cannot be used, or its snapshot is refused; [`Error::Init`] when `init` fails or
     /// traps. Each names the file and the plugin.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<Plugin<W>> {
         self.load_with_policy(path, self.inner.policy.clone())

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context as _};
-use wasmtime::component::{Component, Instance as RawInstance, Lift, Linker, WasmList};
+use wasmtime::component::{Instance as RawInstance, Lift, Linker, WasmList};
 use wasmtime::Store;
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
@@ -147,9 +147,7 @@ fn take<W: World>(
 
     runtime.arm(&mut store, deadline, fuel);
     let outcome = if W::ASYNC {
-        block_on(
-            runtime.bounded(Instant::now(), deadline, bindings.init_async(&mut store)),
-        )
+        block_on(runtime.bounded(Instant::now(), deadline, bindings.init_async(&mut store)))
     } else {
         bindings.init(&mut store)
     };

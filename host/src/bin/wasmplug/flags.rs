@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use wasmplug::{policy::DirAccess, runtime::RuntimeBuilder, Policy, Runtime, World};
+use wasmplug::policy::{DirAccess, PreInit};
+use wasmplug::{runtime::RuntimeBuilder, Policy, Runtime, World};
 
 /// What a plugin may use. Nothing unless granted.
 #[derive(Args, Debug, Default)]
@@ -48,6 +49,12 @@ pub struct Grants {
     /// through the writable grant the plugin could rewrite the other).
     #[arg(long = "allow-nested-grants")]
     nested: bool,
+    /// Start every instance from a snapshot taken after `init` ran once:
+    /// `deterministic` (refused if `init` reads a clock or random numbers)
+    /// or `freeze-clocks-and-entropy` (what it read is frozen into every
+    /// instance; JavaScript and Python need it). Refused with any grant.
+    #[arg(long = "pre-initialize", value_name = "MODE", value_parser = parse_pre_init)]
+    pre_init: Option<PreInit>,
 }
 
 impl Grants {
@@ -85,6 +92,9 @@ impl Grants {
         }
         if self.nested {
             policy = policy.allow_nested_grants();
+        }
+        if let Some(mode) = self.pre_init {
+            policy = policy.pre_initialize(mode);
         }
         policy
     }
@@ -253,6 +263,19 @@ fn parse_percent(arg: &str) -> Result<f64, String> {
             "`{arg}` is not a share of calls: expected a percentage above 0 and up to 100, e.g. `10%`"
         )),
     }
+}
+
+pub fn parse_pre_init(arg: &str) -> Result<PreInit, String> {
+    [
+        PreInit::Deterministic,
+        PreInit::FreezeClocksAndEntropy,
+        PreInit::Off,
+    ]
+    .into_iter()
+    .find(|mode| mode.name() == arg)
+    .ok_or_else(|| {
+        format!("`{arg}` is not a mode: expected `deterministic` or `freeze-clocks-and-entropy`")
+    })
 }
 
 pub fn parse_duration(arg: &str) -> Result<Duration, String> {
