@@ -92,6 +92,34 @@ fn call_takes_and_prints_wave() {
 }
 
 #[test]
+fn call_pre_initialized_answers_and_a_refused_snapshot_says_why() {
+    let v1 = guest("hello-v1");
+    let (ok, out, err) = wasmplug(&[
+        "call",
+        "--pre-initialize",
+        "deterministic",
+        v1.to_str().unwrap(),
+        r#"welcome("Zoë")"#,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), r#""Welcome, Zoë!""#);
+    let random = guest("hello-v1-random-init");
+    let (ok, _, err) = wasmplug(&[
+        "call",
+        "--pre-initialize",
+        "deterministic",
+        random.to_str().unwrap(),
+        "count()",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("not deterministic"), "{err}");
+    assert!(err.contains("freeze-clocks-and-entropy"), "{err}");
+    let (ok, _, err) = wasmplug(&["call", "--pre-initialize", "always", "x.wasm", "x()"]);
+    assert!(!ok);
+    assert!(err.contains("`always` is not a mode"), "{err}");
+}
+
+#[test]
 fn call_errors_say_what_to_fix() {
     let v1 = guest("hello-v1");
     let (ok, _, err) = wasmplug(&["call", v1.to_str().unwrap(), r#"welcome("x""#]);
