@@ -6,13 +6,15 @@
 //! here. Rust is the baseline row, measured in the same run.
 //!
 //! Then, per language, instantiation from a pre-initialized snapshot
-//! (`Policy::pre_initialize`) beside the plain component, with the default
-//! pool and with `keep_resident`, measured in turn in one run, and what
-//! taking the snapshot costs a load.
+//! (`Policy::pre_initialize`) beside the plain component and beside raw
+//! wasmtime (`raw/mod.rs`, its own `init` on every instance), with the
+//! default pool and with `keep_resident`, measured in turn in one run, and
+//! what taking the snapshot costs a load.
 //!
 //! Run: `just bench` (or `cargo bench -p wasmplug --bench guests` after
 //! `just guests`). Medians.
 
+mod raw;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -97,7 +99,14 @@ fn main() {
             ms(instantiate_kept),
             (instantiate + instantiate_again).as_secs_f64() / 2.0 / instantiate_kept.as_secs_f64()
         ));
-        snapshot_rows.push(snapshot_row(language, &path, &warm, &kept, &plugin, &kept_plugin));
+        snapshot_rows.push(snapshot_row(
+            language,
+            &path,
+            &warm,
+            &kept,
+            &plugin,
+            &kept_plugin,
+        ));
         let mut instance = plugin.instantiate().unwrap();
         let call = median_of(2001, || timed(|| drop(instance.welcome("Gopher").unwrap())));
         let ratio = match rust_instantiate {
@@ -174,18 +183,21 @@ fn snapshot_row(
             return format!("{language:<12} refused: {e:#}")
         }
     };
-    let instantiate = |p: &Plugin<GreeterPlugin>| {
-        median_of(200, || timed(|| drop(p.instantiate().unwrap())))
-    };
+    let instantiate =
+        |p: &Plugin<GreeterPlugin>| median_of(200, || timed(|| drop(p.instantiate().unwrap())));
+    let baseline = raw::Raw::new(path);
+    let raw = median_of(200, || timed(|| drop(baseline.instantiate())));
     let plain = instantiate(plugin);
     let from_snapshot = instantiate(&snapshot);
     let plain_kept = instantiate(kept_plugin);
     let from_snapshot_kept = instantiate(&kept_snapshot);
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     format!(
-        "{language:<12} {}: default {} -> snapshot {} ({:.1}x); kept resident {} -> snapshot {} \
-         ({:.1}x); snapshot kept resident vs default {:.1}x; a load taking the snapshot {}",
+        "{language:<12} {}: raw wasmtime {}; default {} -> snapshot {} ({:.1}x); kept resident \
+         {} -> snapshot {} ({:.1}x); snapshot kept resident vs default {:.1}x; a load taking \
+         the snapshot {}",
         mode.name(),
+        ms(raw),
         ms(plain),
         ms(from_snapshot),
         ratio(plain, from_snapshot),

@@ -32,36 +32,8 @@ use criterion::Criterion;
 use support::guest;
 use wasmplug::reference::versions::{Greeter as Versioned, User as VUser};
 use wasmplug::reference::{GreeterPlugin as Wp, User as WpUser};
-use wasmplug::wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmplug::wasmtime::{Config, Engine, InstanceAllocationStrategy, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-mod raw {
-    ::wasmplug::wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "wasmplug:plugin/greeter-plugin@1.0.0",
-        wasmtime_crate: ::wasmplug::wasmtime,
-    });
-}
-
-struct RawState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for RawState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl raw::wasmplug::plugin::types::Host for RawState {}
-impl raw::wasmplug::plugin::host::Host for RawState {
-    fn log(&mut self, _: raw::wasmplug::plugin::types::Level, _: String) {}
-}
+mod raw;
 
 /// Where criterion writes its estimates, so the ratios can be read back.
 fn criterion_dir() -> PathBuf {
@@ -86,37 +58,8 @@ fn main() {
     let path = guest("hello-v1");
 
     // Raw wasmtime, configured like wasmplug's runtime.
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .concurrency_support(false)
-        .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(
-            wasmplug::runtime::default_pooling(),
-        ));
-    let engine = Engine::new(&config).unwrap();
-    let mut linker = Linker::<RawState>::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
-    raw::GreeterPlugin::add_to_linker::<_, HasSelf<RawState>>(&mut linker, |s| s).unwrap();
-    let component = Component::from_file(&engine, &path).unwrap();
-    let pre = raw::GreeterPluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-    let raw_instance = || {
-        let mut store = Store::new(
-            &engine,
-            RawState {
-                wasi: WasiCtx::builder().build(),
-                table: ResourceTable::new(),
-            },
-        );
-        store.set_epoch_deadline(u64::MAX / 2);
-        let bindings = pre.instantiate(&mut store).unwrap();
-        bindings
-            .wasmplug_plugin_lifecycle()
-            .call_init(&mut store)
-            .unwrap()
-            .unwrap();
-        (store, bindings)
-    };
+    let raw = raw::Raw::new(&path);
+    let raw_instance = || raw.instantiate();
 
     // wasmplug.
     let runtime = wasmplug::Runtime::<Wp>::new().unwrap();
