@@ -328,20 +328,30 @@ pub struct Policy {
 /// memories and globals into a new component (the *snapshot*). Every
 /// instance of that version then starts from the snapshot, each in its own
 /// store as always, and `init` is not run again. The snapshot is compiled
-/// and kept in the runtime's cache beside the plain component.
+/// and kept in the runtime's caches (in memory, and on disk with
+/// [`cache_dir`](crate::runtime::RuntimeBuilder::cache_dir)) in place of
+/// the plain component.
 ///
 /// A snapshot is refused, and with it the load, with an error naming what
 /// `init` did, when:
 /// * the policy grants anything (a directory, an environment variable, an
 ///   argument, a network address): `init` runs with nothing granted, so
 ///   what it read there would be frozen into instances that have grants;
-/// * `init` called a host import the world does not declare safe to
-///   snapshot ([`World::add_to_snapshot_linker`](crate::World::add_to_snapshot_linker)):
-///   what it returned may be host state;
+/// * the component imports anything beyond WASI and what the world
+///   declares safe for a snapshot's `init` to call
+///   ([`World::add_to_snapshot_linker`](crate::World::add_to_snapshot_linker)):
+///   what such an import returned may be host state;
 /// * `init` left a handle open (a file, a stream, a socket): a snapshot
 ///   keeps its number but no new store holds what it stood for;
 /// * under [`Deterministic`](PreInit::Deterministic), `init` read a clock
-///   or a random number.
+///   or a random number;
+/// * its memory after `init` is over 128 MiB (wizer's work on the host
+///   grows with it).
+///
+/// Not detected: a guest that learns the time by polling a timer's
+/// readiness in a loop rather than reading a clock. `Deterministic` is the
+/// embedder's word for the plugin's `init`; these checks catch the usual
+/// ways it is wrong (a hash map's keys, a start time, a runtime's seed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PreInit {
@@ -788,6 +798,15 @@ pub(crate) struct Limits {
     table_total: usize,
     /// The store's linear memory, summed over the plugin's stores.
     total: Arc<Tally>,
+}
+
+impl Limits {
+    /// Let the store's memories grow `bytes` past the policy's cap: for
+    /// wasmtime-wizer's accessors, which grow each memory by a page to
+    /// read it, after the guest's own code has run (`snapshot.rs`).
+    pub(crate) fn allow_more_memory(&mut self, bytes: usize) {
+        self.memory = self.memory.saturating_add(bytes);
+    }
 }
 
 impl Drop for Limits {

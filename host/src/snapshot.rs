@@ -30,7 +30,7 @@ use wasmtime::Store;
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 use crate::identity::{ContentHash, Source};
-use crate::policy::PreInit;
+use crate::policy::{Output, PreInit};
 use crate::runtime::{block_on, compile_component, Compiled, Runtime, RuntimeInner};
 use crate::{Policy, State, World};
 
@@ -38,7 +38,19 @@ use crate::{Policy, State, World};
 /// [`wasmtime_wasi::WasiCtxBuilder`] lets us count: it is defined again
 /// here, counting. The version is the one wasmtime-wasi 48 defines; a guest
 /// importing an older 0.2 finds it by semver.
+/// If wasmtime-wasi moves to a newer 0.2, semver lookup picks that one
+/// and this definition goes unused: `hello-v1-random-init` (which imports
+/// 0.2.6) would then be accepted under `Deterministic`, and
+/// `tests/tests/snapshot.rs` fails.
 const INSECURE_SEED: &str = "wasi:random/insecure-seed@0.2.12";
+
+/// The most linear memory a snapshot is taken of: wizer's work on the host
+/// (scanning and rewriting the data segments) grows with it.
+const MAX_MEMORY: usize = 128 << 20;
+
+/// How much more memory wizer's accessors may grow the instance by: a
+/// page for each of up to 32 memories.
+const ACCESSOR_ROOM: usize = 32 << 16;
 
 /// Compiled code of the snapshot of `bytes` taken under `mode`: the live
 /// one, the disk cache's, or a new one ([`take`]).
@@ -67,7 +79,7 @@ pub(crate) fn compiled<W: World>(
             granted.join(", ")
         );
     }
-    runtime.compiled_as(key(hash, mode), hash, true, || {
+    runtime.compiled_as(key::<W>(hash, mode, policy), hash, true, || {
         let snapshot = take(&runtime.inner, bytes, mode, policy, source)
             .with_context(|| format!("pre-initializing it ({})", mode.name()))?;
         compile_component(&runtime.inner.engine, &snapshot)
@@ -76,15 +88,25 @@ pub(crate) fn compiled<W: World>(
     })
 }
 
-/// Where a snapshot is kept: a hash of the file's hash and the mode, so a
-/// snapshot is never taken for a plain component, nor one mode's for the
-/// other's.
-fn key(hash: ContentHash, mode: PreInit) -> ContentHash {
-    let mut input = b"wasmplug pre-initialized snapshot 1\0".to_vec();
-    input.extend_from_slice(mode.name().as_bytes());
-    input.push(0);
-    input.extend_from_slice(&hash.0);
-    ContentHash::of(&input)
+/// Where a snapshot is kept. Derived with BLAKE3, not SHA-256: no file's
+/// content hash (its SHA-256) can equal it short of a preimage attack, so
+/// a plain load of some file can never be served a snapshot, nor the
+/// reverse. It covers what changes the snapshot: the file, the mode, the
+/// world (its snapshot imports and instance data) and the limits `init`
+/// ran under.
+fn key<W: World>(hash: ContentHash, mode: PreInit, policy: &Policy) -> ContentHash {
+    let mut key = blake3::Hasher::new_derive_key("wasmplug 2026-12-03 pre-initialized snapshot");
+    key.update(&hash.0);
+    let limits = format!(
+        "{}\0{}\0{:?}\0{:?}\0{}",
+        mode.name(),
+        std::any::type_name::<W>(),
+        policy.deadline_value(),
+        policy.fuel_value(),
+        policy.memory_limit_value(),
+    );
+    key.update(limits.as_bytes());
+    ContentHash(*key.finalize().as_bytes())
 }
 
 /// Take the snapshot: see the module docs.
@@ -119,6 +141,9 @@ fn take<W: World>(
         .context("its exports do not match the host's world")?;
 
     let label: Arc<str> = format!("{} (snapshot)", source.stem()).into();
+    // Its output goes to the log whatever the policy says: an inherited
+    // stdout would tell `init` whether the host's is a terminal.
+    let policy = &policy.clone().output(Output::Log);
     let (mut wasi, outputs) = policy.wasi_builder(&label)?;
     wasi.wall_clock(WallClock(reads.clone()))
         .monotonic_clock(MonotonicClock(reads.clone(), Instant::now()))
@@ -183,25 +208,50 @@ fn take<W: World>(
         );
     }
 
-    runtime.arm(&mut store, deadline, fuel);
+    let memory = store.data().limits.memory_bytes;
+    if memory > MAX_MEMORY {
+        bail!(
+            "its memory after init is {} MiB; a snapshot is taken of at most {} MiB",
+            memory >> 20,
+            MAX_MEMORY >> 20
+        );
+    }
+    // wizer's accessors grow each memory by a page to read it: room for
+    // that beyond the policy's cap, which the guest's own code has met.
+    store.data_mut().limits.allow_more_memory(ACCESSOR_ROOM);
+    let rearm = |store: &mut Store<State<W::Data>>| runtime.arm(store, deadline, fuel);
     let mut access = Access {
         store: &mut store,
         instance,
         asynchronous: W::ASYNC,
+        rearm: &rearm,
         failed: None,
     };
-    let snapshot = if W::ASYNC {
-        block_on(wizer.snapshot_component(&cx, &mut access))
-    } else {
-        // A blocking world's accessors are called blocking: the future
-        // never waits, and needs no executor.
-        ready(wizer.snapshot_component(&cx, &mut access))?
-    }
-    .map_err(anyhow::Error::from)
-    .context("wasmtime-wizer cannot write its snapshot")?;
-    if let Some(failed) = access.failed {
-        return Err(failed.context("reading the instance's state for its snapshot"));
-    }
+    // wizer asserts what it read adds up; after an accessor failed it may
+    // panic instead of returning an error: caught, and refused below.
+    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if W::ASYNC {
+            Ok(block_on(wizer.snapshot_component(&cx, &mut access)))
+        } else {
+            // A blocking world's accessors are called blocking: the future
+            // never waits, and needs no executor.
+            ready(wizer.snapshot_component(&cx, &mut access))
+        }
+    }));
+    let snapshot = match written {
+        Ok(Ok(Ok(snapshot))) if access.failed.is_none() => snapshot,
+        Ok(Ok(Err(err))) if access.failed.is_none() => {
+            return Err(anyhow::Error::from(err).context("wasmtime-wizer cannot write its snapshot"))
+        }
+        Ok(Err(err)) => return Err(err),
+        _ => {
+            let failed = access
+                .failed
+                .take()
+                .unwrap_or_else(|| anyhow!("wasmtime-wizer failed while writing it"));
+            return Err(failed.context("reading the instance's state for its snapshot"));
+        }
+    };
     tracing::debug!(
         plugin = %source.stem(),
         mode = mode.name(),
@@ -327,6 +377,8 @@ struct Access<'a, D: 'static> {
     store: &'a mut Store<State<D>>,
     instance: RawInstance,
     asynchronous: bool,
+    /// A full deadline (and fuel) for each accessor call.
+    rearm: &'a (dyn Fn(&mut Store<State<D>>) + Sync),
     failed: Option<anyhow::Error>,
 }
 
@@ -338,6 +390,10 @@ impl<D: Send + 'static> Access<'_, D> {
         use_ret: impl FnOnce(&mut Store<State<D>>, R) -> T,
         default: T,
     ) -> T {
+        if self.failed.is_some() {
+            return default;
+        }
+        (self.rearm)(&mut *self.store);
         let called = async {
             let (_, at) = self
                 .instance

@@ -109,8 +109,9 @@ pub trait World: Sized + Send + Sync + 'static {
     /// ([`PreInit`](crate::policy::PreInit)): imports whose effect stays in
     /// the host and which return nothing the guest could keep, such as a
     /// log line (it is written once, when the snapshot is taken, not by
-    /// each instance). Any other import `init` calls there traps, and the
-    /// snapshot is refused, naming it. The default adds none.
+    /// each instance). A component that imports anything else (beyond
+    /// WASI) is refused a snapshot, naming the import, whether or not its
+    /// `init` calls it. The default adds none.
     ///
     /// # Errors
     /// As [`add_to_linker`](World::add_to_linker).

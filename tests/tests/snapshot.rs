@@ -232,6 +232,26 @@ fn a_snapshot_init_that_never_ends_is_stopped_by_the_plugins_deadline() {
 }
 
 #[test]
+fn a_plugin_at_its_memory_cap_is_snapshotted_not_a_panic() {
+    let _serial = serial();
+    // wasmtime-wizer reads a memory by growing it a page: at the policy's
+    // cap that failed, and wizer then panicked on what it had read.
+    let plain = Runtime::<GreeterPlugin>::new().unwrap();
+    let loaded = plain.load(guest("hello-v1")).unwrap();
+    let at_cap = loaded.memory_bytes();
+    assert!(at_cap > 0);
+    let runtime = Runtime::<GreeterPlugin>::new().unwrap();
+    let policy = pre(PreInit::Deterministic).memory_limit(at_cap);
+    let snapshot = runtime
+        .load_with_policy(guest("hello-v1"), policy)
+        .unwrap_or_else(|e| panic!("refused at its cap of {at_cap} bytes: {e:#}"));
+    assert_eq!(
+        snapshot.instantiate().unwrap().welcome("Zoë").unwrap(),
+        "Welcome, Zoë!"
+    );
+}
+
+#[test]
 fn a_snapshot_is_kept_in_the_disk_cache_and_not_taken_again_by_a_new_process() {
     let _serial = serial();
     let cache = TempDir::new("snapshot-cache");
