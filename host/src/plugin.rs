@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::Instance as RawInstance;
 use wasmtime::Store;
@@ -196,31 +196,13 @@ impl<W: World> Plugin<W> {
         store: &mut Store<State<W::Data>>,
         outcome: wasmtime::Result<std::result::Result<(), String>>,
     ) -> Result<()> {
-        let trap = match outcome {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(message)) => {
-                return Err(Error::Init {
-                    plugin: self.plugin_ref(),
-                    cause: anyhow!("init returned an error: {message}"),
-                })
-            }
-            Err(trap) => trap,
-        };
-        let limit = store.data_mut().limits.hit.take();
-        let timeout = trap
-            .downcast_ref::<crate::error::DeadlineExceeded>()
-            .is_some()
-            || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt);
-        let cause = anyhow::Error::from(trap);
-        let cause = match (limit, timeout) {
-            (Some(limit), _) => cause.context(format!("init trapped after hitting {limit}")),
-            (None, true) => cause.context("init trapped: its deadline passed"),
-            (None, false) => cause.context("init trapped"),
-        };
-        Err(Error::Init {
-            plugin: self.plugin_ref(),
-            cause,
-        })
+        match crate::runtime::init_failure(store, outcome) {
+            None => Ok(()),
+            Some(cause) => Err(Error::Init {
+                plugin: self.plugin_ref(),
+                cause,
+            }),
+        }
     }
 
     /// Who the plugin says it is.

@@ -763,6 +763,31 @@ pub(crate) fn store_with<W: World>(
     store
 }
 
+/// Why `init` failed, for any outcome but `Ok(Ok(()))`: the guest's own
+/// error, or a trap named by the cap it hit or by its deadline. A load's
+/// `init` (`plugin.rs`) and a snapshot's (`snapshot.rs`) both report it.
+pub(crate) fn init_failure<D>(
+    store: &mut wasmtime::Store<State<D>>,
+    outcome: wasmtime::Result<std::result::Result<(), String>>,
+) -> Option<anyhow::Error> {
+    let trap = match outcome {
+        Ok(Ok(())) => return None,
+        Ok(Err(message)) => return Some(anyhow::anyhow!("init returned an error: {message}")),
+        Err(trap) => trap,
+    };
+    let limit = store.data_mut().limits.hit.take();
+    let timeout = trap
+        .downcast_ref::<crate::error::DeadlineExceeded>()
+        .is_some()
+        || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt);
+    let cause = anyhow::Error::from(trap);
+    Some(match (limit, timeout) {
+        (Some(limit), _) => cause.context(format!("init trapped after hitting {limit}")),
+        (None, true) => cause.context("init trapped: its deadline passed"),
+        (None, false) => cause.context("init trapped"),
+    })
+}
+
 /// Drive an async world's future to completion on this thread: how the
 /// blocking entry points (`load`, `instantiate`, a swap) serve async worlds.
 /// Not for a task on an executor (tokio refuses to block one).

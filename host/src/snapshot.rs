@@ -176,17 +176,8 @@ fn take<W: World>(
     } else {
         bindings.init(&mut store)
     };
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(message)) => bail!("init returned an error: {message}"),
-        Err(trap) => {
-            let limit = store.data_mut().limits.hit.take();
-            let cause = anyhow::Error::from(trap);
-            return Err(match limit {
-                Some(limit) => cause.context(format!("init trapped after hitting {limit}")),
-                None => cause.context("init trapped"),
-            });
-        }
+    if let Some(failed) = crate::runtime::init_failure(&mut store, outcome) {
+        return Err(failed);
     }
 
     // What `init` did that a snapshot cannot keep.
