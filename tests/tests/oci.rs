@@ -520,3 +520,125 @@ fn dropping_a_follower_never_waits_on_a_registry_that_stopped_answering() {
         "what it loaded stays"
     );
 }
+
+/// A registry in the hands of an attacker, on a loopback port: it answers
+/// every manifest with a body that never ends (or says it is a terabyte),
+/// and counts what it managed to send.
+struct EndlessManifests {
+    addr: std::net::SocketAddr,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A digest whose manifest never ends, and one that declares a terabyte.
+const ENDLESS: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const DECLARED: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+impl EndlessManifests {
+    fn start() -> EndlessManifests {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = sent.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let sent = counted.clone();
+                std::thread::spawn(move || EndlessManifests::answer(stream, &sent));
+            }
+        });
+        EndlessManifests { addr, sent }
+    }
+
+    fn answer(mut stream: std::net::TcpStream, sent: &std::sync::atomic::AtomicU64) {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&head);
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let manifest = path.rsplit('/').next().unwrap_or("");
+        let _ = if path == "/v2/" {
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        } else if method == "HEAD" {
+            // A tag points to ENDLESS or DECLARED; `headless` sends no
+            // digest, so the client must GET the manifest to hash it.
+            let digest = match manifest {
+                "declared" => format!("Docker-Content-Digest: {DECLARED}\r\n"),
+                "headless" => String::new(),
+                _ => format!("Docker-Content-Digest: {ENDLESS}\r\n"),
+            };
+            stream.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\n{digest}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+        } else if manifest == DECLARED {
+            stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\nConnection: close\r\n\r\n{",
+            )
+        } else {
+            // No length: the body ends when the connection does, after
+            // 256 MiB of spaces, unless the client hangs up first.
+            let answered = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n",
+            );
+            let chunk = vec![b' '; 1 << 20];
+            for _ in 0..256 {
+                if stream.write_all(&chunk).is_err() {
+                    break;
+                }
+                sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            answered
+        };
+    }
+
+    fn reference(&self, tag: &str) -> String {
+        format!("{}/plugins/hello:{tag}", self.addr)
+    }
+}
+
+#[test]
+fn a_registry_answering_an_endless_manifest_is_refused_after_4_mib_read() {
+    let registry = EndlessManifests::start();
+    let limit = wasmplug::oci::MAX_MANIFEST_SIZE;
+    let says_limit = |e: &Error| {
+        e.to_string()
+            .contains(&format!("more than the {limit} bytes"))
+    };
+
+    // Pulling the tag: the HEAD names ENDLESS, whose body never ends.
+    let err = refusal(&registry.reference("stable"), &Trust::Unsigned);
+    assert!(says_limit(&err) && is_refused(&err), "{err}");
+    assert!(err.to_string().contains(ENDLESS), "names the digest: {err}");
+    let sent = registry.sent.load(Ordering::Relaxed);
+    // What was read is at most the limit; the rest of what the server got
+    // out sat in loopback's socket buffers when the client hung up.
+    assert!(
+        sent < 64 << 20,
+        "the client read on: the server sent {} MiB",
+        sent >> 20
+    );
+
+    // A terabyte declared is refused before a byte of it is read.
+    let err = refusal(&registry.reference("declared"), &Trust::Unsigned);
+    assert!(
+        says_limit(&err) && err.to_string().contains("1099511627776 bytes"),
+        "{err}"
+    );
+
+    // No digest header: resolving the tag hashes the manifest it GETs,
+    // which is bounded the same way.
+    let err = block_on(client(None).resolve(&registry.reference("headless")))
+        .expect_err("an endless manifest resolved");
+    assert!(says_limit(&err), "{err}");
+    eprintln!(
+        "refused; the server got {} MiB out before the client hung up",
+        registry.sent.load(Ordering::Relaxed) >> 20
+    );
+}

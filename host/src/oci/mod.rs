@@ -21,17 +21,21 @@ pub mod sign;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::{OciDescriptor, OciImageManifest, IMAGE_CONFIG_MEDIA_TYPE};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::{
+    OciDescriptor, OciImageManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+    IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+};
 use oci_client::secrets::RegistryAuth;
-use oci_client::Reference;
+use oci_client::{Reference, RegistryOperation};
 use oci_wasm::ToConfig as _;
+use reqwest::{header, Method, StatusCode};
 
 pub use cache::LayerCache;
 pub use follow::{FollowOptions, FollowStatus, Follower};
@@ -54,6 +58,24 @@ pub const DEFAULT_MAX_SIZE: u64 = 256 << 20;
 const MAX_SIGNATURES: usize = 16;
 /// The largest signature payload read.
 const MAX_PAYLOAD: i64 = 64 << 10;
+/// The largest manifest read: 4 MiB, the size the OCI distribution spec
+/// asks every registry to accept. A manifest declared or sent larger is
+/// refused after reading no more than this.
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+/// The most of an error answer's body kept for its message.
+const MAX_ERROR_BODY: usize = 4 << 10;
+/// How long a registry's token (or its word that it needs none) is used
+/// before asking again: under the 60 s the distribution spec's token
+/// service grants when it says nothing. A request refused with 401 asks
+/// again at once.
+const TOKEN_KEPT: Duration = Duration::from_secs(50);
+/// What a tag may point to, as `Accept` when resolving it.
+const ANY_MANIFEST: &[&str] = &[
+    OCI_IMAGE_MEDIA_TYPE,
+    OCI_IMAGE_INDEX_MEDIA_TYPE,
+    IMAGE_MANIFEST_MEDIA_TYPE,
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+];
 
 /// How a [`Client`] reaches registries.
 #[derive(Debug, Clone)]
@@ -153,21 +175,6 @@ impl From<OciDistributionError> for Fault {
     }
 }
 
-/// Whether `e` says the manifest or repository does not exist.
-fn is_not_found(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
-            matches!(
-                e.code,
-                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
-            )
-        }),
-        _ => false,
-    }
-}
-
 /// Parse `reference` (`REGISTRY/REPOSITORY[:TAG][@DIGEST]`).
 ///
 /// # Errors
@@ -182,10 +189,29 @@ pub fn parse_reference(reference: &str) -> Result<Reference, Error> {
 }
 
 /// A connection to OCI registries.
+///
+/// Blobs and pushes go through `oci-client`. Manifests are read here, over
+/// the same HTTP client: `oci-client` reads a manifest whole into memory,
+/// so a registry (or anyone in its place) answering an endless one would
+/// grow the host without bound. Here it is refused past
+/// [`MAX_MANIFEST_SIZE`].
 pub struct Client {
     options: ClientOptions,
     /// One `oci-client` per registry: each remembers its own tokens.
     clients: Mutex<HashMap<String, oci_client::Client>>,
+    /// The HTTP client manifests are read with; made on first use.
+    http: OnceLock<reqwest::Client>,
+    /// Per `registry/repository`: the pull token last granted (`None`: the
+    /// registry asked for none) and when.
+    tokens: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+/// A manifest as a registry answered it.
+struct Manifest {
+    /// The body; empty for a `HEAD`.
+    body: Vec<u8>,
+    /// The `Docker-Content-Digest` header, when sent.
+    digest: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -202,6 +228,8 @@ impl Client {
         Client {
             options,
             clients: Mutex::new(HashMap::new()),
+            http: OnceLock::new(),
+            tokens: Mutex::new(HashMap::new()),
         }
     }
 
@@ -217,6 +245,11 @@ impl Client {
         }
     }
 
+    /// Whether `registry` is spoken to over plain HTTP.
+    fn plain(&self, registry: &str) -> bool {
+        is_loopback(registry) || self.options.plain_http.iter().any(|r| r == registry)
+    }
+
     /// The `oci-client` for `reference`'s registry.
     fn client(&self, reference: &Reference) -> oci_client::Client {
         let registry = reference.resolve_registry().to_string();
@@ -224,9 +257,8 @@ impl Client {
         clients
             .entry(registry.clone())
             .or_insert_with(|| {
-                let plain = is_loopback(&registry) || self.options.plain_http.contains(&registry);
                 oci_client::Client::new(ClientConfig {
-                    protocol: if plain {
+                    protocol: if self.plain(&registry) {
                         ClientProtocol::HttpsExcept(vec![registry])
                     } else {
                         ClientProtocol::Https
@@ -237,6 +269,130 @@ impl Client {
                 })
             })
             .clone()
+    }
+
+    fn http(&self) -> Result<reqwest::Client, Fault> {
+        if let Some(http) = self.http.get() {
+            return Ok(http.clone());
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.options.timeout)
+            .read_timeout(self.options.timeout)
+            .build()
+            .map_err(|e| Fault::transient(anyhow!("no HTTP client: {e}")))?;
+        Ok(self.http.get_or_init(|| http).clone())
+    }
+
+    /// The token to pull from `reference`'s repository with: the one kept
+    /// unless `fresh` or older than [`TOKEN_KEPT`], else what the
+    /// registry's token service grants now (`oci-client`'s `auth`, which
+    /// also hands it to that client for the blobs). `None`: the registry
+    /// asks for none.
+    async fn token(&self, reference: &Reference, fresh: bool) -> Result<Option<String>, Fault> {
+        let key = format!(
+            "{}/{}",
+            reference.resolve_registry(),
+            reference.repository()
+        );
+        let lock = || self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if !fresh {
+            if let Some((token, _)) = lock().get(&key).filter(|(_, at)| at.elapsed() < TOKEN_KEPT) {
+                return Ok(token.clone());
+            }
+        }
+        let token = self
+            .client(reference)
+            .auth(reference, &self.auth(), RegistryOperation::Pull)
+            .await?;
+        lock().insert(key, (token.clone(), Instant::now()));
+        Ok(token)
+    }
+
+    /// `method` (`GET` or `HEAD`) on the manifest `reference` names,
+    /// accepting `accept`; `None` when the registry has no such manifest.
+    /// A body declared or sent past [`MAX_MANIFEST_SIZE`] is refused; one
+    /// asked for by digest must hash to it.
+    async fn manifest(
+        &self,
+        reference: &Reference,
+        accept: &[&str],
+        method: Method,
+    ) -> Result<Option<Manifest>, Fault> {
+        let registry = reference.resolve_registry();
+        let url = format!(
+            "{}://{registry}/v2/{}/manifests/{}",
+            if self.plain(registry) {
+                "http"
+            } else {
+                "https"
+            },
+            reference.repository(),
+            reference
+                .digest()
+                .or_else(|| reference.tag())
+                .unwrap_or("latest"),
+        );
+        let http = self.http()?;
+        let mut fresh = false;
+        let response = loop {
+            let request = http
+                .request(method.clone(), &url)
+                .header(header::ACCEPT, accept.join(", "));
+            let request = match (
+                self.token(reference, fresh).await?,
+                &self.options.basic_auth,
+            ) {
+                (Some(token), _) => request.bearer_auth(token),
+                (None, Some((user, password))) => request.basic_auth(user, Some(password)),
+                (None, None) => request,
+            };
+            let response = request
+                .send()
+                .await
+                .map_err(|e| Fault::transient(anyhow!("{method} {url}: {e}")))?;
+            if response.status() == StatusCode::UNAUTHORIZED && !fresh {
+                // The token expired early or was revoked: one new one.
+                fresh = true;
+                continue;
+            }
+            break response;
+        };
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let said = body_within(response, MAX_ERROR_BODY, "error")
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            return Err(Fault::transient(anyhow!(
+                "{method} {url} answered {status}: {said}"
+            )));
+        }
+        let digest = response
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if method == Method::HEAD {
+            return Ok(Some(Manifest {
+                body: Vec::new(),
+                digest,
+            }));
+        }
+        let body = body_within(response, MAX_MANIFEST_SIZE, "manifest").await?;
+        if let Some(expected) = reference.digest() {
+            // What is signed, what is pulled and what is compared are then
+            // the same bytes.
+            let actual = sha256_digest(&body);
+            if actual != expected {
+                return Err(Fault::refused(anyhow!(
+                    "the registry answered a manifest that hashes to {actual}, not {expected}"
+                )));
+            }
+        }
+        Ok(Some(Manifest { body, digest }))
     }
 
     /// The digest `reference` points to now (one `HEAD` request; a
@@ -265,17 +421,23 @@ impl Client {
         if let Some(digest) = reference.digest() {
             return Ok(digest.to_string());
         }
-        let digest = self
-            .client(reference)
-            .fetch_manifest_digest(reference, &self.auth())
-            .await
-            .map_err(|e| {
-                if is_not_found(&e) {
-                    Fault::transient(anyhow!("the registry has no such tag (yet): {e}"))
-                } else {
-                    Fault::from(e)
-                }
-            })?;
+        let no_tag = || Fault::transient(anyhow!("the registry has no such tag (yet)"));
+        // A `HEAD` answers with the digest in a header; a registry that
+        // leaves it out is asked for the manifest, which is hashed.
+        let head = self
+            .manifest(reference, ANY_MANIFEST, Method::HEAD)
+            .await?
+            .ok_or_else(no_tag)?;
+        let digest = match head.digest {
+            Some(digest) => digest,
+            None => {
+                let got = self
+                    .manifest(reference, ANY_MANIFEST, Method::GET)
+                    .await?
+                    .ok_or_else(no_tag)?;
+                got.digest.unwrap_or_else(|| sha256_digest(&got.body))
+            }
+        };
         check_digest(&digest).map_err(Fault::transient)?;
         Ok(digest)
     }
@@ -311,18 +473,12 @@ impl Client {
         check_digest(digest).map_err(Fault::refused)?;
         let by_digest = at_digest(reference, digest);
         let client = self.client(reference);
-        let auth = self.auth();
-        let (body, _) = client
-            .pull_manifest_raw(&by_digest, &auth, &[MANIFEST_MEDIA_TYPE])
-            .await?;
-        // oci-client checks the body against the digest it asked for; so
-        // do we, as the signature is over this digest.
-        let actual = sha256_digest(&body);
-        if actual != digest {
-            return Err(Fault::refused(anyhow!(
-                "the registry answered a manifest that hashes to {actual}, not {digest}"
-            )));
-        }
+        // Checked against the digest asked for: the signature is over it.
+        let body = self
+            .manifest(&by_digest, &[MANIFEST_MEDIA_TYPE], Method::GET)
+            .await?
+            .ok_or_else(|| Fault::transient(anyhow!("the registry has no manifest {digest}")))?
+            .body;
         let manifest: OciImageManifest = serde_json::from_slice(&body).map_err(|e| {
             Fault::refused(anyhow!("the manifest is not an OCI image manifest: {e}"))
         })?;
@@ -427,20 +583,15 @@ impl Client {
             sign::signature_tag(digest),
         );
         let client = self.client(reference);
-        let manifest = match client
-            .pull_manifest_raw(
+        let Some(Manifest { body: manifest, .. }) = self
+            .manifest(
                 &tag,
-                &self.auth(),
-                &[
-                    oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
-                    oci_client::manifest::IMAGE_MANIFEST_MEDIA_TYPE,
-                ],
+                &[OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE],
+                Method::GET,
             )
-            .await
-        {
-            Ok((body, _)) => body,
-            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+            .await?
+        else {
+            return Ok(Vec::new());
         };
         let manifest: OciImageManifest = serde_json::from_slice(&manifest).map_err(|e| {
             Fault::refused(anyhow!(
@@ -557,14 +708,20 @@ impl Client {
         client
             .store_auth_if_needed(parsed.resolve_registry(), &self.auth())
             .await;
-        let (body, _) = client
-            .pull_manifest_raw(
+        let body = self
+            .manifest(
                 &at_digest(&parsed, &digest),
-                &self.auth(),
                 &[MANIFEST_MEDIA_TYPE],
+                Method::GET,
             )
             .await
-            .map_err(|e| fail(e.into()))?;
+            .map_err(fail)?
+            .ok_or_else(|| {
+                fail(Fault::transient(anyhow!(
+                    "the registry has no manifest {digest}"
+                )))
+            })?
+            .body;
         let manifest: OciImageManifest = serde_json::from_slice(&body)
             .map_err(|e| fail(Fault::refused(anyhow!("not an OCI image manifest: {e}"))))?;
         wasm_layer(&manifest, u64::MAX).map_err(|e| fail(Fault::refused(e)))?;
@@ -639,12 +796,8 @@ impl Client {
         );
         let mut layers = Vec::new();
         let client = self.client(reference);
-        if let Ok((body, _)) = client
-            .pull_manifest_raw(
-                &tag,
-                &self.auth(),
-                &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
-            )
+        if let Ok(Some(Manifest { body, .. })) = self
+            .manifest(&tag, &[OCI_IMAGE_MEDIA_TYPE], Method::GET)
             .await
         {
             if let Ok(existing) = serde_json::from_slice::<OciImageManifest>(&body) {
@@ -748,6 +901,35 @@ fn is_loopback(registry: &str) -> bool {
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `response`'s body (a registry's `what`), refused when declared or sent
+/// past `limit` bytes; nothing past it is read.
+async fn body_within(
+    mut response: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, Fault> {
+    let too_large = |size: String| {
+        Fault::refused(anyhow!(
+            "the registry's {what} is {size}, more than the {limit} bytes accepted"
+        ))
+    };
+    if let Some(declared) = response.content_length().filter(|&n| n > limit as u64) {
+        return Err(too_large(format!("{declared} bytes by its Content-Length")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Fault::transient(anyhow!("reading the {what}: {e}")))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large("longer".to_string()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A writer that refuses to grow past `limit` bytes.
