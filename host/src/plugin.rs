@@ -151,12 +151,30 @@ impl<W: World> Plugin<W> {
         self.inner.spare.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Run `init` on a fresh instance, with a full deadline of its own;
-    /// nothing for an instance of a snapshot, which `init` already made.
+    /// Run `init` on a fresh instance, with a full deadline of its own.
+    /// An instance of a snapshot, which `init` already made, only opens
+    /// again the standard streams `init` left open, if any
+    /// (`snapshot::handles`).
     pub(crate) fn init(&self, started: &mut Started<W>) -> Result<()> {
         let inner = &self.inner;
         if inner.compiled.initialized {
-            return Ok(());
+            if inner.compiled.replay.is_empty() {
+                return Ok(());
+            }
+            let replayed = if W::ASYNC {
+                block_on(crate::snapshot::handles::replay_async(
+                    &mut started.store,
+                    &started.instance,
+                    &inner.compiled.replay,
+                ))
+            } else {
+                crate::snapshot::handles::replay(
+                    &mut started.store,
+                    &started.instance,
+                    &inner.compiled.replay,
+                )
+            };
+            return self.replay_outcome(&mut started.store, replayed);
         }
         let store = &mut started.store;
         let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
@@ -177,7 +195,16 @@ impl<W: World> Plugin<W> {
     pub(crate) async fn init_async(&self, started: &mut Started<W>) -> Result<()> {
         let inner = &self.inner;
         if inner.compiled.initialized {
-            return Ok(());
+            if inner.compiled.replay.is_empty() {
+                return Ok(());
+            }
+            let replayed = crate::snapshot::handles::replay_async(
+                &mut started.store,
+                &started.instance,
+                &inner.compiled.replay,
+            )
+            .await;
+            return self.replay_outcome(&mut started.store, replayed);
         }
         let Started {
             store, bindings, ..
@@ -189,6 +216,24 @@ impl<W: World> Plugin<W> {
             .bounded(Instant::now(), deadline, bindings.init_async(store))
             .await;
         self.init_outcome(store, outcome)
+    }
+
+    fn replay_outcome(
+        &self,
+        store: &mut Store<State<W::Data>>,
+        replayed: anyhow::Result<()>,
+    ) -> Result<()> {
+        replayed.map_err(|e| {
+            let limit = store.data_mut().limits.hit.take();
+            let cause = e.context("re-opening the standard streams of its snapshot");
+            Error::Init {
+                plugin: self.plugin_ref(),
+                cause: match limit {
+                    Some(limit) => cause.context(format!("after hitting {limit}")),
+                    None => cause,
+                },
+            }
+        })
     }
 
     fn init_outcome(

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::DiskCache;
@@ -55,6 +55,10 @@ pub(crate) struct Compiled<W: World> {
     /// A pre-initialization snapshot: its instances start with `init`
     /// already run (`snapshot.rs`).
     pub(crate) initialized: bool,
+    /// A snapshot's exports that open again the standard streams its
+    /// `init` left open, called in order on each new instance
+    /// (`snapshot::handles`); empty for a plain component.
+    pub(crate) replay: Vec<ComponentExportIndex>,
     pub(crate) component: Component,
     pub(crate) pre: InstancePre<State<W::Data>>,
     pub(crate) indices: W::Indices,
@@ -141,7 +145,7 @@ impl<W: World> Runtime<W> {
         bytes: &[u8],
         hash: ContentHash,
     ) -> anyhow::Result<Arc<Compiled<W>>> {
-        self.compiled_as(hash, hash, false, || {
+        self.compiled_as(hash, hash, None, || {
             compile_component(&self.inner.engine, bytes)
                 .map_err(anyhow::Error::from)
                 .context("not a valid WebAssembly component for this engine")
@@ -151,12 +155,14 @@ impl<W: World> Runtime<W> {
     /// Compiled code kept under `key` (in memory and on disk): the live
     /// one, the disk cache's, or `make`'s, then linked and type-checked.
     /// `hash` is the file's; `key` is the same for a plain component and
-    /// derived from it for a snapshot, whose `initialized` is true.
+    /// derived from it for a snapshot. `snapshot` is `None` for a plain
+    /// component; for a snapshot, it finds the exports its instances call
+    /// first (`Compiled::replay`), and the result is `initialized`.
     pub(crate) fn compiled_as(
         &self,
         key: ContentHash,
         hash: ContentHash,
-        initialized: bool,
+        snapshot: Option<fn(&Component) -> Vec<ComponentExportIndex>>,
         make: impl FnOnce() -> anyhow::Result<Component>,
     ) -> anyhow::Result<Arc<Compiled<W>>> {
         if let Some(live) = self.lookup(&key) {
@@ -192,7 +198,8 @@ impl<W: World> Runtime<W> {
             .context("its exports do not match the host's world")?;
         let compiled = Arc::new(Compiled {
             hash,
-            initialized,
+            initialized: snapshot.is_some(),
+            replay: snapshot.map_or_else(Vec::new, |replay| replay(&component)),
             component,
             pre,
             indices,

@@ -17,16 +17,22 @@
 //!
 //! The snapshot is then compiled, linked against the runtime's own linker
 //! and type-checked like any component, and kept in the caches; its
-//! instances skip `init` (`Compiled::initialized`).
+//! instances skip `init` (`Compiled::initialized`). Standard streams `init`
+//! left open (the preview1 adapter's, under Go) are opened again in each
+//! instance, under the same handle numbers ([`handles`]).
+
+pub(crate) mod handles;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context as _};
-use wasmtime::component::{Instance as RawInstance, Lift, Linker, WasmList};
-use wasmtime::Store;
+use wasmtime::component::{Instance as RawInstance, Lift, Linker, Resource, WasmList};
+use wasmtime::{Store, StoreContextMut};
+use wasmtime_wasi::cli::{WasiCliCtxView, WasiCliView as _};
+use wasmtime_wasi::p2::bindings::cli::{stderr, stdin, stdout};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 use crate::identity::{ContentHash, Source};
@@ -43,6 +49,8 @@ use crate::{Policy, State, World};
 /// 0.2.6) would then be accepted under `Deterministic`, and
 /// `tests/tests/snapshot.rs` fails.
 const INSECURE_SEED: &str = "wasi:random/insecure-seed@0.2.12";
+/// The version of `wasi:cli` wasmtime-wasi 48 defines (as above).
+const CLI_VERSION: &str = "0.2.12";
 
 /// The most linear memory a snapshot is taken of: wizer's work on the host
 /// (scanning and rewriting the data segments) grows with it.
@@ -79,7 +87,8 @@ pub(crate) fn compiled<W: World>(
             granted.join(", ")
         );
     }
-    runtime.compiled_as(key::<W>(hash, mode, policy), hash, true, || {
+    let replay = Some(handles::exports as fn(&_) -> _);
+    runtime.compiled_as(key::<W>(hash, mode, policy), hash, replay, || {
         let snapshot = take(&runtime.inner, bytes, mode, policy, source)
             .with_context(|| format!("pre-initializing it ({})", mode.name()))?;
         compile_component(&runtime.inner.engine, &snapshot)
@@ -181,13 +190,7 @@ fn take<W: World>(
     }
 
     // What `init` did that a snapshot cannot keep.
-    if !store.data().table.is_empty() {
-        bail!(
-            "init left handles open (files, streams or sockets; Go's runtime keeps its \
-             standard streams): a snapshot would keep their numbers, but no new instance's \
-             store holds what they stood for"
-        );
-    }
+    let streams = open_streams(&mut store, &reads)?;
     let (clocks, random) = reads.counts();
     if mode == PreInit::Deterministic && clocks + random > 0 {
         bail!(
@@ -243,15 +246,68 @@ fn take<W: World>(
             return Err(failed.context("reading the instance's state for its snapshot"));
         }
     };
+    let snapshot = if streams.is_empty() {
+        snapshot
+    } else {
+        handles::add_replay(&snapshot, &streams)
+            .context("re-opening in every instance the standard streams init left open")?
+    };
     tracing::debug!(
         plugin = %source.stem(),
         mode = mode.name(),
         clocks,
         random,
+        streams = streams.len(),
         bytes = snapshot.len(),
         "pre-initialized"
     );
     Ok(snapshot)
+}
+
+/// The standard streams `init` left open, in the order of the handles the
+/// guest holds for them (see [`handles`]): every live entry of the store's
+/// table must be one, at indices 0 to n-1.
+///
+/// # Errors
+/// Anything else left open: a snapshot would keep its number, but no new
+/// instance's store would hold what it stood for.
+fn open_streams<D: Send>(
+    store: &mut Store<State<D>>,
+    reads: &Reads,
+) -> anyhow::Result<Vec<handles::Stdio>> {
+    let opened = reads
+        .opened
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let table = &mut store.data_mut().table;
+    let live = table.iter_mut().count();
+    let mut streams = Vec::with_capacity(live);
+    for rep in 0..u32::try_from(live).unwrap_or(u32::MAX) {
+        // The latest stream opened under this index, if what is there now
+        // is of its type: the index may have been freed and reused.
+        let stream = opened
+            .iter()
+            .rev()
+            .find(|(r, _)| *r == rep)
+            .map(|(_, s)| *s);
+        let still = stream.filter(|&stdio| match table.get_any_mut(rep) {
+            Ok(entry) if stdio == handles::Stdio::Stdin => {
+                entry.is::<wasmtime_wasi_io::streams::DynInputStream>()
+            }
+            Ok(entry) => entry.is::<wasmtime_wasi_io::streams::DynOutputStream>(),
+            Err(_) => false,
+        });
+        match still {
+            Some(stdio) => streams.push(stdio),
+            _ => bail!(
+                "init left {live} handle(s) open, not all of them standard streams (files, \
+                 sockets, timers or other streams): a snapshot would keep their numbers, but \
+                 no new instance's store would hold what they stood for"
+            ),
+        }
+    }
+    Ok(streams)
 }
 
 /// The snapshot's linker: WASI in the world's form, its seed counted, and
@@ -278,10 +334,51 @@ fn linker<W: World>(
         })
         .map_err(anyhow::Error::from)
         .context("counting WASI's insecure seed")?;
+    note_opens(&mut linker, reads, handles::Stdio::Stdin, |cli| {
+        stdin::Host::get_stdin(cli)
+    })?;
+    note_opens(&mut linker, reads, handles::Stdio::Stdout, |cli| {
+        stdout::Host::get_stdout(cli)
+    })?;
+    note_opens(&mut linker, reads, handles::Stdio::Stderr, |cli| {
+        stderr::Host::get_stderr(cli)
+    })?;
     W::add_to_snapshot_linker(&mut linker)
         .map_err(anyhow::Error::from)
         .context("adding the world's snapshot imports to the linker")?;
     Ok(linker)
+}
+
+/// WASI's getter of `stdio` defined again, noting the index of each
+/// stream it opens.
+fn note_opens<D: Send, R: Send + 'static>(
+    linker: &mut Linker<State<D>>,
+    reads: &Reads,
+    stdio: handles::Stdio,
+    open: fn(&mut WasiCliCtxView<'_>) -> wasmtime::Result<Resource<R>>,
+) -> anyhow::Result<()> {
+    let opened = reads.opened.clone();
+    let interface = format!(
+        "wasi:cli/{}@{CLI_VERSION}",
+        stdio.getter().trim_start_matches("get-")
+    );
+    linker
+        .instance(&interface)
+        .and_then(|mut at| {
+            at.func_wrap(
+                stdio.getter(),
+                move |mut store: StoreContextMut<'_, State<D>>, (): ()| {
+                    let stream = open(&mut store.data_mut().cli())?;
+                    opened
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((stream.rep(), stdio));
+                    Ok((stream,))
+                },
+            )
+        })
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("noting the streams `{interface}` opens"))
 }
 
 /// The output of a future that needs no waiting, or an error if it waits.
@@ -293,11 +390,14 @@ fn ready<F: Future>(future: F) -> anyhow::Result<F::Output> {
     }
 }
 
-/// How many times the snapshot's `init` read a clock, and random numbers.
+/// How many times the snapshot's `init` read a clock and random numbers,
+/// and the standard streams it opened.
 #[derive(Clone, Default)]
 struct Reads {
     clocks: Arc<AtomicUsize>,
     random: Arc<AtomicUsize>,
+    /// Each standard stream opened: its index in the store's table.
+    opened: Arc<Mutex<Vec<(u32, handles::Stdio)>>>,
 }
 
 impl Reads {

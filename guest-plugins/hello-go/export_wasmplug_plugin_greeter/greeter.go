@@ -8,6 +8,7 @@ package export_wasmplug_plugin_greeter
 
 import (
 	"math"
+	"os"
 
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
 
@@ -40,10 +41,15 @@ func Count() uint32 {
 }
 
 // Birthday returns who one year older (saturating at math.MaxUint32), or the
-// plugin's own error (not a crash) for a user without a name.
+// plugin's own error (not a crash) for a user without a name, which it also
+// writes to stderr, as a plugin's diagnostics go: the host logs it, tagged
+// with the plugin. (The write goes through the handle the WASI adapter
+// opened when the Go runtime started: a pre-initialized snapshot's instance
+// must hold it too.)
 func Birthday(who wasmplug_plugin_types.User) witTypes.Result[wasmplug_plugin_types.User, string] {
 	lifecycle.RequireInit()
 	if who.Name == "" {
+		os.Stderr.WriteString("birthday: refused a user without a name\n")
 		return witTypes.Err[wasmplug_plugin_types.User, string]("a user needs a name")
 	}
 	if who.Age < math.MaxUint32 {
