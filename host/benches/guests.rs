@@ -52,6 +52,8 @@ fn main() {
     let mut kept_rows = Vec::new();
     let mut snapshot_rows = Vec::new();
     let mut rust_instantiate = None;
+    // `GUESTS=Go,Python` measures only those (names as in the first column).
+    let only = std::env::var("GUESTS").ok();
     for (language, component) in [
         ("Rust", "hello-v1"),
         ("C", "hello-c"),
@@ -59,6 +61,12 @@ fn main() {
         ("JavaScript", "hello-js"),
         ("Python", "hello-py"),
     ] {
+        if only
+            .as_deref()
+            .is_some_and(|only| !only.split(',').any(|l| l.eq_ignore_ascii_case(language)))
+        {
+            continue;
+        }
         let path = guest(component);
         let size = std::fs::metadata(&path).unwrap().len();
         let compile = median_of(3, || {
