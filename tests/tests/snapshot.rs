@@ -357,4 +357,38 @@ fn an_async_world_starts_from_a_snapshot_too() {
             .unwrap();
         assert_eq!(welcome, "Welcome, Zoë!");
     });
+
+    // Go's snapshot opens its standard streams again on the executor too:
+    // the load's instance (blocking) and every later one (async).
+    let go = runtime
+        .load_with_policy(guest("hello-go"), pre(PreInit::FreezeClocksAndEntropy))
+        .unwrap();
+    let logs = capture_logs(tracing::Level::INFO, || {
+        wasmplug_tests::current_thread().block_on(async {
+            for _ in 0..2 {
+                let mut g = go.instantiate_async().await.unwrap();
+                assert_eq!(count(&mut g).await, 1);
+                let nobody = User {
+                    name: String::new(),
+                    age: 1,
+                };
+                let refused = g
+                    .call_async(move |p, store| {
+                        Box::pin(async move {
+                            p.wasmplug_plugin_greeter()
+                                .call_birthday(store, &nobody)
+                                .await
+                        })
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(refused, Err("a user needs a name".to_string()));
+            }
+        });
+    });
+    assert_eq!(
+        logs.matches("birthday: refused a user without a name").count(),
+        2,
+        "{logs}"
+    );
 }
