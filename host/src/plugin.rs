@@ -339,10 +339,18 @@ impl<W: World> Plugin<W> {
         self.inner.compiled.imports(&self.inner.runtime.engine)
     }
 
+    /// The exported functions, but not a snapshot's own exports that open
+    /// its standard streams again: those are the host's, called once per
+    /// instance, and never by name.
     fn export_funcs(&self) -> Vec<(String, ComponentFunc)> {
         let engine = &self.inner.runtime.engine;
-        let ty = self.inner.compiled.component.component_type();
-        crate::signature::funcs(engine, ty.exports(engine))
+        let compiled = &self.inner.compiled;
+        let ty = compiled.component.component_type();
+        let mut funcs = crate::signature::funcs(engine, ty.exports(engine));
+        if compiled.initialized {
+            funcs.retain(|(name, _)| !crate::snapshot::handles::is_replay(name));
+        }
+        funcs
     }
 
     pub(crate) fn plugin_ref(&self) -> PluginRef {

@@ -182,6 +182,28 @@ fn go_guest_snapshot_holds_the_standard_streams_its_runtime_opened() {
         "{logs}"
     );
     assert!(!logs.contains("init hello-go"), "init ran again: {logs}");
+
+    // The exports that open the streams are the host's: not listed, and
+    // not callable by name on the dynamic path.
+    assert!(
+        snapshot
+            .exports()
+            .iter()
+            .all(|e| !e.contains("wasmplug-replay")),
+        "{:?}",
+        snapshot.exports()
+    );
+    let dynamic = Runtime::<Dynamic>::new().unwrap();
+    let go = dynamic
+        .load_with_policy(guest("hello-go"), pre(PreInit::FreezeClocksAndEntropy))
+        .unwrap();
+    let mut instance = go.instantiate().unwrap();
+    let refused = instance
+        .call_wave("wasmplug-replay-h0()")
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("no exported function"), "{refused}");
+    assert_eq!(instance.call_wave("count()").unwrap(), ["1"]);
 }
 
 #[test]
@@ -387,7 +409,8 @@ fn an_async_world_starts_from_a_snapshot_too() {
         });
     });
     assert_eq!(
-        logs.matches("birthday: refused a user without a name").count(),
+        logs.matches("birthday: refused a user without a name")
+            .count(),
         2,
         "{logs}"
     );

@@ -66,9 +66,17 @@ impl Stdio {
     }
 }
 
+/// The prefix of the replay exports' names.
+const REPLAY: &str = "wasmplug-replay-h";
+
 /// The name of the export re-opening the handle numbered `k + 1`.
 fn export_name(k: usize) -> String {
-    format!("wasmplug-replay-h{k}")
+    format!("{REPLAY}{k}")
+}
+
+/// Whether `export` (a top-level function's name) is a replay export.
+pub(crate) fn is_replay(export: &str) -> bool {
+    export.starts_with(REPLAY)
 }
 
 /// The replay exports of a compiled component, in order; empty for one
