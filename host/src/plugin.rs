@@ -151,30 +151,12 @@ impl<W: World> Plugin<W> {
         self.inner.spare.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Run `init` on a fresh instance, with a full deadline of its own.
-    /// An instance of a snapshot, which `init` already made, only opens
-    /// again the standard streams `init` left open, if any
-    /// (`snapshot::handles`).
+    /// Run `init` on a fresh instance, with a full deadline of its own;
+    /// nothing for an instance of a snapshot, which `init` already made.
     pub(crate) fn init(&self, started: &mut Started<W>) -> Result<()> {
         let inner = &self.inner;
         if inner.compiled.initialized {
-            if inner.compiled.replay.is_empty() {
-                return Ok(());
-            }
-            let replayed = if W::ASYNC {
-                block_on(crate::snapshot::handles::replay_async(
-                    &mut started.store,
-                    &started.instance,
-                    &inner.compiled.replay,
-                ))
-            } else {
-                crate::snapshot::handles::replay(
-                    &mut started.store,
-                    &started.instance,
-                    &inner.compiled.replay,
-                )
-            };
-            return self.replay_outcome(&mut started.store, replayed);
+            return Ok(());
         }
         let store = &mut started.store;
         let (deadline, fuel) = (inner.policy.deadline_value(), inner.policy.fuel_value());
@@ -195,16 +177,7 @@ impl<W: World> Plugin<W> {
     pub(crate) async fn init_async(&self, started: &mut Started<W>) -> Result<()> {
         let inner = &self.inner;
         if inner.compiled.initialized {
-            if inner.compiled.replay.is_empty() {
-                return Ok(());
-            }
-            let replayed = crate::snapshot::handles::replay_async(
-                &mut started.store,
-                &started.instance,
-                &inner.compiled.replay,
-            )
-            .await;
-            return self.replay_outcome(&mut started.store, replayed);
+            return Ok(());
         }
         let Started {
             store, bindings, ..
@@ -216,24 +189,6 @@ impl<W: World> Plugin<W> {
             .bounded(Instant::now(), deadline, bindings.init_async(store))
             .await;
         self.init_outcome(store, outcome)
-    }
-
-    fn replay_outcome(
-        &self,
-        store: &mut Store<State<W::Data>>,
-        replayed: anyhow::Result<()>,
-    ) -> Result<()> {
-        replayed.map_err(|e| {
-            let limit = store.data_mut().limits.hit.take();
-            let cause = e.context("re-opening the standard streams of its snapshot");
-            Error::Init {
-                plugin: self.plugin_ref(),
-                cause: match limit {
-                    Some(limit) => cause.context(format!("after hitting {limit}")),
-                    None => cause,
-                },
-            }
-        })
     }
 
     fn init_outcome(
@@ -506,6 +461,13 @@ pub(crate) fn start<W: World>(
         .pre
         .instantiate(&mut store)
         .map_err(anyhow::Error::from)?;
+    // A snapshot's instance holds again the standard streams its `init`
+    // left open before any export runs (`snapshot::handles`).
+    if !compiled.replay.is_empty() {
+        crate::snapshot::handles::replay(&mut store, &instance, &compiled.replay)
+            .map_err(anyhow::Error::from)
+            .context("re-opening the standard streams of its snapshot")?;
+    }
     bind(compiled, store, instance)
 }
 
@@ -526,6 +488,18 @@ pub(crate) async fn start_async<W: World>(
         .instantiate_async(&mut store)
         .await
         .map_err(anyhow::Error::from)?;
+    if !compiled.replay.is_empty() {
+        // Bounded in wall-clock time too, as every async call is.
+        let deadline = policy.deadline_value();
+        runtime.arm(&mut store, deadline, policy.fuel_value());
+        let replay =
+            crate::snapshot::handles::replay_async(&mut store, &instance, &compiled.replay);
+        runtime
+            .bounded(Instant::now(), deadline, replay)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("re-opening the standard streams of its snapshot")?;
+    }
     bind(compiled, store, instance)
 }
 

@@ -126,6 +126,12 @@ fn take<W: World>(
     policy: &Policy,
     source: &Source,
 ) -> anyhow::Result<Vec<u8>> {
+    if handles::claims_replay(bytes)? {
+        bail!(
+            "it exports a function named `wasmplug-replay-h…`, which a snapshot's instances \
+             call to open their standard streams again: rename it"
+        );
+    }
     let wizer = Wizer::new();
     let (cx, instrumented) = wizer
         .instrument_component(bytes)

@@ -523,10 +523,14 @@ fn dropping_a_follower_never_waits_on_a_registry_that_stopped_answering() {
 
 /// A registry in the hands of an attacker, on a loopback port: it answers
 /// every manifest with a body that never ends (or says it is a terabyte),
-/// and counts what it managed to send.
+/// and counts what it managed to send. With `bearer`, it asks for tokens
+/// from a token service of its own: for the repository `plugins/greedy`,
+/// one whose answer never ends; otherwise a token, `t0k3n`. It notes each
+/// request's path and `Authorization` header.
 struct EndlessManifests {
     addr: std::net::SocketAddr,
     sent: Arc<std::sync::atomic::AtomicU64>,
+    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 /// A digest whose manifest never ends, and one that declares a terabyte.
@@ -534,21 +538,33 @@ const ENDLESS: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 const DECLARED: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 impl EndlessManifests {
-    fn start() -> EndlessManifests {
+    fn start(bearer: bool) -> EndlessManifests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = sent.clone();
+        let server = EndlessManifests {
+            addr,
+            sent: Arc::default(),
+            seen: Arc::default(),
+        };
+        let (sent, seen) = (server.sent.clone(), server.seen.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let sent = counted.clone();
-                std::thread::spawn(move || EndlessManifests::answer(stream, &sent));
+                let (sent, seen) = (sent.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    EndlessManifests::answer(stream, addr, bearer, &sent, &seen)
+                });
             }
         });
-        EndlessManifests { addr, sent }
+        server
     }
 
-    fn answer(mut stream: std::net::TcpStream, sent: &std::sync::atomic::AtomicU64) {
+    fn answer(
+        mut stream: std::net::TcpStream,
+        addr: std::net::SocketAddr,
+        bearer: bool,
+        sent: &std::sync::atomic::AtomicU64,
+        seen: &std::sync::Mutex<Vec<(String, String)>>,
+    ) {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -560,9 +576,48 @@ impl EndlessManifests {
         let head = String::from_utf8_lossy(&head);
         let mut words = head.split_whitespace();
         let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let authorization = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+            })
+            .map(|(_, value)| value.trim().to_string())
+            .unwrap_or_default();
+        seen.lock()
+            .unwrap()
+            .push((path.to_string(), authorization.clone()));
         let manifest = path.rsplit('/').next().unwrap_or("");
-        let _ = if path == "/v2/" {
+        let endless = |stream: &mut std::net::TcpStream| {
+            // No length: the body ends when the connection does, after
+            // 256 MiB of spaces, unless the client hangs up first.
+            let answered = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+            );
+            let chunk = vec![b' '; 1 << 20];
+            for _ in 0..256 {
+                if stream.write_all(&chunk).is_err() {
+                    break;
+                }
+                sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            answered
+        };
+        let _ = if path == "/v2/" && bearer {
+            stream.write_all(
+                format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"endless\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+        } else if path == "/v2/" {
             stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        } else if path.starts_with("/token") && path.contains("greedy") {
+            endless(&mut stream)
+        } else if path.starts_with("/token") {
+            stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"token\":\"t0k3n\"}",
+            )
         } else if method == "HEAD" {
             // A tag points to ENDLESS or DECLARED; `headless` sends no
             // digest, so the client must GET the manifest to hash it.
@@ -582,30 +637,32 @@ impl EndlessManifests {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\nConnection: close\r\n\r\n{",
             )
         } else {
-            // No length: the body ends when the connection does, after
-            // 256 MiB of spaces, unless the client hangs up first.
-            let answered = stream.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n",
-            );
-            let chunk = vec![b' '; 1 << 20];
-            for _ in 0..256 {
-                if stream.write_all(&chunk).is_err() {
-                    break;
-                }
-                sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            }
-            answered
+            endless(&mut stream)
         };
     }
 
-    fn reference(&self, tag: &str) -> String {
-        format!("{}/plugins/hello:{tag}", self.addr)
+    fn reference(&self, repository: &str, tag: &str) -> String {
+        format!("{}/{repository}:{tag}", self.addr)
     }
+
+    /// The `Authorization` headers sent, by request path.
+    fn authorizations(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A client with a password for every registry (sent only when asked).
+fn client_with_password() -> Client {
+    Client::new(ClientOptions {
+        cache: None,
+        basic_auth: Some(("ops".into(), "s3cret".into())),
+        ..ClientOptions::default()
+    })
 }
 
 #[test]
 fn a_registry_answering_an_endless_manifest_is_refused_after_4_mib_read() {
-    let registry = EndlessManifests::start();
+    let registry = EndlessManifests::start(false);
     let limit = wasmplug::oci::MAX_MANIFEST_SIZE;
     let says_limit = |e: &Error| {
         e.to_string()
@@ -613,7 +670,13 @@ fn a_registry_answering_an_endless_manifest_is_refused_after_4_mib_read() {
     };
 
     // Pulling the tag: the HEAD names ENDLESS, whose body never ends.
-    let err = refusal(&registry.reference("stable"), &Trust::Unsigned);
+    let err = match block_on(client_with_password().pull(
+        &registry.reference("plugins/hello", "stable"),
+        &Trust::Unsigned,
+    )) {
+        Ok(_) => panic!("an endless manifest was accepted"),
+        Err(e) => e,
+    };
     assert!(says_limit(&err) && is_refused(&err), "{err}");
     assert!(err.to_string().contains(ENDLESS), "names the digest: {err}");
     let sent = registry.sent.load(Ordering::Relaxed);
@@ -624,9 +687,22 @@ fn a_registry_answering_an_endless_manifest_is_refused_after_4_mib_read() {
         "the client read on: the server sent {} MiB",
         sent >> 20
     );
+    // The registry asked for no password, so none was sent.
+    let sent_auth: Vec<_> = registry
+        .authorizations()
+        .into_iter()
+        .filter(|(_, a)| !a.is_empty())
+        .collect();
+    assert!(
+        sent_auth.is_empty(),
+        "credentials sent unasked: {sent_auth:?}"
+    );
 
     // A terabyte declared is refused before a byte of it is read.
-    let err = refusal(&registry.reference("declared"), &Trust::Unsigned);
+    let err = refusal(
+        &registry.reference("plugins/hello", "declared"),
+        &Trust::Unsigned,
+    );
     assert!(
         says_limit(&err) && err.to_string().contains("1099511627776 bytes"),
         "{err}"
@@ -634,11 +710,53 @@ fn a_registry_answering_an_endless_manifest_is_refused_after_4_mib_read() {
 
     // No digest header: resolving the tag hashes the manifest it GETs,
     // which is bounded the same way.
-    let err = block_on(client(None).resolve(&registry.reference("headless")))
+    let err = block_on(client(None).resolve(&registry.reference("plugins/hello", "headless")))
         .expect_err("an endless manifest resolved");
     assert!(says_limit(&err), "{err}");
     eprintln!(
         "refused; the server got {} MiB out before the client hung up",
         registry.sent.load(Ordering::Relaxed) >> 20
+    );
+}
+
+#[test]
+fn a_token_service_answering_without_end_is_refused_and_a_token_is_used_as_given() {
+    let registry = EndlessManifests::start(true);
+    // The token service's answer never ends: refused after 64 KiB.
+    let err =
+        block_on(client_with_password().resolve(&registry.reference("plugins/greedy", "stable")))
+            .expect_err("an endless token answer was read to its end");
+    assert!(
+        err.to_string().contains("token service's answer")
+            && err.to_string().contains("65536 bytes"),
+        "{err}"
+    );
+    assert!(registry.sent.load(Ordering::Relaxed) < 64 << 20);
+
+    // A token granted is what the manifest requests carry; the password
+    // went only to the token service, which the registry named.
+    let err = match block_on(client_with_password().pull(
+        &registry.reference("plugins/hello", "stable"),
+        &Trust::Unsigned,
+    )) {
+        Ok(_) => panic!("an endless manifest was accepted"),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("more than the"), "{err}");
+    let seen = registry.authorizations();
+    let manifests: Vec<_> = seen
+        .iter()
+        .filter(|(p, _)| p.contains("/manifests/"))
+        .collect();
+    assert!(!manifests.is_empty(), "{seen:?}");
+    assert!(
+        manifests.iter().all(|(_, a)| a == "Bearer t0k3n"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .filter(|(_, a)| a.starts_with("Basic"))
+            .all(|(p, _)| p.starts_with("/token")),
+        "the password went elsewhere: {seen:?}"
     );
 }

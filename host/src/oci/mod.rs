@@ -64,8 +64,10 @@ const MAX_PAYLOAD: i64 = 64 << 10;
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 /// The most of an error answer's body kept for its message.
 const MAX_ERROR_BODY: usize = 4 << 10;
-/// How long a registry's token (or its word that it needs none) is used
-/// before asking again: under the 60 s the distribution spec's token
+/// The largest answer read from a registry's token service.
+const MAX_TOKEN_ANSWER: usize = 64 << 10;
+/// How long what a registry asked for (a token, a password or nothing) is
+/// kept before asking again: under the 60 s the distribution spec's token
 /// service grants when it says nothing. A request refused with 401 asks
 /// again at once.
 const TOKEN_KEPT: Duration = Duration::from_secs(50);
@@ -201,9 +203,21 @@ pub struct Client {
     clients: Mutex<HashMap<String, oci_client::Client>>,
     /// The HTTP client manifests are read with; made on first use.
     http: OnceLock<reqwest::Client>,
-    /// Per `registry/repository`: the pull token last granted (`None`: the
-    /// registry asked for none) and when.
-    tokens: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// Per `registry/repository`: what the registry last asked pulls for,
+    /// and when.
+    tokens: Mutex<HashMap<String, (Access, Instant)>>,
+}
+
+/// What a registry asks of a pull, as its `/v2/` answer says.
+#[derive(Clone)]
+enum Access {
+    /// Nothing: no credentials are sent.
+    Anonymous,
+    /// A password ([`ClientOptions::basic_auth`]), asked for with a
+    /// `Basic` challenge: only then is it sent.
+    Basic,
+    /// A token from its token service.
+    Bearer(String),
 }
 
 /// A manifest as a registry answered it.
@@ -275,37 +289,137 @@ impl Client {
         if let Some(http) = self.http.get() {
             return Ok(http.clone());
         }
+        // A whole request is bounded too, not only each read: a server
+        // sending a byte every few seconds would otherwise hold a pull for
+        // hours.
         let http = reqwest::Client::builder()
             .connect_timeout(self.options.timeout)
             .read_timeout(self.options.timeout)
+            .timeout(self.options.timeout * 4)
+            .user_agent(concat!("wasmplug/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Fault::transient(anyhow!("no HTTP client: {e}")))?;
         Ok(self.http.get_or_init(|| http).clone())
     }
 
-    /// The token to pull from `reference`'s repository with: the one kept
-    /// unless `fresh` or older than [`TOKEN_KEPT`], else what the
-    /// registry's token service grants now (`oci-client`'s `auth`, which
-    /// also hands it to that client for the blobs). `None`: the registry
-    /// asks for none.
-    async fn token(&self, reference: &Reference, fresh: bool) -> Result<Option<String>, Fault> {
-        let key = format!(
-            "{}/{}",
-            reference.resolve_registry(),
-            reference.repository()
-        );
+    /// What pulls from `reference`'s repository need: what was learnt
+    /// unless `fresh` or older than [`TOKEN_KEPT`], else the registry's
+    /// `/v2/` answer: no challenge, a `Basic` one (the password is sent
+    /// only then), or a `Bearer` one, whose token service is asked for a
+    /// token here, its answer bounded, and never over plain HTTP for a
+    /// registry spoken to over HTTPS. What was learnt is handed to
+    /// `oci-client` for the blobs, so that it asks no token service itself.
+    async fn access(&self, reference: &Reference, fresh: bool) -> Result<Access, Fault> {
+        let registry = reference.resolve_registry();
+        let key = format!("{registry}/{}", reference.repository());
         let lock = || self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         if !fresh {
-            if let Some((token, _)) = lock().get(&key).filter(|(_, at)| at.elapsed() < TOKEN_KEPT) {
-                return Ok(token.clone());
+            if let Some((access, _)) = lock().get(&key).filter(|(_, at)| at.elapsed() < TOKEN_KEPT)
+            {
+                return Ok(access.clone());
             }
         }
-        let token = self
-            .client(reference)
-            .auth(reference, &self.auth(), RegistryOperation::Pull)
-            .await?;
-        lock().insert(key, (token.clone(), Instant::now()));
-        Ok(token)
+        let http = self.http()?;
+        let plain = self.plain(registry);
+        let url = format!("{}://{registry}/v2/", if plain { "http" } else { "https" });
+        let answer = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Fault::transient(anyhow!("GET {url}: {e}")))?;
+        let challenge = answer
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let unauthorized = answer.status() == StatusCode::UNAUTHORIZED;
+        drop(answer);
+        let scheme = challenge.split_whitespace().next().unwrap_or("");
+        let access = if !unauthorized {
+            Access::Anonymous
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            Access::Bearer(
+                self.bearer_token(reference, &url, &challenge[scheme.len()..], plain)
+                    .await?,
+            )
+        } else if scheme.eq_ignore_ascii_case("basic") && self.options.basic_auth.is_some() {
+            Access::Basic
+        } else {
+            Access::Anonymous
+        };
+        let client = self.client(reference);
+        match &access {
+            Access::Bearer(token) => {
+                let bearer = RegistryAuth::Bearer(token.clone());
+                // No network: oci-client keeps a given token as it is.
+                client
+                    .auth(reference, &bearer, RegistryOperation::Pull)
+                    .await?;
+            }
+            Access::Basic => client.store_auth_if_needed(registry, &self.auth()).await,
+            Access::Anonymous => {}
+        }
+        lock().insert(key, (access.clone(), Instant::now()));
+        Ok(access)
+    }
+
+    /// A pull token for `reference` from the token service a `Bearer`
+    /// challenge (its parameters: `params`) names, with the password when
+    /// there is one.
+    async fn bearer_token(
+        &self,
+        reference: &Reference,
+        url: &str,
+        params: &str,
+        plain: bool,
+    ) -> Result<String, Fault> {
+        let params = challenge_params(params);
+        let realm = params
+            .get("realm")
+            .ok_or_else(|| Fault::transient(anyhow!("{url}: a Bearer challenge with no realm")))?;
+        if !plain && !realm.starts_with("https://") {
+            return Err(Fault::transient(anyhow!(
+                "{url} sends for tokens to `{realm}`, not over HTTPS: refused"
+            )));
+        }
+        let mut query = vec![(
+            "scope",
+            format!("repository:{}:pull", reference.repository()),
+        )];
+        if let Some(service) = params.get("service") {
+            query.push(("service", service.clone()));
+        }
+        let mut request = self.http()?.get(realm.as_str()).query(&query);
+        if let Some((user, password)) = &self.options.basic_auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| Fault::transient(anyhow!("GET {realm}: {e}")))?;
+        let status = answer.status();
+        if !status.is_success() {
+            let body = body_start(answer, MAX_ERROR_BODY).await;
+            return Err(Fault::transient(anyhow!(
+                "the token service at {realm} answered {status}: {}",
+                said(&body)
+            )));
+        }
+        let body = body_within(answer, MAX_TOKEN_ANSWER, "token service's answer")
+            .await
+            .map_err(|f| Fault::transient(f.cause))?;
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.get("token")
+                    .or_else(|| v.get("access_token"))
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| {
+                Fault::transient(anyhow!("the token service at {realm} answered no token"))
+            })
     }
 
     /// `method` (`GET` or `HEAD`) on the manifest `reference` names,
@@ -339,12 +453,12 @@ impl Client {
                 .request(method.clone(), &url)
                 .header(header::ACCEPT, accept.join(", "));
             let request = match (
-                self.token(reference, fresh).await?,
+                self.access(reference, fresh).await?,
                 &self.options.basic_auth,
             ) {
-                (Some(token), _) => request.bearer_auth(token),
-                (None, Some((user, password))) => request.basic_auth(user, Some(password)),
-                (None, None) => request,
+                (Access::Bearer(token), _) => request.bearer_auth(token),
+                (Access::Basic, Some((user, password))) => request.basic_auth(user, Some(password)),
+                _ => request,
             };
             let response = request
                 .send()
@@ -362,18 +476,18 @@ impl Client {
             return Ok(None);
         }
         if !status.is_success() {
-            let said = body_within(response, MAX_ERROR_BODY, "error")
-                .await
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
+            let body = body_start(response, MAX_ERROR_BODY).await;
             return Err(Fault::transient(anyhow!(
-                "{method} {url} answered {status}: {said}"
+                "{method} {url} answered {status}: {}",
+                said(&body)
             )));
         }
         let digest = response
             .headers()
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
             .map(str::to_string);
         if method == Method::HEAD {
             return Ok(Some(Manifest {
@@ -424,18 +538,22 @@ impl Client {
         let no_tag = || Fault::transient(anyhow!("the registry has no such tag (yet)"));
         // A `HEAD` answers with the digest in a header; a registry that
         // leaves it out is asked for the manifest, which is hashed.
-        let head = self
-            .manifest(reference, ANY_MANIFEST, Method::HEAD)
-            .await?
-            .ok_or_else(no_tag)?;
-        let digest = match head.digest {
+        // A registry or proxy that answers `HEAD` with an error (405, 501)
+        // is asked with `GET` too.
+        let head = match self.manifest(reference, ANY_MANIFEST, Method::HEAD).await {
+            Ok(head) => head.ok_or_else(no_tag)?.digest,
+            Err(fault) if fault.transient => None,
+            Err(fault) => return Err(fault),
+        };
+        let digest = match head {
             Some(digest) => digest,
             None => {
                 let got = self
                     .manifest(reference, ANY_MANIFEST, Method::GET)
                     .await?
                     .ok_or_else(no_tag)?;
-                got.digest.unwrap_or_else(|| sha256_digest(&got.body))
+                // The bytes are what counts, not what a header says of them.
+                sha256_digest(&got.body)
             }
         };
         check_digest(&digest).map_err(Fault::transient)?;
@@ -584,11 +702,7 @@ impl Client {
         );
         let client = self.client(reference);
         let Some(Manifest { body: manifest, .. }) = self
-            .manifest(
-                &tag,
-                &[OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE],
-                Method::GET,
-            )
+            .manifest(&tag, SIGNATURE_MANIFESTS, Method::GET)
             .await?
         else {
             return Ok(Vec::new());
@@ -604,8 +718,7 @@ impl Client {
         for layer in manifest
             .layers
             .iter()
-            .filter(|l| l.media_type == sign::SIMPLE_SIGNING_MEDIA_TYPE)
-            .filter(|l| (0..=MAX_PAYLOAD).contains(&l.size) && check_digest(&l.digest).is_ok())
+            .filter(|l| is_signature_layer(l))
             .take(MAX_SIGNATURES)
         {
             let payload = match self.blob(&client, &tag, layer).await {
@@ -686,6 +799,24 @@ impl Client {
     /// refuses the signature.
     pub async fn sign(&self, reference: &str, key: &SigningKey) -> Result<String, Error> {
         let (parsed, digest) = self.parse_and_resolve(reference).await?;
+        // What is signed is seen first: the manifest the digest names, a
+        // Wasm artefact, not only a digest a registry's header named.
+        let body = self
+            .manifest(
+                &at_digest(&parsed, &digest),
+                &[MANIFEST_MEDIA_TYPE],
+                Method::GET,
+            )
+            .await
+            .and_then(|m| {
+                m.ok_or_else(|| Fault::transient(anyhow!("the registry has no manifest {digest}")))
+            })
+            .map_err(|f| f.into_error(reference, Some(&digest)))?
+            .body;
+        serde_json::from_slice::<OciImageManifest>(&body)
+            .map_err(|e| anyhow!("not an OCI image manifest: {e}"))
+            .and_then(|m| wasm_layer(&m, u64::MAX))
+            .map_err(|e| Fault::refused(e).into_error(reference, Some(&digest)))?;
         self.push_signature(&parsed, &digest, key)
             .await
             .map_err(|f| f.into_error(reference, Some(&digest)))?;
@@ -796,15 +927,18 @@ impl Client {
         );
         let mut layers = Vec::new();
         let client = self.client(reference);
-        if let Ok(Some(Manifest { body, .. })) = self
-            .manifest(&tag, &[OCI_IMAGE_MEDIA_TYPE], Method::GET)
-            .await
+        // Only "no signatures yet" starts a new list: a registry that
+        // failed to answer must not have the signatures it holds replaced
+        // by this one alone.
+        if let Some(Manifest { body, .. }) = self
+            .manifest(&tag, SIGNATURE_MANIFESTS, Method::GET)
+            .await?
         {
             if let Ok(existing) = serde_json::from_slice::<OciImageManifest>(&body) {
                 for layer in existing
                     .layers
                     .into_iter()
-                    .filter(|l| l.media_type == sign::SIMPLE_SIGNING_MEDIA_TYPE)
+                    .filter(is_signature_layer)
                     .take(MAX_SIGNATURES - 1)
                 {
                     let data = self.blob(&client, &tag, &layer).await?;
@@ -841,6 +975,16 @@ impl Client {
             .await?;
         Ok(tag_name)
     }
+}
+
+/// What a signature manifest may be, as `Accept`.
+const SIGNATURE_MANIFESTS: &[&str] = &[OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE];
+
+/// A layer that may be a signature, and is small enough to read.
+fn is_signature_layer(layer: &OciDescriptor) -> bool {
+    layer.media_type == sign::SIMPLE_SIGNING_MEDIA_TYPE
+        && (0..=MAX_PAYLOAD).contains(&layer.size)
+        && check_digest(&layer.digest).is_ok()
 }
 
 /// `reference`'s repository at `digest`.
@@ -930,6 +1074,66 @@ async fn body_within(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Up to `limit` bytes of `response`'s body, for an error message; the
+/// rest is never read.
+async fn body_start(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(limit);
+    body
+}
+
+/// What an error answer's body said, on one line.
+fn said(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The parameters of an HTTP authentication challenge after its scheme
+/// (`realm="https://auth.example/token",service="registry"`): names
+/// lowercased, values unquoted.
+fn challenge_params(rest: &str) -> HashMap<String, String> {
+    let mut params = HashMap::new();
+    let mut rest = rest.trim_start();
+    while let Some((name, after)) = rest.split_once('=') {
+        let name = name.trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                // A quoted value ends at the first quote not escaped.
+                let mut value = String::new();
+                let mut end = quoted.len();
+                let mut chars = quoted.char_indices();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                        '"' => {
+                            end = i + 1;
+                            break;
+                        }
+                        c => value.push(c),
+                    }
+                }
+                (value, &quoted[end..])
+            }
+            None => {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].trim().to_string(), &after[end..])
+            }
+        };
+        params.insert(name, value);
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    params
 }
 
 /// A writer that refuses to grow past `limit` bytes.

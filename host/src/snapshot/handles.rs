@@ -20,10 +20,16 @@
 //! as the guest dropped it, the two tables move in step, and the guest's
 //! handle for a resource is its index in the store's table plus one. The
 //! component must therefore make no handles of its own: it may lift, lower
-//! and drop, but not define resources or use the async built-ins
-//! ([`add_replay`] refuses it otherwise), and `init` receives no handles.
-//! The snapshot is taken only when the streams are all the store holds and
-//! sit at indices 0 to n-1 (`snapshot.rs`).
+//! and drop, but not define resources, use the async built-ins or nest
+//! components that lift, lower or hold modules, whose handle tables are
+//! their own ([`add_replay`] refuses it otherwise), and `init` receives no handles. The snapshot is taken
+//! only when the streams are all the store holds and sit at indices 0 to
+//! n-1 (`snapshot.rs`). A world's snapshot imports
+//! (`World::add_to_snapshot_linker`) must hand the guest no resources.
+//!
+//! The exports are found by name in a compiled snapshot (one from the disk
+//! cache too), so a component that exports such a name itself is refused
+//! a snapshot ([`claims_replay`]): every one found is the host's.
 
 use anyhow::{anyhow, bail, Context as _};
 use wasm_encoder::{
@@ -96,12 +102,9 @@ pub(crate) fn replay(
     mut store: impl AsContextMut,
     instance: &Instance,
     exports: &[ComponentExportIndex],
-) -> anyhow::Result<()> {
+) -> wasmtime::Result<()> {
     for (k, export) in exports.iter().enumerate() {
-        let open = instance
-            .get_typed_func::<(), (u32,)>(&mut store, export)
-            .map_err(anyhow::Error::from)
-            .context("the snapshot's replay export has the wrong type")?;
+        let open = instance.get_typed_func::<(), (u32,)>(&mut store, export)?;
         let (handle,) = open.call(&mut store, ())?;
         check(k, handle)?;
     }
@@ -113,22 +116,19 @@ pub(crate) async fn replay_async<T: Send>(
     mut store: impl AsContextMut<Data = T>,
     instance: &Instance,
     exports: &[ComponentExportIndex],
-) -> anyhow::Result<()> {
+) -> wasmtime::Result<()> {
     for (k, export) in exports.iter().enumerate() {
-        let open = instance
-            .get_typed_func::<(), (u32,)>(&mut store, export)
-            .map_err(anyhow::Error::from)
-            .context("the snapshot's replay export has the wrong type")?;
+        let open = instance.get_typed_func::<(), (u32,)>(&mut store, export)?;
         let (handle,) = open.call_async(&mut store, ()).await?;
         check(k, handle)?;
     }
     Ok(())
 }
 
-fn check(k: usize, handle: u32) -> anyhow::Result<()> {
+fn check(k: usize, handle: u32) -> wasmtime::Result<()> {
     let expected = u32::try_from(k + 1).unwrap_or(u32::MAX);
     if handle != expected {
-        bail!(
+        wasmtime::bail!(
             "re-opening the standard streams its snapshot holds gave handle {handle} where \
              {expected} was expected"
         );
@@ -160,6 +160,30 @@ impl Spaces {
     }
 }
 
+/// Whether `component` exports, at its top level, a name a replay export
+/// would have.
+///
+/// # Errors
+/// When it does not parse.
+pub(crate) fn claims_replay(component: &[u8]) -> anyhow::Result<bool> {
+    let mut depth = 0u32;
+    for payload in Parser::new(0).parse_all(component) {
+        match payload.context("parsing it")? {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentExportSection(reader) if depth == 1 => {
+                for export in reader {
+                    if is_replay(export?.name.name) {
+                        return Ok(true);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
 /// `component` with the replay exports for `order`: the getter that made
 /// the handle numbered 1, then 2, …
 ///
@@ -177,6 +201,18 @@ pub(crate) fn add_replay(component: &[u8], order: &[Stdio]) -> anyhow::Result<Ve
         match payload {
             Payload::Version { .. } => depth += 1,
             Payload::End(_) => depth -= 1,
+            // A nested component has handle tables of its own: one that
+            // lowers or lifts (or holds modules that could) may hold a
+            // stream the store's table counts, and the numbers no longer
+            // match. wit-component's shims only re-export types and
+            // functions.
+            Payload::ComponentCanonicalSection(_) | Payload::ModuleSection { .. } if depth > 1 => {
+                bail!(
+                    "a component nested in it lifts, lowers or holds modules, with handle \
+                     tables of its own, so the numbers of the streams its init left open \
+                     cannot be known"
+                )
+            }
             _ if depth != 1 => {}
             Payload::ComponentImportSection(reader) => {
                 for import in reader {
@@ -207,7 +243,11 @@ pub(crate) fn add_replay(component: &[u8], order: &[Stdio]) -> anyhow::Result<Ve
                     match alias? {
                         ComponentAlias::InstanceExport { kind, .. } => spaces.add(kind),
                         ComponentAlias::CoreInstanceExport { kind, .. } => {
-                            if kind == wasmparser::ExternalKind::Func {
+                            if matches!(
+                                kind,
+                                wasmparser::ExternalKind::Func
+                                    | wasmparser::ExternalKind::FuncExact
+                            ) {
                                 spaces.core_funcs += 1;
                             }
                         }
@@ -411,5 +451,36 @@ mod tests {
             err.to_string().contains("handles of its own (ResourceNew"),
             "{err:#}"
         );
+
+        // A nested component that lowers a function keeps what it gets in
+        // a handle table of its own.
+        let nested = wat::parse_str(
+            r#"(component
+                (import "wasi:cli/stdout@0.2.6" (instance $stdout
+                    (export "output-stream" (type $o (sub resource)))
+                    (type $own (own $o))
+                    (export "get-stdout" (func (result $own)))))
+                (component $inner
+                    (import "get" (func $get (result u32)))
+                    (core func (canon lower (func $get))))
+            )"#,
+        )
+        .unwrap();
+        let err = add_replay(&nested, &[Stdio::Stdout]).unwrap_err();
+        assert!(err.to_string().contains("nested in it"), "{err:#}");
+    }
+
+    #[test]
+    fn a_component_exporting_a_replay_name_itself_is_noticed() {
+        let claims = wat::parse_str(
+            r#"(component
+                (core module $m (func (export "f") (result i32) i32.const 1))
+                (core instance $i (instantiate $m))
+                (func $f (result u32) (canon lift (core func $i "f")))
+                (export "wasmplug-replay-h0" (func $f)))"#,
+        )
+        .unwrap();
+        assert!(claims_replay(&claims).unwrap());
+        assert!(!claims_replay(&wat::parse_str(GUEST).unwrap()).unwrap());
     }
 }
