@@ -89,7 +89,7 @@ pub(crate) fn is_replay(export: &str) -> bool {
 /// that needs none.
 pub(crate) fn exports(component: &Component) -> Vec<ComponentExportIndex> {
     (0..)
-        .map_while(|k| component.get_export_index(None, &export_name(k)))
+        .map_while(|k| component.get_export_index(None, export_name(k)))
         .collect()
 }
 
