@@ -364,10 +364,7 @@ fn note_opens<D: Send, R: Send + 'static>(
     open: fn(&mut WasiCliCtxView<'_>) -> wasmtime::Result<Resource<R>>,
 ) -> anyhow::Result<()> {
     let opened = reads.opened.clone();
-    let interface = format!(
-        "wasi:cli/{}@{CLI_VERSION}",
-        stdio.getter().trim_start_matches("get-")
-    );
+    let interface = format!("{}{CLI_VERSION}", stdio.interface());
     linker
         .instance(&interface)
         .and_then(|mut at| {

@@ -579,6 +579,28 @@ impl Client {
             .map_err(|f| f.into_error(reference, Some(&digest)))
     }
 
+    /// The manifest at `by_digest` (`digest` in a repository), checked
+    /// against the digest, as its bytes, and its component layer: it must
+    /// be a Wasm artefact whose one layer declares at most `max_size`
+    /// bytes.
+    async fn artefact(
+        &self,
+        by_digest: &Reference,
+        digest: &str,
+        max_size: u64,
+    ) -> Result<(Vec<u8>, OciDescriptor), Fault> {
+        let body = self
+            .manifest(by_digest, &[MANIFEST_MEDIA_TYPE], Method::GET)
+            .await?
+            .ok_or_else(|| Fault::transient(anyhow!("the registry has no manifest {digest}")))?
+            .body;
+        let manifest: OciImageManifest = serde_json::from_slice(&body).map_err(|e| {
+            Fault::refused(anyhow!("the manifest is not an OCI image manifest: {e}"))
+        })?;
+        let layer = wasm_layer(&manifest, max_size).map_err(Fault::refused)?;
+        Ok((body, layer))
+    }
+
     /// Pull the artefact `digest` of `reference`'s repository.
     pub(crate) async fn pull_digest(
         &self,
@@ -592,15 +614,9 @@ impl Client {
         let by_digest = at_digest(reference, digest);
         let client = self.client(reference);
         // Checked against the digest asked for: the signature is over it.
-        let body = self
-            .manifest(&by_digest, &[MANIFEST_MEDIA_TYPE], Method::GET)
-            .await?
-            .ok_or_else(|| Fault::transient(anyhow!("the registry has no manifest {digest}")))?
-            .body;
-        let manifest: OciImageManifest = serde_json::from_slice(&body).map_err(|e| {
-            Fault::refused(anyhow!("the manifest is not an OCI image manifest: {e}"))
-        })?;
-        let layer = wasm_layer(&manifest, self.options.max_size).map_err(Fault::refused)?;
+        let (_, layer) = self
+            .artefact(&by_digest, digest, self.options.max_size)
+            .await?;
 
         // The signature first: nothing of the artefact is read before it
         // is trusted.
@@ -801,25 +817,13 @@ impl Client {
         let (parsed, digest) = self.parse_and_resolve(reference).await?;
         // What is signed is seen first: the manifest the digest names, a
         // Wasm artefact, not only a digest a registry's header named.
-        let body = self
-            .manifest(
-                &at_digest(&parsed, &digest),
-                &[MANIFEST_MEDIA_TYPE],
-                Method::GET,
-            )
+        let fail = |f: Fault| f.into_error(reference, Some(&digest));
+        self.artefact(&at_digest(&parsed, &digest), &digest, u64::MAX)
             .await
-            .and_then(|m| {
-                m.ok_or_else(|| Fault::transient(anyhow!("the registry has no manifest {digest}")))
-            })
-            .map_err(|f| f.into_error(reference, Some(&digest)))?
-            .body;
-        serde_json::from_slice::<OciImageManifest>(&body)
-            .map_err(|e| anyhow!("not an OCI image manifest: {e}"))
-            .and_then(|m| wasm_layer(&m, u64::MAX))
-            .map_err(|e| Fault::refused(e).into_error(reference, Some(&digest)))?;
+            .map_err(fail)?;
         self.push_signature(&parsed, &digest, key)
             .await
-            .map_err(|f| f.into_error(reference, Some(&digest)))?;
+            .map_err(fail)?;
         Ok(digest)
     }
 
@@ -839,23 +843,10 @@ impl Client {
         client
             .store_auth_if_needed(parsed.resolve_registry(), &self.auth())
             .await;
-        let body = self
-            .manifest(
-                &at_digest(&parsed, &digest),
-                &[MANIFEST_MEDIA_TYPE],
-                Method::GET,
-            )
+        let (body, _) = self
+            .artefact(&at_digest(&parsed, &digest), &digest, u64::MAX)
             .await
-            .map_err(fail)?
-            .ok_or_else(|| {
-                fail(Fault::transient(anyhow!(
-                    "the registry has no manifest {digest}"
-                )))
-            })?
-            .body;
-        let manifest: OciImageManifest = serde_json::from_slice(&body)
-            .map_err(|e| fail(Fault::refused(anyhow!("not an OCI image manifest: {e}"))))?;
-        wasm_layer(&manifest, u64::MAX).map_err(|e| fail(Fault::refused(e)))?;
+            .map_err(fail)?;
         let target = Reference::with_tag(
             parsed.registry().to_string(),
             parsed.repository().to_string(),

@@ -54,8 +54,9 @@ pub(crate) enum Stdio {
 }
 
 impl Stdio {
-    /// The interface exporting its getter, without the version.
-    fn interface(self) -> &'static str {
+    /// The WASI interface exporting its getter, up to its version:
+    /// `wasi:cli/stdin@`.
+    pub(crate) fn interface(self) -> &'static str {
         match self {
             Stdio::Stdin => "wasi:cli/stdin@",
             Stdio::Stdout => "wasi:cli/stdout@",
