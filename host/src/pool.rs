@@ -103,9 +103,11 @@ pub(crate) struct Live<W: World> {
     /// Whether `health` shows failures in a row: a good call only takes the
     /// health lock to clear them.
     pub(crate) failing: AtomicBool,
-    /// How many of its last async calls in a row took longer than
-    /// [`INLINE_BUDGET`], up to [`LONG_STREAK`]: at that, the next starts on
-    /// the guest threads instead of the caller's task (`handle.rs`).
+    /// How many of its last async calls in a row were long, up to
+    /// [`LONG_STREAK`]: longer than [`INLINE_BUDGET`] by the wall clock and,
+    /// once the streak is armed, by the CPU time their polls took. At
+    /// [`LONG_STREAK`] the next call starts on the guest threads instead of
+    /// the caller's task (`handle.rs`).
     ///
     /// [`INLINE_BUDGET`]: crate::deadline::INLINE_BUDGET
     /// [`LONG_STREAK`]: crate::handle::LONG_STREAK
@@ -169,6 +171,42 @@ impl<W: World> Drop for Lease<'_, W> {
         fence(Ordering::SeqCst);
         if self.live.waiters.load(Ordering::Relaxed) > 0 {
             self.live.freed.notify_one();
+        }
+    }
+}
+
+/// Every place of a version, held by [`Live::quiesce`]; released together
+/// on drop, with the async callers waiting for a place woken. (Guards
+/// dropped without waking them left a caller that began waiting during a
+/// swap asleep until its `max_wait`, then failed as overloaded: the fleet
+/// test's replica answered one request in a million and a half with a 503.)
+pub(crate) struct Quiesced<'a, W: World> {
+    places: Vec<MutexGuard<'a, Place<W>>>,
+    live: &'a Live<W>,
+}
+
+impl<'a, W: World> std::ops::Deref for Quiesced<'a, W> {
+    type Target = [MutexGuard<'a, Place<W>>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.places
+    }
+}
+
+impl<W: World> std::ops::DerefMut for Quiesced<'_, W> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.places
+    }
+}
+
+impl<W: World> Drop for Quiesced<'_, W> {
+    fn drop(&mut self) {
+        self.places.clear();
+        // As in `Lease::drop`; every place is free, so every waiter may
+        // find one.
+        fence(Ordering::SeqCst);
+        if self.live.waiters.load(Ordering::Relaxed) > 0 {
+            self.live.freed.notify_waiters();
         }
     }
 }
@@ -424,13 +462,17 @@ impl<W: World> Live<W> {
     /// Wait until no call runs on this version and hold every place: no
     /// call can start until the guards are dropped. Places are locked in
     /// order, and a caller never holds one place while waiting for another.
-    pub(crate) fn quiesce(&self) -> Vec<MutexGuard<'_, Place<W>>> {
-        self.places.iter().map(|place| place.lock()).collect()
+    pub(crate) fn quiesce(&self) -> Quiesced<'_, W> {
+        Quiesced {
+            places: self.places.iter().map(|place| place.lock()).collect(),
+            live: self,
+        }
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::sync::atomic::Ordering;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -454,10 +496,15 @@ pub(crate) mod tests {
 
     /// A version of a small dynamic-world component with `size` places.
     pub(crate) fn live(size: usize) -> std::sync::Arc<Live<Dynamic>> {
+        live_waiting(size, None)
+    }
+
+    /// [`live`] whose callers wait at most `max_wait` for a place.
+    fn live_waiting(size: usize, max_wait: Option<Duration>) -> std::sync::Arc<Live<Dynamic>> {
         let runtime = Runtime::<Dynamic>::new().unwrap();
         let plugin = runtime.load_bytes("pool-test", WAT.as_bytes()).unwrap();
         let first = plugin.instantiate().unwrap();
-        Live::new(plugin, first, size, None)
+        Live::new(plugin, first, size, max_wait)
     }
 
     #[test]
@@ -519,6 +566,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_async_caller_waiting_through_a_quiesce_gets_the_place_it_releases() {
+        // A swap holds the serving version's places while it carries its
+        // state over; a caller that began waiting then must be woken when
+        // the swap lets go, not sleep out its `max_wait`.
+        let max_wait = Duration::from_secs(3);
+        let live = live_waiting(1, Some(max_wait));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let swap = {
+            let live = live.clone();
+            let (held, hold) = mpsc::channel();
+            let swap = std::thread::spawn(move || {
+                let places = live.quiesce();
+                held.send(()).unwrap();
+                while live.waiters.load(Ordering::SeqCst) == 0 {
+                    std::thread::yield_now();
+                }
+                drop(places);
+            });
+            hold.recv().unwrap();
+            swap
+        };
+        let got = runtime.block_on(async { live.checkout_async().await.map(drop) });
+        swap.join().unwrap();
+        if let Err(err) = got {
+            panic!("the waiter slept through the release: {err}");
+        }
+    }
+
+    #[test]
     fn a_trapped_instance_is_dropped_with_its_lease_and_replaced_as_a_restart() {
         let live = live(1);
         {
@@ -535,7 +614,7 @@ pub(crate) mod tests {
     #[test]
     fn no_instance_is_made_while_the_version_backs_off() {
         let live = live(1);
-        drop(live.quiesce().pop().unwrap().instance.take());
+        drop(live.quiesce()[0].instance.take());
         {
             let mut health = live.health();
             health.failed();
