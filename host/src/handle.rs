@@ -16,7 +16,7 @@ use crate::canary::{KeyHash, Rollout};
 use crate::deadline::INLINE_BUDGET;
 use crate::error::{Error, Result};
 use crate::pool::{Health, Live};
-use crate::runtime::computed_a_tick;
+use crate::runtime::{computed_a_tick, on_guest_thread};
 use crate::slot::{pick_live, Slot};
 use crate::telemetry;
 use crate::world::BoxFuture;
@@ -457,17 +457,70 @@ fn call_on<W: World, R>(
     result
 }
 
-/// Long calls (longer than [`INLINE_BUDGET`], computing or awaiting) in a
-/// row that send a version's calls to the guest threads from their start,
-/// so a plugin computing for milliseconds per call holds no executor
-/// thread; one fast call brings its version back.
+/// Long calls in a row that send a version's calls to the guest threads
+/// from their start, so a plugin computing for milliseconds per call holds
+/// no executor thread; one call that is not long brings its version back.
 ///
-/// Not one: a call is timed in wall-clock time, and a thread preempted
-/// mid-call (on a busy machine, many times a second) makes a fast call
-/// look long. With one, a 2-thread bench sent about a thousand calls a
-/// second to the guest threads for nothing, each a hand-off to another
-/// thread and back.
+/// A call is timed by the wall clock, which is one clock read, and a
+/// thread preempted mid-call (on a busy machine, many times a second)
+/// makes a fast call look long. So a long call only arms the streak: the
+/// calls after it are also timed by their thread's CPU clock (a system
+/// call, about 1 µs each way here, spent only while the streak is armed),
+/// and count as long when they also *computed* for longer than
+/// [`INLINE_BUDGET`] ([`cpu_timed`]). Before, two calls preempted in a row
+/// sent a call of microseconds to the guest threads, which the busy
+/// machine starves at nice +19: it held its instance for a second, and the
+/// fleet test's replica answered the request behind it with a 503. (A call
+/// awaiting an import for long computes nothing and parks its task: it
+/// holds no executor thread either, and is not long.)
 pub(crate) const LONG_STREAK: u8 = 2;
+
+/// Whether a call that began at `began` and ended at `ended`, having
+/// computed for `cpu` if it was timed so, counts towards [`LONG_STREAK`].
+fn long_call(began: Option<Instant>, ended: Instant, cpu: Option<Duration>) -> bool {
+    began.is_some_and(|began| ended - began > INLINE_BUDGET)
+        && cpu.is_none_or(|cpu| cpu > INLINE_BUDGET)
+}
+
+/// `call` polled to its end, with the CPU time its polls took on the
+/// threads that made them (`None` where the platform has no thread CPU
+/// clock). Each poll is timed on its own: between polls the task may move
+/// to another thread (the guest threads, or tokio's work stealing), and
+/// the thread runs other tasks. A wasmtime fiber runs on the thread that
+/// polls it, so a computing guest's time is its poll's.
+async fn cpu_timed<T>(call: impl Future<Output = T>) -> (T, Option<Duration>) {
+    let mut call = std::pin::pin!(call);
+    let mut spent = thread_cpu_time().map(|_| Duration::ZERO);
+    let out = std::future::poll_fn(|cx| {
+        let before = thread_cpu_time();
+        let poll = call.as_mut().poll(cx);
+        if let (Some(total), Some(before), Some(after)) = (&mut spent, before, thread_cpu_time()) {
+            *total += after.saturating_sub(before);
+        }
+        poll
+    })
+    .await;
+    (out, spent)
+}
+
+/// The CPU time the calling thread has used.
+#[cfg(unix)]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a timespec the call may write.
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    let secs = u64::try_from(now.tv_sec).ok()?;
+    let nanos = u32::try_from(now.tv_nsec).ok()?;
+    (read == 0).then(|| Duration::new(secs, nanos))
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
+}
 
 /// Whether `live` stopped being the version a handle resolves to.
 fn moved<W: World>(live: &Live<W>, by_requirement: bool) -> bool {
@@ -550,14 +603,19 @@ impl<W: World, R, T> Call<W, R, T> {
             return Attempt::Moved(f);
         }
         let instance = lease.instance();
-        let result = instance.call_async_unbudgeted(f).await;
-        let ended = Instant::now();
-        let long = instance
-            .async_call_began()
-            .is_some_and(|began| ended - began > INLINE_BUDGET);
-        account(live, instance);
         // Written only when it changes: every call reads it.
         let streak = live.long_calls.load(Ordering::Relaxed);
+        let (result, cpu) = if streak == 0 {
+            (instance.call_async_unbudgeted(f).await, None)
+        } else {
+            cpu_timed(instance.call_async_unbudgeted(f)).await
+        };
+        let ended = Instant::now();
+        let long = long_call(instance.async_call_began(), ended, cpu);
+        if on_guest_thread() {
+            live.calls.ended_on_guest_threads();
+        }
+        account(live, instance);
         let next = if long {
             (streak + 1).min(LONG_STREAK)
         } else {
@@ -676,5 +734,45 @@ impl<T> Drop for OffTheExecutor<T> {
         if let Stage::There(moved) = &self.0 {
             moved.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_call_is_timed_by_what_its_polls_computed_not_by_the_time_between_them() {
+        let spin = Duration::from_millis(3);
+        let sleep = Duration::from_millis(20);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let wall = Instant::now();
+        let ((), cpu) = rt.block_on(cpu_timed(async {
+            // Computes for `spin` of this thread's CPU time, then parks.
+            let from = thread_cpu_time().unwrap();
+            while thread_cpu_time().unwrap() - from < spin {}
+            tokio::time::sleep(sleep).await;
+        }));
+        let (wall, cpu) = (wall.elapsed(), cpu.expect("a thread CPU clock"));
+        assert!(wall >= spin + sleep, "{wall:?}");
+        // The sleep between its polls computes nothing.
+        assert!(cpu >= spin && cpu < spin + sleep, "{cpu:?} of {wall:?}");
+        assert!(long_call(
+            Some(Instant::now() - wall),
+            Instant::now(),
+            Some(cpu)
+        ));
+        assert!(!long_call(
+            Some(Instant::now() - wall),
+            Instant::now(),
+            Some(INLINE_BUDGET)
+        ));
+        assert!(long_call(Some(Instant::now() - wall), Instant::now(), None));
+        assert!(!long_call(Some(Instant::now()), Instant::now(), None));
+        assert!(!long_call(None, Instant::now(), Some(cpu)));
     }
 }

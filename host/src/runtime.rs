@@ -681,6 +681,9 @@ impl<R, F: Future<Output = wasmtime::Result<R>>> Future for Bounded<'_, F> {
 }
 
 thread_local! {
+    /// Whether this thread is one of a runtime's guest threads.
+    static ON_GUEST_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+
     /// Set by an async store's epoch callback the second time a tick finds
     /// its call computing (`yield_at_ticks`): the call polled on this
     /// thread computes, and these are the guest threads of its runtime.
@@ -688,6 +691,12 @@ thread_local! {
     /// alive.
     static COMPUTED_A_TICK: std::cell::RefCell<Option<Weak<GuestThreads>>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// Whether the calling thread is one of a runtime's guest threads: where
+/// an async call that ends here ran its end.
+pub(crate) fn on_guest_thread() -> bool {
+    ON_GUEST_THREAD.get()
 }
 
 /// The guest threads to move to, when the call last polled on this thread
@@ -879,7 +888,10 @@ impl GuestThreads {
                     .worker_threads(self.threads)
                     .thread_name("wasmplug-guest")
                     .enable_time()
-                    .on_thread_start(move || priority.apply())
+                    .on_thread_start(move || {
+                        ON_GUEST_THREAD.set(true);
+                        priority.apply();
+                    })
                     .build()
                     // Fails only when the OS refuses threads: nothing runs then.
                     .expect("starting wasmplug's guest threads")

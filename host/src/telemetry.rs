@@ -84,6 +84,13 @@ pub const CALLS: &str = "wasmplug_calls_total";
 pub const CALL_ERRORS: &str = "wasmplug_call_errors_total";
 /// Call duration in seconds, waiting for an instance included (histogram).
 pub const CALL_DURATION: &str = "wasmplug_call_duration_seconds";
+/// Async calls that ended on the runtime's guest threads (counter): they
+/// computed past an epoch tick, or started there after calls that computed
+/// for long ([`RuntimeBuilder::guest_threads`]). Calls of a plugin that
+/// computes little count here only when something is wrong.
+///
+/// [`RuntimeBuilder::guest_threads`]: crate::runtime::RuntimeBuilder::guest_threads
+pub const GUEST_THREAD_CALLS: &str = "wasmplug_guest_thread_calls_total";
 /// Instances made to replace a crashed one (counter).
 pub const RESTARTS: &str = "wasmplug_restarts_total";
 /// Live instances of a version (gauge).
@@ -177,6 +184,7 @@ pub(crate) struct Calls {
     pub(crate) recording: bool,
     calls: Counter,
     duration: Histogram,
+    on_guest_threads: Counter,
     restarts: Counter,
     /// One per [`CALL_ERROR_KINDS`], in order.
     errors: [Counter; CALL_ERROR_KINDS.len()],
@@ -189,6 +197,7 @@ impl Calls {
             recording: recorder_installed(),
             calls: metrics::counter!(CALLS, labels.iter()),
             duration: metrics::histogram!(CALL_DURATION, labels.iter()),
+            on_guest_threads: metrics::counter!(GUEST_THREAD_CALLS, labels.iter()),
             restarts: metrics::counter!(RESTARTS, labels.iter()),
             errors: CALL_ERROR_KINDS.map(|kind| {
                 let mut labels = labels.to_vec();
@@ -216,6 +225,11 @@ impl Calls {
                 self.errors[i].increment(1);
             }
         }
+    }
+
+    /// An async call that ended on the guest threads.
+    pub(crate) fn ended_on_guest_threads(&self) {
+        self.on_guest_threads.increment(1);
     }
 
     pub(crate) fn restarted(&self) {

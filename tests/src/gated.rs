@@ -2,7 +2,8 @@
 //! tests of the async API (`tests/async_api.rs`):
 //! `log("gate")` awaits the test's release, as an import awaiting a
 //! database would; `log("where")` counts the call if it runs on wasmplug's
-//! guest threads.
+//! guest threads; `log("nap")` sleeps 2 ms, as an import awaiting a slow
+//! service would, and is counted when it ran on the guest threads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
@@ -32,6 +33,15 @@ impl bindings::wasmplug::plugin::types::Host for Gate {}
 /// Calls that logged `where` on wasmplug's guest threads.
 pub static WHERE_ON_GUEST_THREADS: AtomicUsize = AtomicUsize::new(0);
 
+/// Calls that logged `nap` on wasmplug's guest threads.
+pub static NAPS_ON_GUEST_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+fn on_guest_thread() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with("wasmplug-guest"))
+}
+
 impl bindings::wasmplug::plugin::host::Host for Gate {
     /// `log("gate")` awaits the test's release, as an import awaiting a
     /// database would; `log("where")` notes the thread the call runs on;
@@ -43,10 +53,15 @@ impl bindings::wasmplug::plugin::host::Host for Gate {
                 RELEASE.notified().await;
             }
             "where" => {
-                let name = std::thread::current().name().map(str::to_owned);
-                if name.is_some_and(|n| n.starts_with("wasmplug-guest")) {
+                if on_guest_thread() {
                     WHERE_ON_GUEST_THREADS.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            "nap" => {
+                if on_guest_thread() {
+                    NAPS_ON_GUEST_THREADS.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
             _ => {}
         }

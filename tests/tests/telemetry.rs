@@ -195,6 +195,15 @@ fn async_calls_are_counted_as_blocking_ones_and_a_guest_error_is_a_guest_error()
     let plugin = runtime.load(guest("hello-v1")).unwrap();
     registry.activate(plugin).unwrap();
     let handle = registry.get("hello").unwrap();
+    // A guest computing to its deadline ends on the guest threads.
+    let spinning = Runtime::<AsyncGreeter>::builder()
+        .policy(Policy::default().deadline(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    registry
+        .activate(spinning.load(guest("hostile")).unwrap())
+        .unwrap();
+    let hostile = registry.get("hostile").unwrap();
     let tokio = current_thread();
     tokio.block_on(async {
         let count = handle
@@ -218,9 +227,27 @@ fn async_calls_are_counted_as_blocking_ones_and_a_guest_error_is_a_guest_error()
             .unwrap_err();
         assert_eq!(err.kind(), "guest", "{err}");
         assert!(err.to_string().contains("a user needs a name"), "{err}");
+        let err = hostile
+            .call_async(|p, store| {
+                Box::pin(p.wasmplug_plugin_greeter().call_welcome(store, "loop"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "timeout", "{err}");
     });
     let m = samples(&recorder);
     let v1 = "plugin=\"hello\",version=\"1.0.0\"";
+    let on_guest_threads = |labels: &str| {
+        value(
+            &m,
+            &format!("wasmplug_guest_thread_calls_total{{{labels}}}"),
+        )
+    };
+    assert_eq!(on_guest_threads(v1), 0.0, "fast calls stay on their task");
+    assert_eq!(
+        on_guest_threads("plugin=\"hostile\",version=\"1.0.0\""),
+        1.0
+    );
     assert_eq!(value(&m, &format!("wasmplug_calls_total{{{v1}}}")), 2.0);
     assert_eq!(
         value(
