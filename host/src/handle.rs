@@ -465,14 +465,13 @@ fn call_on<W: World, R>(
 /// thread preempted mid-call (on a busy machine, many times a second)
 /// makes a fast call look long. So a long call only arms the streak: the
 /// calls after it are also timed by their thread's CPU clock (a system
-/// call, about 1 µs each way here, spent only while the streak is armed),
+/// call, 0.3–0.7 µs a read here, spent only while the streak is armed),
 /// and count as long when they also *computed* for longer than
 /// [`INLINE_BUDGET`] ([`cpu_timed`]). Before, two calls preempted in a row
-/// sent a call of microseconds to the guest threads, which the busy
-/// machine starves at nice +19: it held its instance for a second, and the
-/// fleet test's replica answered the request behind it with a 503. (A call
-/// awaiting an import for long computes nothing and parks its task: it
-/// holds no executor thread either, and is not long.)
+/// sent a call of microseconds to the guest threads, which a busy machine
+/// starves at nice +19, holding its instance there. A call awaiting an
+/// import for long computes nothing and parks its task: it holds no
+/// executor thread either, and is not long.
 pub(crate) const LONG_STREAK: u8 = 2;
 
 /// Whether a call that began at `began` and ended at `ended`, having

@@ -52,10 +52,8 @@ impl bindings::wasmplug::plugin::host::Host for Gate {
                 ENTERED.notify_one();
                 RELEASE.notified().await;
             }
-            "where" => {
-                if on_guest_thread() {
-                    WHERE_ON_GUEST_THREADS.fetch_add(1, Ordering::Relaxed);
-                }
+            "where" if on_guest_thread() => {
+                WHERE_ON_GUEST_THREADS.fetch_add(1, Ordering::Relaxed);
             }
             "nap" => {
                 if on_guest_thread() {
