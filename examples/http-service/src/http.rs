@@ -129,7 +129,13 @@ async fn dispatch(state: &AppState, req: Request) -> Response<Body> {
             state.metrics.bad_response(&name);
             failure(ErrorKind::BadResponse, &message)
         }),
-        Outcome::Failed { kind, message } => failure(kind, &message),
+        Outcome::Failed { kind, message } => {
+            // Counted in `/metrics`; each one's cause, with its time, only
+            // when asked for (`RUST_LOG=http_service=debug`): under
+            // overload every request may fail.
+            tracing::debug!(target: "http_service", "{name}: {}: {message}", kind.as_str());
+            failure(kind, &message)
+        }
     }
 }
 

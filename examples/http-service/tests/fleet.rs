@@ -72,7 +72,9 @@ impl Replica {
             .arg(trusted)
             .args(["--poll-ms", &POLL.as_millis().to_string()])
             .args(["--listen", "127.0.0.1:0", "--workers", "1"])
-            .env("RUST_LOG", "info")
+            // Each look at the tag too (why a replica has not moved yet),
+            // and each failed request's cause.
+            .env("RUST_LOG", "info,wasmplug::oci=debug,http_service=debug")
             // Each replica its own layer cache, as separate machines would.
             .env("XDG_CACHE_HOME", dir.join(format!("cache-{i}")))
             .stdin(Stdio::null())
@@ -105,6 +107,23 @@ impl Replica {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The `/metrics` series that say how requests ended and why calls
+    /// failed: which of the service's 5xx a failed request was.
+    fn failures(&self) -> String {
+        get(&self.addr, "/metrics")
+            .unwrap_or_else(|e| format!("/metrics unreadable: {e}"))
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.contains("http_service_responses_total")
+                        || l.contains("wasmplug_call_errors_total")
+                        || l.contains("wasmplug_guest_thread_calls_total")
+                        || l.contains("wasmplug_restarts_total"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The version of `echo` that `/healthz` reports.
@@ -235,7 +254,9 @@ fn five_replicas_follow_one_tag_refuse_an_untrusted_artefact_and_fail_no_request
 
     // v2, signed: every replica follows. The clock starts when the tag
     // moves, the last step of the push.
+    let pushing = Instant::now();
     let v2 = push(&reference, guest("http-handler-v2"), &key);
+    let pushed_in = pushing.elapsed();
     let moved = Instant::now();
     let to_v2 = converge(&replicas, "2.0.0", moved);
 
@@ -279,13 +300,20 @@ fn five_replicas_follow_one_tag_refuse_an_untrusted_artefact_and_fail_no_request
         assert_eq!(
             (load.non_2xx, load.socket_errors),
             (0, 0),
-            "replica {i}: failed requests:\n{text}\nits warnings and errors:\n{}",
+            "replica {i}: failed requests:\n{text}\nits events, warnings, errors and failed requests:\n{}\n\
+             its responses and failed calls, by kind:\n{}",
             replicas[i]
                 .log()
                 .lines()
-                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .filter(|l| {
+                    l.contains("WARN")
+                        || l.contains("ERROR")
+                        || l.contains("registry:")
+                        || l.contains("http_service: echo")
+                })
                 .collect::<Vec<_>>()
-                .join("\n")
+                .join("\n"),
+            replicas[i].failures()
         );
         slowest.push(load.latency_max);
         total.requests += load.requests;
@@ -311,7 +339,20 @@ fn five_replicas_follow_one_tag_refuse_an_untrusted_artefact_and_fail_no_request
     for (what, max) in [("v2", v2_max), ("v1", back_max)] {
         assert!(
             max <= CONVERGE_WITHIN,
-            "a replica took {max:?} to reach {what}: more than the poll interval + 2 s"
+            "a replica took {max:?} to reach {what}: more than the poll interval + 2 s \
+             (v2's push took {pushed_in:.2?}); each replica's looks at the tag and events:\n{}",
+            replicas
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let lines = r.log();
+                    let looks = lines
+                        .lines()
+                        .filter(|l| l.contains(" is at ") || l.contains("registry:"));
+                    format!("replica {i}:\n{}", looks.collect::<Vec<_>>().join("\n"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }

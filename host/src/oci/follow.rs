@@ -5,7 +5,7 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use oci_client::Reference;
 
@@ -258,11 +258,20 @@ impl<W: World> Worker<W> {
     /// One look at the reference; returns how long to wait for the next.
     fn poll(&mut self, rt: &tokio::runtime::Runtime) -> Duration {
         self.status().last_poll = Some(SystemTime::now());
+        let began = Instant::now();
         let digest = match self.request(rt, self.client.resolve_parsed(&self.parsed)) {
             None => return Duration::ZERO,
             Some(Ok(digest)) => digest,
             Some(Err(fault)) => return self.failed(fault, None),
         };
+        // Every look, for an operator asking why a replica has not moved
+        // yet (`RUST_LOG=wasmplug::oci=debug`).
+        tracing::debug!(
+            target: "wasmplug::oci",
+            "{} is at {digest} (asked in {:.1?})",
+            self.reference,
+            began.elapsed()
+        );
         {
             let status = self.status();
             let known = [&status.serving, &status.refused]
