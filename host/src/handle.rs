@@ -489,13 +489,15 @@ fn long_call(began: Option<Instant>, ended: Instant, cpu: Option<Duration>) -> b
 /// polls it, so a computing guest's time is its poll's.
 async fn cpu_timed<T>(call: impl Future<Output = T>) -> (T, Option<Duration>) {
     let mut call = std::pin::pin!(call);
-    let mut spent = thread_cpu_time().map(|_| Duration::ZERO);
+    // `None` from the first poll the clock cannot time.
+    let mut spent = Some(Duration::ZERO);
     let out = std::future::poll_fn(|cx| {
         let before = thread_cpu_time();
         let poll = call.as_mut().poll(cx);
-        if let (Some(total), Some(before), Some(after)) = (&mut spent, before, thread_cpu_time()) {
-            *total += after.saturating_sub(before);
-        }
+        spent = match (spent, before, thread_cpu_time()) {
+            (Some(total), Some(before), Some(after)) => Some(total + after.saturating_sub(before)),
+            _ => None,
+        };
         poll
     })
     .await;
