@@ -109,6 +109,15 @@ impl Replica {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The lines of its log that hold any of `marks`.
+    fn log_lines(&self, marks: &[&str]) -> String {
+        self.log()
+            .lines()
+            .filter(|l| marks.iter().any(|m| l.contains(m)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The `/metrics` series that say how requests ended and why calls
     /// failed: which of the service's 5xx a failed request was.
     fn failures(&self) -> String {
@@ -302,17 +311,7 @@ fn five_replicas_follow_one_tag_refuse_an_untrusted_artefact_and_fail_no_request
             (0, 0),
             "replica {i}: failed requests:\n{text}\nits events, warnings, errors and failed requests:\n{}\n\
              its responses and failed calls, by kind:\n{}",
-            replicas[i]
-                .log()
-                .lines()
-                .filter(|l| {
-                    l.contains("WARN")
-                        || l.contains("ERROR")
-                        || l.contains("registry:")
-                        || l.contains("http_service: echo")
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
+            replicas[i].log_lines(&["WARN", "ERROR", "registry:", "http_service: echo"]),
             replicas[i].failures()
         );
         slowest.push(load.latency_max);
@@ -344,13 +343,7 @@ fn five_replicas_follow_one_tag_refuse_an_untrusted_artefact_and_fail_no_request
             replicas
                 .iter()
                 .enumerate()
-                .map(|(i, r)| {
-                    let lines = r.log();
-                    let looks = lines
-                        .lines()
-                        .filter(|l| l.contains(" is at ") || l.contains("registry:"));
-                    format!("replica {i}:\n{}", looks.collect::<Vec<_>>().join("\n"))
-                })
+                .map(|(i, r)| format!("replica {i}:\n{}", r.log_lines(&[" is at ", "registry:"])))
                 .collect::<Vec<_>>()
                 .join("\n")
         );
