@@ -4,6 +4,8 @@
 //! runtime reading compiled code from a filled on-disk cache (the case of a
 //! process that just started). `coldstart instantiate COMPONENT N` loads
 //! it once and makes `N` instances (a new Store, instance and `init`).
+//! `PRE_INIT=deterministic` (or `freeze-clocks-and-entropy`) makes those
+//! instances start from a pre-initialized snapshot.
 //! `coldstart build COMPONENT N` times building the runtime (its engine and
 //! pools, linker and ticker) `N` times.
 //! `coldstart snapshot COMPONENT OUT` pre-initializes it with wizer
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 mod snapshot;
 
 use wasmplug::reference::GreeterPlugin;
+use wasmplug::policy::{Policy, PreInit};
 use wasmplug::Runtime;
 
 fn main() -> anyhow::Result<()> {
@@ -82,7 +85,19 @@ fn main() -> anyhow::Result<()> {
             }
         }
         "instantiate" => {
-            let plugin = runtime()?.load(component)?;
+            // PRE_INIT=deterministic|freeze-clocks-and-entropy: instances
+            // start from the version's pre-initialized snapshot.
+            let plugin = match std::env::var("PRE_INIT").ok().as_deref() {
+                None => runtime()?.load(component)?,
+                Some(mode) => {
+                    let mode = match mode {
+                        "deterministic" => PreInit::Deterministic,
+                        "freeze-clocks-and-entropy" => PreInit::FreezeClocksAndEntropy,
+                        other => anyhow::bail!("PRE_INIT={other}: deterministic or freeze-clocks-and-entropy"),
+                    };
+                    runtime()?.load_with_policy(component, Policy::default().pre_initialize(mode))?
+                }
+            };
             for _ in 0..n {
                 let began = Instant::now();
                 drop(plugin.instantiate()?);
