@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 #[path = "coldstart/snapshot.rs"]
 mod snapshot;
 
-use wasmplug::reference::GreeterPlugin;
 use wasmplug::policy::{Policy, PreInit};
+use wasmplug::reference::GreeterPlugin;
 use wasmplug::Runtime;
 
 fn main() -> anyhow::Result<()> {
@@ -93,9 +93,12 @@ fn main() -> anyhow::Result<()> {
                     let mode = match mode {
                         "deterministic" => PreInit::Deterministic,
                         "freeze-clocks-and-entropy" => PreInit::FreezeClocksAndEntropy,
-                        other => anyhow::bail!("PRE_INIT={other}: deterministic or freeze-clocks-and-entropy"),
+                        other => anyhow::bail!(
+                            "PRE_INIT={other}: deterministic or freeze-clocks-and-entropy"
+                        ),
                     };
-                    runtime()?.load_with_policy(component, Policy::default().pre_initialize(mode))?
+                    runtime()?
+                        .load_with_policy(component, Policy::default().pre_initialize(mode))?
                 }
             };
             for _ in 0..n {
