@@ -85,17 +85,15 @@ fn main() -> anyhow::Result<()> {
             }
         }
         "instantiate" => {
-            // PRE_INIT=deterministic|freeze-clocks-and-entropy: instances
-            // start from the version's pre-initialized snapshot.
-            let plugin = match std::env::var("PRE_INIT").ok().as_deref() {
+            let plugin = match std::env::var("PRE_INIT").ok() {
                 None => runtime()?.load(component)?,
-                Some(mode) => {
-                    let mode = match mode {
-                        "deterministic" => PreInit::Deterministic,
-                        "freeze-clocks-and-entropy" => PreInit::FreezeClocksAndEntropy,
-                        other => anyhow::bail!(
-                            "PRE_INIT={other}: deterministic or freeze-clocks-and-entropy"
-                        ),
+                Some(name) => {
+                    // The names a manifest uses (`PreInit::name`).
+                    let Some(mode) = [PreInit::Deterministic, PreInit::FreezeClocksAndEntropy]
+                        .into_iter()
+                        .find(|mode| mode.name() == name)
+                    else {
+                        anyhow::bail!("PRE_INIT={name}: deterministic or freeze-clocks-and-entropy")
                     };
                     runtime()?
                         .load_with_policy(component, Policy::default().pre_initialize(mode))?
