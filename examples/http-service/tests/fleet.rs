@@ -111,28 +111,23 @@ impl Replica {
 
     /// The lines of its log that hold any of `marks`.
     fn log_lines(&self, marks: &[&str]) -> String {
-        self.log()
-            .lines()
-            .filter(|l| marks.iter().any(|m| l.contains(m)))
-            .collect::<Vec<_>>()
-            .join("\n")
+        lines_holding(self.log().lines(), marks)
     }
 
     /// The `/metrics` series that say how requests ended and why calls
     /// failed: which of the service's 5xx a failed request was.
     fn failures(&self) -> String {
-        get(&self.addr, "/metrics")
-            .unwrap_or_else(|e| format!("/metrics unreadable: {e}"))
-            .lines()
-            .filter(|l| {
-                !l.starts_with('#')
-                    && (l.contains("http_service_responses_total")
-                        || l.contains("wasmplug_call_errors_total")
-                        || l.contains("wasmplug_guest_thread_calls_total")
-                        || l.contains("wasmplug_restarts_total"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        let metrics =
+            get(&self.addr, "/metrics").unwrap_or_else(|e| format!("/metrics unreadable: {e}"));
+        lines_holding(
+            metrics.lines().filter(|l| !l.starts_with('#')),
+            &[
+                "http_service_responses_total",
+                "wasmplug_call_errors_total",
+                "wasmplug_guest_thread_calls_total",
+                "wasmplug_restarts_total",
+            ],
+        )
     }
 
     /// The version of `echo` that `/healthz` reports.
@@ -348,4 +343,12 @@ fn five_replicas_follow_one_tag_refuse_an_untrusted_artefact_and_fail_no_request
                 .join("\n")
         );
     }
+}
+
+/// Those of `lines` that hold any of `marks`, one per line.
+fn lines_holding<'a>(lines: impl Iterator<Item = &'a str>, marks: &[&str]) -> String {
+    lines
+        .filter(|l| marks.iter().any(|m| l.contains(m)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
