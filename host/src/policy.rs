@@ -379,6 +379,17 @@ impl PreInit {
             PreInit::FreezeClocksAndEntropy => "freeze-clocks-and-entropy",
         }
     }
+
+    /// The mode a manifest names `name` ([`PreInit::name`]), if any.
+    pub fn from_name(name: &str) -> Option<PreInit> {
+        [
+            PreInit::Off,
+            PreInit::Deterministic,
+            PreInit::FreezeClocksAndEntropy,
+        ]
+        .into_iter()
+        .find(|mode| mode.name() == name)
+    }
 }
 
 /// A call's deadline under [`Policy::default`].

@@ -89,9 +89,7 @@ fn main() -> anyhow::Result<()> {
                 None => runtime()?.load(component)?,
                 Some(name) => {
                     // The names a manifest uses (`PreInit::name`).
-                    let Some(mode) = [PreInit::Deterministic, PreInit::FreezeClocksAndEntropy]
-                        .into_iter()
-                        .find(|mode| mode.name() == name)
+                    let Some(mode) = PreInit::from_name(&name).filter(|&m| m != PreInit::Off)
                     else {
                         anyhow::bail!("PRE_INIT={name}: deterministic or freeze-clocks-and-entropy")
                     };

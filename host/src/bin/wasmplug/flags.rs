@@ -266,14 +266,7 @@ fn parse_percent(arg: &str) -> Result<f64, String> {
 }
 
 pub fn parse_pre_init(arg: &str) -> Result<PreInit, String> {
-    [
-        PreInit::Deterministic,
-        PreInit::FreezeClocksAndEntropy,
-        PreInit::Off,
-    ]
-    .into_iter()
-    .find(|mode| mode.name() == arg)
-    .ok_or_else(|| {
+    PreInit::from_name(arg).ok_or_else(|| {
         format!("`{arg}` is not a mode: expected `deterministic` or `freeze-clocks-and-entropy`")
     })
 }
