@@ -13,7 +13,9 @@
 //! * `init` runs; its clocks and random numbers count their reads;
 //! * what it did is judged ([`PreInit`]), and wizer writes the snapshot:
 //!   the original component with the memories and globals as `init` left
-//!   them, and the start functions it ran removed.
+//!   them, and the start functions it ran removed;
+//! * its modules' data segments, which each instance walks, are made few
+//!   ([`segments`]).
 //!
 //! The snapshot is then compiled, linked against the runtime's own linker
 //! and type-checked like any component, and kept in the caches; its
@@ -22,6 +24,7 @@
 //! instance, under the same handle numbers ([`handles`]).
 
 pub(crate) mod handles;
+mod segments;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,9 +105,11 @@ pub(crate) fn compiled<W: World>(
 /// a plain load of some file can never be served a snapshot, nor the
 /// reverse. It covers what changes the snapshot: the file, the mode, the
 /// world (its snapshot imports and instance data) and the limits `init`
-/// ran under.
+/// ran under. The date in its context changes with what a snapshot holds
+/// (2026-12-04: its data segments merged), so a disk cache never serves
+/// one written the old way.
 fn key<W: World>(hash: ContentHash, mode: PreInit, policy: &Policy) -> ContentHash {
-    let mut key = blake3::Hasher::new_derive_key("wasmplug 2026-12-03 pre-initialized snapshot");
+    let mut key = blake3::Hasher::new_derive_key("wasmplug 2026-12-04 pre-initialized snapshot");
     key.update(&hash.0);
     let limits = format!(
         "{}\0{}\0{:?}\0{:?}\0{}",
@@ -252,10 +257,13 @@ fn take<W: World>(
             return Err(failed.context("reading the instance's state for its snapshot"));
         }
     };
+    // wizer keeps every original data segment, emptied, and writes the
+    // memory as up to 10,000 more: each instance would walk them all.
+    let compacted = segments::compact(&snapshot).context("merging its data segments")?;
     let snapshot = if streams.is_empty() {
-        snapshot
+        compacted.bytes
     } else {
-        handles::add_replay(&snapshot, &streams)
+        handles::add_replay(&compacted.bytes, &streams)
             .context("re-opening in every instance the standard streams init left open")?
     };
     tracing::debug!(
@@ -264,6 +272,8 @@ fn take<W: World>(
         clocks,
         random,
         streams = streams.len(),
+        segments_before = compacted.before,
+        segments = compacted.after,
         bytes = snapshot.len(),
         "pre-initialized"
     );
