@@ -3,7 +3,9 @@
 //! instance and `init`) and one call (`welcome("Gopher")`). Loads are timed in a fresh runtime (a process
 //! that just started) and in a warm one (a service reloading a version it
 //! had unloaded). The figures in guest-plugins/README.md come from
-//! here. Rust is the baseline row, measured in the same run.
+//! here. Rust is the baseline row, measured in the same run; raw
+//! wasmtime's compile and deserialize, each in a fresh engine, are the
+//! floor a fresh cached load is measured against.
 //!
 //! Then, per language, instantiation from a pre-initialized snapshot
 //! (`Policy::pre_initialize`) beside the plain component and beside raw
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use support::guest;
 use wasmplug::policy::PreInit;
 use wasmplug::reference::GreeterPlugin;
+use wasmplug::wasmtime::component::Component;
 use wasmplug::{Plugin, Policy, Runtime};
 
 /// The median of `runs` samples, each timed by `sample` itself (so setup
@@ -75,9 +78,32 @@ fn main() {
         });
         let warm: Runtime<GreeterPlugin> = Runtime::builder().cache_dir(&cache).build().unwrap();
         warm.load(&path).unwrap(); // fills the cache
-        let cached = median_of(5, || {
+                                   // A fresh load varies from one runtime to the next: 21 of them.
+        let cached = median_of(21, || {
             let rt: Runtime<GreeterPlugin> = Runtime::builder().cache_dir(&cache).build().unwrap();
             timed(|| drop(rt.load(&path).unwrap()))
+        });
+        // Raw wasmtime's floor for the same two loads, each in a new engine
+        // configured as wasmplug's: compiling, and deserializing what an
+        // engine like it serialized (`Component::deserialize_file`, which
+        // maps the file, as wasmplug's disk cache does).
+        let cwasm = cache.join(format!("{component}.raw.cwasm"));
+        let serialized = Component::from_file(&raw::Fresh::new().engine, &path)
+            .unwrap()
+            .serialize()
+            .unwrap();
+        std::fs::write(&cwasm, serialized).unwrap();
+        let raw_compile = median_of(3, || {
+            let fresh = raw::Fresh::new();
+            timed(|| fresh.load(Component::from_file(&fresh.engine, &path).unwrap()))
+        });
+        let raw_cached = median_of(21, || {
+            let fresh = raw::Fresh::new();
+            // SAFETY: the file was written just above by `serialize` on an
+            // engine with the same configuration, and nothing else writes it.
+            timed(|| {
+                fresh.load(unsafe { Component::deserialize_file(&fresh.engine, &cwasm) }.unwrap())
+            })
         });
         // The same two loads in a runtime that has loaded before (a service
         // reloading a version it had unloaded): the engine's pools and
@@ -123,7 +149,7 @@ fn main() {
                 String::new()
             }
             Some(rust) => format!(
-                " ({:.0}x Rust)",
+                " ({:.1}x Rust)",
                 instantiate.as_secs_f64() / rust.as_secs_f64()
             ),
         };
@@ -142,6 +168,15 @@ fn main() {
             ms(compile_warm),
             ms(cached_warm),
             compile_warm.as_secs_f64() / cached_warm.as_secs_f64()
+        );
+        println!(
+            "{:<12} raw wasmtime, a fresh engine: compile {} / deserialize {} = {:.0}x; \
+             wasmplug's cached load / raw's = {:.2}x",
+            "",
+            ms(raw_compile),
+            ms(raw_cached),
+            raw_compile.as_secs_f64() / raw_cached.as_secs_f64(),
+            cached.as_secs_f64() / raw_cached.as_secs_f64()
         );
     }
     println!("\nkeep_resident(8 MiB): instantiate + init, median of 200");

@@ -41,8 +41,15 @@ pub struct Raw {
     pre: GreeterPluginPre<RawState>,
 }
 
-impl Raw {
-    pub fn new(path: &Path) -> Self {
+/// A raw engine configured as wasmplug's, and its linker: what a service
+/// has made before its first load.
+pub struct Fresh {
+    pub engine: Engine,
+    linker: Linker<RawState>,
+}
+
+impl Fresh {
+    pub fn new() -> Self {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -55,9 +62,34 @@ impl Raw {
         let mut linker = Linker::<RawState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
         GreeterPlugin::add_to_linker::<_, HasSelf<RawState>>(&mut linker, |s| s).unwrap();
-        let component = Component::from_file(&engine, path).unwrap();
-        let pre = GreeterPluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-        Raw { engine, pre }
+        Fresh { engine, linker }
+    }
+
+    /// `component` linked and type-checked, ready to instantiate.
+    pub fn link(&self, component: &Component) -> Raw {
+        let pre = GreeterPluginPre::new(self.linker.instantiate_pre(component).unwrap()).unwrap();
+        Raw {
+            engine: self.engine.clone(),
+            pre,
+        }
+    }
+
+    // The guests bench loads; the overhead bench only instantiates.
+    #[allow(dead_code)]
+    /// A load as wasmplug's does it, by hand: `component` (compiled, or
+    /// deserialized from the cache) linked, instantiated once and `init`
+    /// run, then all of it dropped, as the bench drops a loaded plugin.
+    pub fn load(&self, component: Component) {
+        let raw = self.link(&component);
+        drop(raw.instantiate());
+    }
+}
+
+impl Raw {
+    pub fn new(path: &Path) -> Self {
+        let fresh = Fresh::new();
+        let component = Component::from_file(&fresh.engine, path).unwrap();
+        fresh.link(&component)
     }
 
     /// A new store and instance, `init` run: what wasmplug's instantiate
