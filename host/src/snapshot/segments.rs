@@ -22,16 +22,25 @@
 //!   may have written; an offset read from a global) they stay as they
 //!   were, in their order.
 //!
+//! The zeros written into gaps are at most as many bytes as the segments
+//! hold: past that, segments stay apart. (wizer copies a module it did not
+//! run as it was, so a hostile one could space 100,000 empty segments 4 KiB
+//! apart and ask for 400 MB of zeros.) A `name` section loses its
+//! data-segment names, which would name the old indices.
+//!
 //! The memory an instance starts with is unchanged, byte for byte, and so
 //! is whether instantiation traps: a merged segment ends where the last of
 //! its parts did. Only the top-level modules of the component are
 //! rewritten (where wizer puts them); anything nested is copied as it was.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use anyhow::Context as _;
-use wasm_encoder::{ComponentSectionId, ConstExpr, DataCountSection, DataSection, RawSection};
-use wasmparser::{DataKind, Operator, Parser, Payload, TypeRef};
+use wasm_encoder::{
+    ComponentSectionId, ConstExpr, CustomSection, DataCountSection, DataSection, RawSection,
+};
+use wasmparser::{BinaryReader, DataKind, Operator, Parser, Payload, TypeRef};
 
 /// The most zero bytes written to join two active segments: a host page.
 /// Wider gaps keep their segments apart, so a sparse memory's segments do
@@ -233,6 +242,12 @@ fn compact_module(module: &[u8]) -> anyhow::Result<Module> {
                     count: section.len(),
                 });
             }
+            Payload::CustomSection(custom) if custom.name() == "name" => {
+                out.section(&CustomSection {
+                    name: Cow::Borrowed("name"),
+                    data: Cow::Owned(without_data_names(custom.data())?),
+                });
+            }
             _ => {
                 if let Some((id, range)) = payload.as_section() {
                     out.section(&RawSection {
@@ -250,16 +265,20 @@ fn compact_module(module: &[u8]) -> anyhow::Result<Module> {
     })
 }
 
-/// Constant segments merged across gaps of at most [`GAP`] bytes: each
-/// memory's, by offset, as `(memory, offset, bytes)`. `None` when two
-/// overlap: then the later one's bytes win, and merging would lose that.
+/// Constant segments merged across gaps of at most [`GAP`] bytes, with no
+/// more zeros in all than the segments hold bytes: each memory's, by
+/// offset, as `(memory, offset, bytes)`. `None` when two overlap (then the
+/// later one's bytes win, and merging would lose that) or one ends past
+/// 2^64 (it traps; left as it is).
 fn merge(mut segments: Vec<Segment<'_>>) -> Option<Vec<(u32, u64, Vec<u8>)>> {
+    let mut zeros: u64 = segments.iter().map(|s| s.data.len() as u64).sum();
     segments.sort_by_key(|s| (s.memory, s.offset));
     let mut merged: Vec<(u32, u64, Vec<u8>)> = Vec::new();
     for s in segments {
+        s.offset.checked_add(s.data.len() as u64)?;
         if let Some((memory, offset, bytes)) = merged.last_mut() {
             if *memory == s.memory {
-                let end = offset.saturating_add(bytes.len() as u64);
+                let end = *offset + bytes.len() as u64;
                 if s.data.is_empty() && s.offset <= end {
                     // Writes nothing, and is in bounds if the other is.
                     continue;
@@ -267,8 +286,10 @@ fn merge(mut segments: Vec<Segment<'_>>) -> Option<Vec<(u32, u64, Vec<u8>)>> {
                 if s.offset < end {
                     return None;
                 }
-                if s.offset - end <= GAP {
-                    bytes.resize((s.offset - *offset) as usize, 0);
+                let gap = s.offset - end;
+                if gap <= GAP.min(zeros) {
+                    zeros -= gap;
+                    bytes.resize(bytes.len() + gap as usize, 0);
                     bytes.extend_from_slice(s.data);
                     continue;
                 }
@@ -277,6 +298,25 @@ fn merge(mut segments: Vec<Segment<'_>>) -> Option<Vec<(u32, u64, Vec<u8>)>> {
         merged.push((s.memory, s.offset, s.data.to_vec()));
     }
     Some(merged)
+}
+
+/// The subsection of a `name` section that names data segments.
+const DATA_NAMES: u8 = 9;
+
+/// The contents of a `name` section without its data-segment names.
+fn without_data_names(section: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut reader = BinaryReader::new(section, 0);
+    let mut kept = Vec::with_capacity(section.len());
+    while !reader.eof() {
+        let start = reader.original_position();
+        let id = reader.read_u8()?;
+        let len = reader.read_var_u32()?;
+        reader.read_bytes(len as usize)?;
+        if id != DATA_NAMES {
+            kept.extend_from_slice(&section[start..reader.original_position()]);
+        }
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -333,13 +373,12 @@ mod tests {
                 (data "never read")
                 (data "")
                 (data (i32.const 0) "ab")
-                (data (i32.const 4098) "far")
                 (data (i32.const 10) "cd")
                 (data (i32.const 4) "")
                 (data (i32.const 20000) "apart"))"#,
             2,
         );
-        assert_eq!(rewritten.before, 7);
+        assert_eq!(rewritten.before, 6);
         assert!(rewritten.bytes.is_some());
     }
 
@@ -465,10 +504,76 @@ mod tests {
         same_start(
             r#"(module
                 (memory (export "m") i64 1)
-                (data (i64.const 0) "a")
-                (data (i64.const 8) "b"))"#,
+                (data (i64.const 0) "ab")
+                (data (i64.const 3) "cd"))"#,
             1,
         );
+    }
+
+    #[test]
+    fn writes_no_more_zeros_than_the_segments_hold() {
+        // Empty or tiny segments a page apart: merging them all would
+        // write ~4 KiB of zeros per byte of data.
+        let spaced: String = (0..64)
+            .map(|k| format!(r#"(data (i32.const {}) "x")"#, k * 4097))
+            .collect();
+        let rewritten = same_start(
+            &format!(r#"(module (memory (export "m") 5) (data "") {spaced})"#),
+            64,
+        );
+        assert_eq!(rewritten.before, 65);
+        // With data enough, a gap of up to a page is filled, and no more.
+        let page = "p".repeat(4096);
+        for (second, after) in [(8192, 1), (8193, 2)] {
+            same_start(
+                &format!(
+                    r#"(module (memory (export "m") 1)
+                        (data (i32.const 0) "{page}") (data (i32.const {second}) "q"))"#
+                ),
+                after,
+            );
+        }
+    }
+
+    #[test]
+    fn a_segment_ending_past_the_address_space_is_left_to_trap() {
+        let rewritten = same_start(
+            r#"(module
+                (memory (export "m") i64 1)
+                (data (i64.const -2) "abc")
+                (data (i64.const -1) "z"))"#,
+            2,
+        );
+        assert!(rewritten.bytes.is_none());
+    }
+
+    #[test]
+    fn the_name_section_loses_the_old_segment_names() {
+        let (_, rewritten) = rewrite(
+            r#"(module
+                (func $named)
+                (memory (export "m") 1)
+                (data $gone "")
+                (data $first (i32.const 0) "a")
+                (data $second (i32.const 2) "b"))"#,
+        );
+        let bytes = rewritten.bytes.unwrap();
+        wasmparser::Validator::new().validate_all(&bytes).unwrap();
+        let mut subsections = Vec::new();
+        for payload in Parser::new(0).parse_all(&bytes) {
+            if let Payload::CustomSection(custom) = payload.unwrap() {
+                if let wasmparser::KnownCustom::Name(names) = custom.as_known() {
+                    for name in names {
+                        subsections.push(match name.unwrap() {
+                            wasmparser::Name::Function(_) => "function",
+                            wasmparser::Name::Data(_) => "data",
+                            _ => "other",
+                        });
+                    }
+                }
+            }
+        }
+        assert_eq!(subsections, ["function"]);
     }
 
     #[test]
