@@ -80,6 +80,24 @@ fn inits_while_instantiating(plugin: &Plugin<GreeterPlugin>, instances: usize) -
     logs.matches("init hello@1.0.0").count()
 }
 
+/// `component` loaded by `runtime` pre-initialized under `mode`, and what
+/// was logged at `level` while it loaded.
+fn load_logged(
+    runtime: &Runtime<GreeterPlugin>,
+    component: &str,
+    mode: PreInit,
+    level: tracing::Level,
+) -> (Plugin<GreeterPlugin>, String) {
+    let mut loaded = None;
+    let logs = capture_logs(level, || {
+        loaded = Some(runtime.load_with_policy(guest(component), pre(mode)));
+    });
+    let plugin = loaded
+        .expect("the load ran")
+        .unwrap_or_else(|e| panic!("{component} was refused a snapshot: {e:#}"));
+    (plugin, logs)
+}
+
 /// The number logged as `field=` in `logs`.
 fn logged_number(logs: &str, field: &str) -> usize {
     logs.split(&format!(" {field}="))
@@ -173,15 +191,12 @@ fn go_guest_snapshot_holds_the_standard_streams_its_runtime_opened() {
     // memory as 10,000 of them and keeps its 28,078 originals, emptied;
     // the snapshot holds a few (`snapshot/segments.rs`).
     let runtime = Runtime::<GreeterPlugin>::new().unwrap();
-    let mut loaded = None;
-    let logs = capture_logs(tracing::Level::DEBUG, || {
-        loaded = Some(
-            runtime
-                .load_with_policy(guest("hello-go"), pre(PreInit::FreezeClocksAndEntropy))
-                .unwrap(),
-        );
-    });
-    let snapshot = loaded.unwrap();
+    let (snapshot, logs) = load_logged(
+        &runtime,
+        "hello-go",
+        PreInit::FreezeClocksAndEntropy,
+        tracing::Level::DEBUG,
+    );
     let (before, after) = (
         logged_number(&logs, "segments_before"),
         logged_number(&logs, "segments"),
@@ -343,30 +358,29 @@ fn a_snapshot_is_kept_in_the_disk_cache_and_not_taken_again_by_a_new_process() {
             .unwrap()
     };
     let first = runtime(());
-    let loaded = capture_logs(tracing::Level::INFO, || {
-        first
-            .load_with_policy(guest("hello-v1"), pre(PreInit::Deterministic))
-            .unwrap();
-    });
+    let (_, loaded) = load_logged(
+        &first,
+        "hello-v1",
+        PreInit::Deterministic,
+        tracing::Level::INFO,
+    );
     assert_eq!(loaded.matches("init hello@1.0.0").count(), 1, "{loaded}");
     assert_eq!(first.cache_stats().unwrap().hits, 0);
 
     // A new runtime (as a new process would) finds it on disk: no snapshot
     // is taken, and no init runs at all.
     let second = runtime(());
-    let mut plugin = None;
-    let loaded = capture_logs(tracing::Level::INFO, || {
-        plugin = Some(
-            second
-                .load_with_policy(guest("hello-v1"), pre(PreInit::Deterministic))
-                .unwrap(),
-        );
-    });
+    let (plugin, loaded) = load_logged(
+        &second,
+        "hello-v1",
+        PreInit::Deterministic,
+        tracing::Level::INFO,
+    );
     assert_eq!(loaded.matches("init hello@1.0.0").count(), 0, "{loaded}");
     assert_eq!(second.cache_stats().unwrap().hits, 1);
     let plain = Runtime::<GreeterPlugin>::new().unwrap();
     assert_eq!(
-        answers(plugin.as_ref().unwrap()),
+        answers(&plugin),
         answers(&plain.load(guest("hello-v1")).unwrap())
     );
     // The other mode is another snapshot, not this one.
