@@ -77,8 +77,9 @@ fn main() {
             timed(|| drop(rt.load(&path).unwrap()))
         });
         let warm: Runtime<GreeterPlugin> = Runtime::builder().cache_dir(&cache).build().unwrap();
-        warm.load(&path).unwrap(); // fills the cache
-                                   // A fresh load varies from one runtime to the next: 21 of them.
+        // Fills the cache. A fresh load varies from one runtime to the next:
+        // 21 of them.
+        warm.load(&path).unwrap();
         let cached = median_of(21, || {
             let rt: Runtime<GreeterPlugin> = Runtime::builder().cache_dir(&cache).build().unwrap();
             timed(|| drop(rt.load(&path).unwrap()))

@@ -74,11 +74,11 @@ impl Fresh {
         }
     }
 
-    // The guests bench loads; the overhead bench only instantiates.
-    #[allow(dead_code)]
     /// A load as wasmplug's does it, by hand: `component` (compiled, or
     /// deserialized from the cache) linked, instantiated once and `init`
     /// run, then all of it dropped, as the bench drops a loaded plugin.
+    // The guests bench loads; the overhead bench only instantiates.
+    #[allow(dead_code)]
     pub fn load(&self, component: Component) {
         let raw = self.link(&component);
         drop(raw.instantiate());
