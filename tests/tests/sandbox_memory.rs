@@ -7,19 +7,9 @@ use std::time::Duration;
 
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::{Policy, Runtime};
-use wasmplug_tests::{guest, rss_kib};
+use wasmplug_tests::{guest, live_rss_kib};
 
 const BUDGET_KIB: u64 = 2048;
-
-/// RSS once glibc has handed its free heap pages back. What the allocator
-/// keeps free after the attacks varies from run to run (0.5 to 2.2 MiB
-/// over five rounds, seen on 2026-12-03) and is held by nothing; what a
-/// leak holds is live and stays.
-fn live_rss_kib() -> u64 {
-    // SAFETY: malloc_trim only returns free heap pages to the OS.
-    unsafe { libc::malloc_trim(0) };
-    rss_kib()
-}
 
 fn all_attacks(rt: &Runtime<GreeterPlugin>) {
     let policy = Policy::default()

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use wasmplug_tests::{guest_bytes, replace_atomically, rss_kib, Deployment};
+use wasmplug_tests::{guest_bytes, live_rss_kib, replace_atomically, Deployment};
 
 const SWAPS: usize = 100;
 const CALLERS: usize = 3;
@@ -102,7 +102,7 @@ fn swap_storm_of_100_replacements_under_load_fails_no_call_and_returns_memory() 
     for t in warm {
         assert!(t.join().unwrap().failures.is_empty());
     }
-    let baseline = rss_kib();
+    let baseline = live_rss_kib();
     let before = handle.call(|i| i.count()).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,7 +174,7 @@ fn swap_storm_of_100_replacements_under_load_fails_no_call_and_returns_memory() 
         1,
         "every replaced version was freed"
     );
-    let after = rss_kib();
+    let after = live_rss_kib();
     println!(
         "RSS: before the storm {baseline} KiB, after {after} KiB ({:+} KiB)",
         after as i64 - baseline as i64

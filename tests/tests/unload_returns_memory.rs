@@ -3,13 +3,17 @@
 //! leaks ~920 KiB.
 //!
 //! Here unloading is dropping. One test in its own binary, so no other test
-//! thread moves this process's RSS while it is measured.
+//! thread moves this process's RSS while it is measured; measured as
+//! [`live_rss_kib`], so what glibc keeps free and resident after the drops
+//! (up to 2.3 MiB, varying between checkpoints) is not counted as growth.
 
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::Runtime;
-use wasmplug_tests::{guest_bytes, rss_kib, with_custom_section};
+use wasmplug_tests::{guest_bytes, live_rss_kib, with_custom_section};
 
-/// Growth allowed after warm-up, in KiB. Go grows by 1,836 KiB per version.
+/// Growth allowed after warm-up, in KiB. Go grows by 1,836 KiB per version;
+/// a leak of 12 KiB per version, 150 times less, fails this test (+2.9 and
+/// +3.2 MiB after 200 versions, tried on 2026-12-04).
 const BUDGET_KIB: u64 = 2048;
 
 /// Load, call and drop `versions` distinct versions of hello: each carries a
@@ -45,7 +49,7 @@ fn unloading_returns_memory_after_200_versions_and_10000_instances() {
     // their working size.
     load_call_drop_versions(&rt, &base, 0..30);
     instantiate_call_drop(&rt, &base, 1_000);
-    let baseline = rss_kib();
+    let baseline = live_rss_kib();
 
     load_call_drop_versions(&rt, &base, 1_000..1_200);
     assert_eq!(
@@ -53,11 +57,11 @@ fn unloading_returns_memory_after_200_versions_and_10000_instances() {
         0,
         "every version's compiled code was freed"
     );
-    let after_versions = rss_kib();
+    let after_versions = live_rss_kib();
 
     instantiate_call_drop(&rt, &base, 10_000);
     assert_eq!(rt.compiled_count(), 0);
-    let after_instances = rss_kib();
+    let after_instances = live_rss_kib();
 
     println!(
         "RSS: baseline {baseline} KiB, after 200 versions {after_versions} KiB \
