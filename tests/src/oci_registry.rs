@@ -17,6 +17,8 @@ pub struct OciRegistry {
     child: Option<Child>,
     addr: String,
     dir: TempDir,
+    /// The one login it accepts, when it asks for one.
+    login: Option<(String, String)>,
 }
 
 impl OciRegistry {
@@ -26,6 +28,16 @@ impl OciRegistry {
     /// When `docker-registry` is not installed (with the command that
     /// installs it) or does not come up within 10 s (with its log).
     pub fn start() -> OciRegistry {
+        Self::start_as(None)
+    }
+
+    /// Start a registry that accepts only `user` and `password`, asked for
+    /// with a `Basic` challenge (its `htpasswd` auth, bcrypt).
+    pub fn start_with_login(user: &str, password: &str) -> OciRegistry {
+        Self::start_as(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_as(login: Option<(String, String)>) -> OciRegistry {
         let dir = TempDir::new("oci-registry");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -33,6 +45,7 @@ impl OciRegistry {
             child: None,
             addr,
             dir,
+            login,
         };
         registry.spawn();
         registry
@@ -40,13 +53,25 @@ impl OciRegistry {
 
     fn spawn(&mut self) {
         let config = self.dir.path().join("config.yml");
+        let auth = match &self.login {
+            None => String::new(),
+            Some((user, password)) => {
+                let htpasswd = self.dir.path().join("htpasswd");
+                let hash = bcrypt::hash(password, 4).expect("a bcrypt hash");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("writing htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: wasmplug-tests\n    path: {}\n",
+                    htpasswd.display()
+                )
+            }
+        };
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\n\
                  log:\n  level: warn\n  accesslog:\n    disabled: true\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {}\n",
+                 http:\n  addr: {}\n{auth}",
                 self.storage().display(),
                 self.addr
             ),
@@ -82,7 +107,7 @@ impl OciRegistry {
         );
     }
 
-    /// Whether `GET /v2/` answers 200.
+    /// Whether `GET /v2/` answers: 200, or 401 when it asks for a login.
     fn answers(&self) -> bool {
         use std::io::{Read as _, Write as _};
         let Ok(mut stream) = TcpStream::connect(&self.addr) else {
@@ -99,6 +124,7 @@ impl OciRegistry {
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
         answer.starts_with("HTTP/1.1 200")
+            || (self.login.is_some() && answer.starts_with("HTTP/1.1 401"))
     }
 
     /// `127.0.0.1:PORT`.

@@ -14,7 +14,9 @@ use std::time::Duration;
 use wasmplug_tests::oci_registry::OciRegistry;
 use wasmplug_tests::{guest, guest_bytes, wasmplug_binary, TempDir};
 
-/// The binary, with caches of its own under `dir`.
+/// The binary, with caches of its own under `dir`, and the registry logins
+/// of `dir/docker/config.json` (none unless a test writes it), not the
+/// machine's.
 fn wasmplug(dir: &Path) -> Command {
     let mut command = Command::new(wasmplug_binary());
     command
@@ -22,12 +24,40 @@ fn wasmplug(dir: &Path) -> Command {
         .env("RUST_LOG", "warn")
         .env("XDG_CACHE_HOME", dir.join("xdg"))
         .env("WASMPLUG_CACHE_DIR", dir.join("code-cache"))
+        .env("DOCKER_CONFIG", dir.join("docker"))
+        .env_remove("WASMPLUG_REGISTRY")
+        .env_remove("WASMPLUG_REGISTRY_USER")
+        .env_remove("WASMPLUG_REGISTRY_PASSWORD")
         .stdin(Stdio::null());
     command
 }
 
 fn run(command: &mut Command) -> (Output, String, String) {
     let out = command.output().expect("running wasmplug");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// [`run`], failing the test if the command is still running after `limit`.
+fn run_within(limit: Duration, command: &mut Command) -> (Output, String, String) {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running wasmplug");
+    let id = child.id();
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let out = match finished.recv_timeout(limit) {
+        Ok(out) => out.expect("waiting for wasmplug"),
+        Err(_) => {
+            let _ = Command::new("kill").arg(id.to_string()).status();
+            panic!("wasmplug was still running after {limit:?}: it should have refused");
+        }
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stdout, stderr)
@@ -228,4 +258,120 @@ fn run_follow_serves_the_tag_and_swaps_when_it_moves() {
     wait_for(r#""Welcome back, Zoë!""#);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn logins_come_from_a_docker_config_or_the_environment_and_only_for_their_registry() {
+    let oci = OciRegistry::start_with_login("ops", "s3cret");
+    let dir = TempDir::new("cli-oci-login");
+    let d = dir.path();
+    let reference = oci.reference("plugins/hello", "stable");
+    let push = || {
+        let mut command = wasmplug(d);
+        command.arg("push").arg(guest("hello-v1")).arg(&reference);
+        command
+    };
+    let pull = || {
+        let mut command = wasmplug(d);
+        command.args(["pull", &reference, "--unsigned", "-o", "pulled.wasm"]);
+        command
+    };
+    let wants_login = |stderr: &str| stderr.contains("401") || stderr.contains("nauthorized");
+
+    // No login: refused, and the registry's answer is in the error.
+    let (out, _, stderr) = run(&mut push());
+    assert!(!out.status.success() && wants_login(&stderr), "{stderr}");
+
+    // What `docker login` writes, where Docker keeps it ($DOCKER_CONFIG).
+    std::fs::create_dir_all(d.join("docker")).unwrap();
+    let config = format!(
+        r#"{{"auths": {{"{}": {{"auth": "b3BzOnMzY3JldA=="}}}}, "credsStore": "desktop",
+            "credHelpers": {{"gcr.io": "gcloud"}}}}"#,
+        oci.addr()
+    );
+    std::fs::write(d.join("docker/config.json"), &config).unwrap();
+    let (out, stdout, stderr) = run(&mut push());
+    assert!(out.status.success(), "{stderr}");
+    let pushed = digest_in(&stdout);
+    // What it cannot use, it says.
+    assert!(
+        stderr.contains("`gcr.io` (credential helper `gcloud`)"),
+        "{stderr}"
+    );
+    // Or named with --registry-config (a pull secret's .dockerconfigjson).
+    std::fs::rename(d.join("docker/config.json"), d.join("pull-secret.json")).unwrap();
+    let (out, stdout, stderr) = run(pull().args(["--registry-config", "pull-secret.json"]));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(digest_in(&stdout), pushed);
+    assert_eq!(
+        std::fs::read(d.join("pulled.wasm")).unwrap(),
+        guest_bytes("hello-v1")
+    );
+
+    // The environment's login is for the registry the command names.
+    let (out, _, stderr) = run(pull()
+        .env("WASMPLUG_REGISTRY_USER", "ops")
+        .env("WASMPLUG_REGISTRY_PASSWORD", "s3cret"));
+    assert!(out.status.success(), "{stderr}");
+    // ... or the one WASMPLUG_REGISTRY names: not this one, so none is sent.
+    let (out, _, stderr) = run(pull()
+        .env("WASMPLUG_REGISTRY", "registry.example:5000")
+        .env("WASMPLUG_REGISTRY_USER", "ops")
+        .env("WASMPLUG_REGISTRY_PASSWORD", "s3cret"));
+    assert!(!out.status.success() && wants_login(&stderr), "{stderr}");
+
+    // Half a login, a config that is not one, and one login for two
+    // registries are errors that say so, before anything is sent.
+    let (out, _, stderr) = run(pull().env("WASMPLUG_REGISTRY_USER", "ops"));
+    assert!(
+        !out.status.success() && stderr.contains("WASMPLUG_REGISTRY_PASSWORD is unset"),
+        "{stderr}"
+    );
+    std::fs::write(
+        d.join("broken.json"),
+        "{\"auths\": {\"x\": {\"auth\": \"%%\"}}}",
+    )
+    .unwrap();
+    let (out, _, stderr) = run(pull().args(["--registry-config", "broken.json"]));
+    assert!(
+        !out.status.success() && stderr.contains("broken.json") && stderr.contains("not base64"),
+        "{stderr}"
+    );
+    let elsewhere = format!(
+        "127.0.0.2:{}/plugins/hello:stable",
+        oci.addr().rsplit(':').next().unwrap()
+    );
+    // (A `run` that did not refuse would serve until killed.)
+    let (out, _, stderr) = run_within(
+        Duration::from_secs(60),
+        wasmplug(d)
+            .args([
+                "run",
+                "--follow",
+                &reference,
+                "--follow",
+                &elsewhere,
+                "--unsigned",
+            ])
+            .env("WASMPLUG_REGISTRY_USER", "ops")
+            .env("WASMPLUG_REGISTRY_PASSWORD", "s3cret"),
+    );
+    assert!(
+        !out.status.success()
+            && stderr.contains("2 registries")
+            && stderr.contains("WASMPLUG_REGISTRY"),
+        "{stderr}"
+    );
+
+    // Docker's own config, found rather than named, that cannot be read
+    // costs its logins with a warning, not the command.
+    std::fs::write(d.join("docker/config.json"), "{\"auths\": ").unwrap();
+    let (out, _, stderr) = run(pull()
+        .env("WASMPLUG_REGISTRY_USER", "ops")
+        .env("WASMPLUG_REGISTRY_PASSWORD", "s3cret"));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("docker/config.json") && stderr.contains("no logins from it"),
+        "{stderr}"
+    );
 }

@@ -12,7 +12,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use wasmplug::oci::{
-    Client, ClientOptions, FollowOptions, FollowStatus, Follower, LayerCache, SigningKey, Trust,
+    Client, ClientOptions, Credentials, FollowOptions, FollowStatus, Follower, LayerCache,
+    SigningKey, Trust,
 };
 use wasmplug::reference::GreeterPlugin;
 use wasmplug::{Error, Event, Registry, Runtime};
@@ -523,10 +524,19 @@ fn dropping_a_follower_never_waits_on_a_registry_that_stopped_answering() {
 
 /// A registry in the hands of an attacker, on a loopback port: it answers
 /// every manifest with a body that never ends (or says it is a terabyte),
-/// and counts what it managed to send. With `bearer`, it asks for tokens
-/// from a token service of its own: for the repository `plugins/greedy`,
-/// one whose answer never ends; otherwise a token, `t0k3n`. It notes each
+/// and counts what it managed to send. With [`Asks::Token`], it asks for
+/// tokens from a token service of its own: for the repository
+/// `plugins/greedy`, one whose answer never ends; otherwise a token,
+/// `t0k3n`. With [`Asks::Password`] it asks for a password. It notes each
 /// request's path and `Authorization` header.
+/// What [`EndlessManifests`] asks of a client at `/v2/`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asks {
+    Nothing,
+    Token,
+    Password,
+}
+
 struct EndlessManifests {
     addr: std::net::SocketAddr,
     sent: Arc<std::sync::atomic::AtomicU64>,
@@ -538,7 +548,7 @@ const ENDLESS: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 const DECLARED: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 impl EndlessManifests {
-    fn start(bearer: bool) -> EndlessManifests {
+    fn start(asks: Asks) -> EndlessManifests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = EndlessManifests {
@@ -551,7 +561,7 @@ impl EndlessManifests {
             for stream in listener.incoming().flatten() {
                 let (sent, seen) = (sent.clone(), seen.clone());
                 std::thread::spawn(move || {
-                    EndlessManifests::answer(stream, addr, bearer, &sent, &seen)
+                    EndlessManifests::answer(stream, addr, asks, &sent, &seen)
                 });
             }
         });
@@ -561,7 +571,7 @@ impl EndlessManifests {
     fn answer(
         mut stream: std::net::TcpStream,
         addr: std::net::SocketAddr,
-        bearer: bool,
+        asks: Asks,
         sent: &std::sync::atomic::AtomicU64,
         seen: &std::sync::Mutex<Vec<(String, String)>>,
     ) {
@@ -603,7 +613,11 @@ impl EndlessManifests {
             }
             answered
         };
-        let _ = if path == "/v2/" && bearer {
+        let _ = if path == "/v2/" && asks == Asks::Password {
+            stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"endless\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+        } else if path == "/v2/" && asks == Asks::Token {
             stream.write_all(
                 format!(
                     "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"endless\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -651,18 +665,18 @@ impl EndlessManifests {
     }
 }
 
-/// A client with a password for every registry (sent only when asked).
-fn client_with_password() -> Client {
+/// A client with a login for `registry` (sent only when asked).
+fn client_with_password(registry: &EndlessManifests) -> Client {
     Client::new(ClientOptions {
         cache: None,
-        basic_auth: Some(("ops".into(), "s3cret".into())),
+        credentials: Credentials::new().with(&registry.addr.to_string(), "ops", "s3cret"),
         ..ClientOptions::default()
     })
 }
 
 #[test]
 fn a_registry_answering_an_endless_manifest_is_refused_after_4_mib_read() {
-    let registry = EndlessManifests::start(false);
+    let registry = EndlessManifests::start(Asks::Nothing);
     let limit = wasmplug::oci::MAX_MANIFEST_SIZE;
     let says_limit = |e: &Error| {
         e.to_string()
@@ -670,7 +684,7 @@ fn a_registry_answering_an_endless_manifest_is_refused_after_4_mib_read() {
     };
 
     // Pulling the tag: the HEAD names ENDLESS, whose body never ends.
-    let err = match block_on(client_with_password().pull(
+    let err = match block_on(client_with_password(&registry).pull(
         &registry.reference("plugins/hello", "stable"),
         &Trust::Unsigned,
     )) {
@@ -721,11 +735,12 @@ fn a_registry_answering_an_endless_manifest_is_refused_after_4_mib_read() {
 
 #[test]
 fn a_token_service_answering_without_end_is_refused_and_a_token_is_used_as_given() {
-    let registry = EndlessManifests::start(true);
+    let registry = EndlessManifests::start(Asks::Token);
     // The token service's answer never ends: refused after 64 KiB.
-    let err =
-        block_on(client_with_password().resolve(&registry.reference("plugins/greedy", "stable")))
-            .expect_err("an endless token answer was read to its end");
+    let err = block_on(
+        client_with_password(&registry).resolve(&registry.reference("plugins/greedy", "stable")),
+    )
+    .expect_err("an endless token answer was read to its end");
     assert!(
         err.to_string().contains("token service's answer")
             && err.to_string().contains("65536 bytes"),
@@ -735,7 +750,7 @@ fn a_token_service_answering_without_end_is_refused_and_a_token_is_used_as_given
 
     // A token granted is what the manifest requests carry; the password
     // went only to the token service, which the registry named.
-    let err = match block_on(client_with_password().pull(
+    let err = match block_on(client_with_password(&registry).pull(
         &registry.reference("plugins/hello", "stable"),
         &Trust::Unsigned,
     )) {
@@ -758,5 +773,59 @@ fn a_token_service_answering_without_end_is_refused_and_a_token_is_used_as_given
             .filter(|(_, a)| a.starts_with("Basic"))
             .all(|(p, _)| p.starts_with("/token")),
         "the password went elsewhere: {seen:?}"
+    );
+}
+
+#[test]
+fn a_login_is_sent_to_its_own_registry_and_never_to_another() {
+    let private = OciRegistry::start_with_login("ops", "s3cret");
+    let reference = private.reference("plugins/hello", "stable");
+    let bytes = guest_bytes("hello-v1");
+    let with_login = |password: &str| {
+        Client::new(ClientOptions {
+            cache: None,
+            credentials: Credentials::new().with(private.addr(), "ops", password),
+            ..ClientOptions::default()
+        })
+    };
+
+    // The real registry takes its login: push, then pull the same bytes.
+    let pushed = block_on(with_login("s3cret").push(&reference, bytes.clone(), None))
+        .expect("a push with the registry's login");
+    let pulled = block_on(with_login("s3cret").pull(&reference, &Trust::Unsigned))
+        .expect("a pull with the registry's login");
+    assert_eq!((pulled.digest, pulled.bytes), (pushed.digest, bytes));
+
+    // Without it, or with a wrong one, the registry refuses, and says so.
+    for client in [client(None), with_login("wrong")] {
+        let err = block_on(client.pull(&reference, &Trust::Unsigned))
+            .expect_err("pulled from a registry that wants a login, without it");
+        let said = format!("{err:#}");
+        assert!(said.contains(&reference), "names the reference: {said}");
+        assert!(
+            said.contains("401") || said.to_lowercase().contains("unauthorized"),
+            "says it wants a login: {said}"
+        );
+    }
+
+    // Another registry asks for a password too: it is never given this
+    // one's, neither on `/v2/` nor with a manifest request.
+    let other = EndlessManifests::start(Asks::Password);
+    let err = block_on(with_login("s3cret").pull(
+        &other.reference("plugins/hello", "stable"),
+        &Trust::Unsigned,
+    ))
+    .expect_err("the other registry serves no component");
+    // Nor when a tag is moved there (what `tag` sends goes through
+    // `oci-client`, as pushes do).
+    let _ =
+        block_on(with_login("s3cret").tag(&other.reference("plugins/hello", "stable"), "promoted"));
+    let seen = other.authorizations();
+    assert!(!seen.is_empty(), "the other registry was asked: {err}");
+    assert!(
+        seen.iter().all(|(_, a)| a.is_empty()),
+        "the login of {} went to {}: {seen:?}",
+        private.addr(),
+        other.addr
     );
 }

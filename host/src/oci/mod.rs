@@ -15,6 +15,7 @@
 //! thread of its own, so a synchronous embedder never sees it.
 
 mod cache;
+mod credentials;
 mod follow;
 pub mod sign;
 
@@ -38,6 +39,7 @@ use oci_wasm::ToConfig as _;
 use reqwest::{header, Method, StatusCode};
 
 pub use cache::LayerCache;
+pub use credentials::Credentials;
 pub use follow::{FollowOptions, FollowStatus, Follower};
 pub use sign::{SigningKey, Trust, VerifyingKey};
 
@@ -85,9 +87,10 @@ pub struct ClientOptions {
     /// Registries (`host:port`) spoken to over plain HTTP besides the
     /// loopback ones.
     pub plain_http: Vec<String>,
-    /// User name and password (or token), for every registry; anonymous
-    /// when `None`.
-    pub basic_auth: Option<(String, String)>,
+    /// Logins by registry, each sent only to its own registry (and to the
+    /// token service it names); a registry without one is spoken to
+    /// anonymously. [`Credentials::from_docker_config`] reads Docker's.
+    pub credentials: Credentials,
     /// Where pulled layers are kept by digest; `None` keeps nothing.
     pub cache: Option<LayerCache>,
     /// The largest component accepted; a manifest that declares a larger
@@ -101,7 +104,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             plain_http: Vec::new(),
-            basic_auth: None,
+            credentials: Credentials::new(),
             cache: LayerCache::default_dir().map(LayerCache::new),
             max_size: DEFAULT_MAX_SIZE,
             timeout: Duration::from_secs(30),
@@ -213,8 +216,8 @@ pub struct Client {
 enum Access {
     /// Nothing: no credentials are sent.
     Anonymous,
-    /// A password ([`ClientOptions::basic_auth`]), asked for with a
-    /// `Basic` challenge: only then is it sent.
+    /// The registry's login ([`ClientOptions::credentials`]), asked for
+    /// with a `Basic` challenge: only then is it sent.
     Basic,
     /// A token from its token service.
     Bearer(String),
@@ -252,9 +255,10 @@ impl Client {
         &self.options
     }
 
-    fn auth(&self) -> RegistryAuth {
-        match &self.options.basic_auth {
-            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+    /// `registry`'s login, for `oci-client`.
+    fn auth(&self, registry: &str) -> RegistryAuth {
+        match self.options.credentials.get(registry) {
+            Some((user, password)) => RegistryAuth::Basic(user.into(), password.into()),
             None => RegistryAuth::Anonymous,
         }
     }
@@ -343,7 +347,9 @@ impl Client {
                 self.bearer_token(reference, &url, &challenge[scheme.len()..], plain)
                     .await?,
             )
-        } else if scheme.eq_ignore_ascii_case("basic") && self.options.basic_auth.is_some() {
+        } else if scheme.eq_ignore_ascii_case("basic")
+            && self.options.credentials.get(registry).is_some()
+        {
             Access::Basic
         } else {
             Access::Anonymous
@@ -357,7 +363,11 @@ impl Client {
                     .auth(reference, &bearer, RegistryOperation::Pull)
                     .await?;
             }
-            Access::Basic => client.store_auth_if_needed(registry, &self.auth()).await,
+            Access::Basic => {
+                client
+                    .store_auth_if_needed(registry, &self.auth(registry))
+                    .await
+            }
             Access::Anonymous => {}
         }
         lock().insert(key, (access.clone(), Instant::now()));
@@ -365,8 +375,8 @@ impl Client {
     }
 
     /// A pull token for `reference` from the token service a `Bearer`
-    /// challenge (its parameters: `params`) names, with the password when
-    /// there is one.
+    /// challenge (its parameters: `params`) names, with the login of
+    /// `reference`'s registry when it has one.
     async fn bearer_token(
         &self,
         reference: &Reference,
@@ -391,7 +401,7 @@ impl Client {
             query.push(("service", service.clone()));
         }
         let mut request = self.http()?.get(realm.as_str()).query(&query);
-        if let Some((user, password)) = &self.options.basic_auth {
+        if let Some((user, password)) = self.options.credentials.get(reference.resolve_registry()) {
             request = request.basic_auth(user, Some(password));
         }
         let answer = request
@@ -454,7 +464,7 @@ impl Client {
                 .header(header::ACCEPT, accept.join(", "));
             let request = match (
                 self.access(reference, fresh).await?,
-                &self.options.basic_auth,
+                self.options.credentials.get(registry),
             ) {
                 (Access::Bearer(token), _) => request.bearer_auth(token),
                 (Access::Basic, Some((user, password))) => request.basic_auth(user, Some(password)),
@@ -841,7 +851,10 @@ impl Client {
         let fail = |f: Fault| f.into_error(reference, Some(&digest));
         let client = self.client(&parsed);
         client
-            .store_auth_if_needed(parsed.resolve_registry(), &self.auth())
+            .store_auth_if_needed(
+                parsed.resolve_registry(),
+                &self.auth(parsed.resolve_registry()),
+            )
             .await;
         let (body, _) = self
             .artefact(&at_digest(&parsed, &digest), &digest, u64::MAX)
@@ -870,7 +883,10 @@ impl Client {
     ) -> Result<(Vec<u8>, String), Fault> {
         let client = self.client(reference);
         client
-            .store_auth_if_needed(reference.resolve_registry(), &self.auth())
+            .store_auth_if_needed(
+                reference.resolve_registry(),
+                &self.auth(reference.resolve_registry()),
+            )
             .await;
         let mut manifest = OciImageManifest::build(&layers, &config, annotations);
         manifest.media_type = Some(MANIFEST_MEDIA_TYPE.to_string());

@@ -204,7 +204,10 @@ enum Command {
     /// layer), signed with --sign. The tag moves last, once the artefact
     /// and its signature are in place. Prints the digest.
     ///
-    /// Credentials: WASMPLUG_REGISTRY_USER and WASMPLUG_REGISTRY_PASSWORD.
+    /// Credentials: the Docker config (--registry-config, default
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json), or
+    /// WASMPLUG_REGISTRY_USER and WASMPLUG_REGISTRY_PASSWORD for the
+    /// reference's registry.
     ///
     /// Example:
     ///   wasmplug push hello.wasm registry.example:5000/plugins/hello:stable --sign release.key

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use wasmplug::oci::{Client, ClientOptions, FollowOptions, LayerCache, SigningKey, Trust};
+use wasmplug::oci::{
+    Client, ClientOptions, Credentials, FollowOptions, LayerCache, SigningKey, Trust,
+};
 
 use crate::flags::parse_duration;
 
@@ -29,12 +31,20 @@ pub struct OciFlags {
     /// `$XDG_CACHE_HOME/wasmplug/oci` or `~/.cache/wasmplug/oci`).
     #[arg(long = "layer-cache", value_name = "DIR")]
     layer_cache: Option<PathBuf>,
+    /// Registry logins, as a Docker `config.json` (what `docker login`
+    /// writes, or a Kubernetes pull secret's `.dockerconfigjson`). Default:
+    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, if there.
+    #[arg(long = "registry-config", value_name = "FILE")]
+    registry_config: Option<PathBuf>,
 }
 
 impl OciFlags {
-    /// The client options: credentials from `WASMPLUG_REGISTRY_USER` and
-    /// `WASMPLUG_REGISTRY_PASSWORD` when set.
-    pub fn client(&self) -> ClientOptions {
+    /// The client options for a command on `references`. Logins come from
+    /// the Docker config (`--registry-config`, else Docker's own when there
+    /// is one), then from `WASMPLUG_REGISTRY_USER` and
+    /// `WASMPLUG_REGISTRY_PASSWORD`, which are for one registry: the one
+    /// `WASMPLUG_REGISTRY` names, else the one `references` name.
+    pub fn client(&self, references: &[&str]) -> anyhow::Result<ClientOptions> {
         let mut options = ClientOptions {
             plain_http: self.plain_http.clone(),
             ..ClientOptions::default()
@@ -42,13 +52,37 @@ impl OciFlags {
         if let Some(dir) = &self.layer_cache {
             options.cache = Some(LayerCache::new(dir));
         }
-        if let (Ok(user), Ok(password)) = (
-            std::env::var("WASMPLUG_REGISTRY_USER"),
-            std::env::var("WASMPLUG_REGISTRY_PASSWORD"),
+        options.credentials = match &self.registry_config {
+            Some(path) => Credentials::from_docker_config(path)?,
+            // Docker's own, found rather than named: one that cannot be
+            // read costs its logins, not the command (an anonymous pull
+            // never needed it).
+            None => match Credentials::docker_config_path().filter(|p| p.is_file()) {
+                Some(path) => Credentials::from_docker_config(&path).unwrap_or_else(|e| {
+                    tracing::warn!(target: "wasmplug::oci", "{e:#}: no logins from it");
+                    Credentials::new()
+                }),
+                None => Credentials::new(),
+            },
+        };
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        match (
+            var("WASMPLUG_REGISTRY_USER"),
+            var("WASMPLUG_REGISTRY_PASSWORD"),
         ) {
-            options.basic_auth = Some((user, password));
+            (Some(user), Some(password)) => {
+                let registry = env_login_registry(var("WASMPLUG_REGISTRY"), references)?;
+                options.credentials.insert(&registry, &user, &password);
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                bail!("WASMPLUG_REGISTRY_USER is set, WASMPLUG_REGISTRY_PASSWORD is unset or empty")
+            }
+            (None, Some(_)) => {
+                bail!("WASMPLUG_REGISTRY_PASSWORD is set, WASMPLUG_REGISTRY_USER is unset or empty")
+            }
         }
-        options
+        Ok(options)
     }
 
     /// Whom to trust; one of --trust or --unsigned is required.
@@ -63,6 +97,36 @@ impl OciFlags {
             );
         }
         Trust::keys_from_files(&self.trust)
+    }
+}
+
+/// The registry the login in `WASMPLUG_REGISTRY_USER` is for: `named`
+/// (`WASMPLUG_REGISTRY`), else the one registry `references` name. Never
+/// every registry: a password sent to a registry it is not for is leaked.
+fn env_login_registry(named: Option<String>, references: &[&str]) -> anyhow::Result<String> {
+    if let Some(registry) = named {
+        return Ok(registry);
+    }
+    let mut registries = Vec::new();
+    for reference in references {
+        let parsed = wasmplug::oci::parse_reference(reference)?;
+        let registry = parsed.resolve_registry().to_string();
+        if !registries.contains(&registry) {
+            registries.push(registry);
+        }
+    }
+    match registries.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => {
+            bail!("WASMPLUG_REGISTRY_USER is set but no registry is named: set WASMPLUG_REGISTRY")
+        }
+        many => bail!(
+            "WASMPLUG_REGISTRY_USER is one login, and these references name {} registries ({}): \
+             set WASMPLUG_REGISTRY to the one it is for, or give each its login in a Docker \
+             config (--registry-config)",
+            many.len(),
+            many.join(", ")
+        ),
     }
 }
 
@@ -84,7 +148,8 @@ impl FollowFlags {
     /// The follower options, or why they cannot be made.
     pub fn options(&self, allow_widening: bool) -> anyhow::Result<FollowOptions> {
         let mut options = FollowOptions::new(self.oci.trust()?).poll(self.poll);
-        options.client = self.oci.client();
+        let references: Vec<&str> = self.follow.iter().map(String::as_str).collect();
+        options.client = self.oci.client(&references)?;
         options.guard.widening = allow_widening;
         Ok(options)
     }
@@ -119,7 +184,7 @@ pub fn push(
 ) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let key = sign.map(SigningKey::from_file).transpose()?;
-    let client = Client::new(oci.client());
+    let client = Client::new(oci.client(&[reference])?);
     let pushed = block_on(client.push(reference, bytes, key.as_ref()))?
         .with_context(|| format!("pushing {}", file.display()))?;
     outln!("pushed {} as {}", file.display(), pushed.digest);
@@ -132,7 +197,7 @@ pub fn push(
 /// `wasmplug pull REF [-o FILE]`.
 pub fn pull(reference: &str, output: Option<&Path>, oci: &OciFlags) -> anyhow::Result<ExitCode> {
     let trust = oci.trust()?;
-    let client = Client::new(oci.client());
+    let client = Client::new(oci.client(&[reference])?);
     let pulled = block_on(client.pull(reference, &trust))??;
     let output = match output {
         Some(path) => path.to_path_buf(),
@@ -174,7 +239,7 @@ pub fn pull(reference: &str, output: Option<&Path>, oci: &OciFlags) -> anyhow::R
 /// `wasmplug sign REF --key KEY`.
 pub fn sign(reference: &str, key: &Path, oci: &OciFlags) -> anyhow::Result<ExitCode> {
     let key = SigningKey::from_file(key)?;
-    let client = Client::new(oci.client());
+    let client = Client::new(oci.client(&[reference])?);
     let digest = block_on(client.sign(reference, &key))??;
     outln!(
         "signed {reference} ({digest}) with {}",
@@ -223,7 +288,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// `wasmplug tag REF TAG`.
 pub fn tag(reference: &str, tag: &str, oci: &OciFlags) -> anyhow::Result<ExitCode> {
-    let client = Client::new(oci.client());
+    let client = Client::new(oci.client(&[reference])?);
     let digest = block_on(client.tag(reference, tag))??;
     outln!("tagged {digest} as {tag}");
     Ok(ExitCode::SUCCESS)
