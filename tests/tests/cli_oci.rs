@@ -33,7 +33,11 @@ fn wasmplug(dir: &Path) -> Command {
 }
 
 fn run(command: &mut Command) -> (Output, String, String) {
-    let out = command.output().expect("running wasmplug");
+    with_text(command.output().expect("running wasmplug"))
+}
+
+/// `out` with its stdout and stderr as text.
+fn with_text(out: Output) -> (Output, String, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stdout, stderr)
@@ -51,16 +55,13 @@ fn run_within(limit: Duration, command: &mut Command) -> (Output, String, String
     std::thread::spawn(move || {
         let _ = done.send(child.wait_with_output());
     });
-    let out = match finished.recv_timeout(limit) {
-        Ok(out) => out.expect("waiting for wasmplug"),
+    match finished.recv_timeout(limit) {
+        Ok(out) => with_text(out.expect("waiting for wasmplug")),
         Err(_) => {
             let _ = Command::new("kill").arg(id.to_string()).status();
             panic!("wasmplug was still running after {limit:?}: it should have refused");
         }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out, stdout, stderr)
+    }
 }
 
 /// The `sha256:…` in `text`.

@@ -665,11 +665,12 @@ impl EndlessManifests {
     }
 }
 
-/// A client with a login for `registry` (sent only when asked).
-fn client_with_password(registry: &EndlessManifests) -> Client {
+/// A client with the login `ops`/`password` for `registry` (sent only
+/// when asked).
+fn client_with_login(registry: &str, password: &str) -> Client {
     Client::new(ClientOptions {
         cache: None,
-        credentials: Credentials::new().with(&registry.addr.to_string(), "ops", "s3cret"),
+        credentials: Credentials::new().with(registry, "ops", password),
         ..ClientOptions::default()
     })
 }
@@ -684,10 +685,12 @@ fn a_registry_answering_an_endless_manifest_is_refused_after_4_mib_read() {
     };
 
     // Pulling the tag: the HEAD names ENDLESS, whose body never ends.
-    let err = match block_on(client_with_password(&registry).pull(
-        &registry.reference("plugins/hello", "stable"),
-        &Trust::Unsigned,
-    )) {
+    let err = match block_on(
+        client_with_login(&registry.addr.to_string(), "s3cret").pull(
+            &registry.reference("plugins/hello", "stable"),
+            &Trust::Unsigned,
+        ),
+    ) {
         Ok(_) => panic!("an endless manifest was accepted"),
         Err(e) => e,
     };
@@ -738,7 +741,8 @@ fn a_token_service_answering_without_end_is_refused_and_a_token_is_used_as_given
     let registry = EndlessManifests::start(Asks::Token);
     // The token service's answer never ends: refused after 64 KiB.
     let err = block_on(
-        client_with_password(&registry).resolve(&registry.reference("plugins/greedy", "stable")),
+        client_with_login(&registry.addr.to_string(), "s3cret")
+            .resolve(&registry.reference("plugins/greedy", "stable")),
     )
     .expect_err("an endless token answer was read to its end");
     assert!(
@@ -750,10 +754,12 @@ fn a_token_service_answering_without_end_is_refused_and_a_token_is_used_as_given
 
     // A token granted is what the manifest requests carry; the password
     // went only to the token service, which the registry named.
-    let err = match block_on(client_with_password(&registry).pull(
-        &registry.reference("plugins/hello", "stable"),
-        &Trust::Unsigned,
-    )) {
+    let err = match block_on(
+        client_with_login(&registry.addr.to_string(), "s3cret").pull(
+            &registry.reference("plugins/hello", "stable"),
+            &Trust::Unsigned,
+        ),
+    ) {
         Ok(_) => panic!("an endless manifest was accepted"),
         Err(e) => e,
     };
@@ -781,13 +787,7 @@ fn a_login_is_sent_to_its_own_registry_and_never_to_another() {
     let private = OciRegistry::start_with_login("ops", "s3cret");
     let reference = private.reference("plugins/hello", "stable");
     let bytes = guest_bytes("hello-v1");
-    let with_login = |password: &str| {
-        Client::new(ClientOptions {
-            cache: None,
-            credentials: Credentials::new().with(private.addr(), "ops", password),
-            ..ClientOptions::default()
-        })
-    };
+    let with_login = |password: &str| client_with_login(private.addr(), password);
 
     // The real registry takes its login: push, then pull the same bytes.
     let pushed = block_on(with_login("s3cret").push(&reference, bytes.clone(), None))

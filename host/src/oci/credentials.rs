@@ -130,15 +130,16 @@ impl Credentials {
         let Some(config) = config.as_object() else {
             bail!("not a Docker config.json: expected a JSON object");
         };
+        let none = serde_json::Map::new();
         let auths = match config.get("auths") {
-            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-            Some(serde_json::Value::Object(auths)) => auths.clone(),
+            None | Some(serde_json::Value::Null) => &none,
+            Some(serde_json::Value::Object(auths)) => auths,
             Some(_) => bail!("not a Docker config.json: `auths` is not an object of registries"),
         };
         let mut credentials = Credentials::new();
         // Registries whose login is where wasmplug does not look.
         let mut elsewhere: Vec<(String, String)> = Vec::new();
-        for (key, entry) in &auths {
+        for (key, entry) in auths {
             let field = |name: &str| {
                 entry
                     .get(name)

@@ -255,12 +255,14 @@ impl Client {
         &self.options
     }
 
-    /// `registry`'s login, for `oci-client`.
-    fn auth(&self, registry: &str) -> RegistryAuth {
-        match self.options.credentials.get(registry) {
+    /// Hand `client` (`oci-client`'s for `registry`) the login of
+    /// `registry`, or nothing when it has none.
+    async fn log_in(&self, client: &oci_client::Client, registry: &str) {
+        let auth = match self.options.credentials.get(registry) {
             Some((user, password)) => RegistryAuth::Basic(user.into(), password.into()),
             None => RegistryAuth::Anonymous,
-        }
+        };
+        client.store_auth_if_needed(registry, &auth).await;
     }
 
     /// Whether `registry` is spoken to over plain HTTP.
@@ -363,11 +365,7 @@ impl Client {
                     .auth(reference, &bearer, RegistryOperation::Pull)
                     .await?;
             }
-            Access::Basic => {
-                client
-                    .store_auth_if_needed(registry, &self.auth(registry))
-                    .await
-            }
+            Access::Basic => self.log_in(&client, registry).await,
             Access::Anonymous => {}
         }
         lock().insert(key, (access.clone(), Instant::now()));
@@ -850,12 +848,7 @@ impl Client {
         let (parsed, digest) = self.parse_and_resolve(reference).await?;
         let fail = |f: Fault| f.into_error(reference, Some(&digest));
         let client = self.client(&parsed);
-        client
-            .store_auth_if_needed(
-                parsed.resolve_registry(),
-                &self.auth(parsed.resolve_registry()),
-            )
-            .await;
+        self.log_in(&client, parsed.resolve_registry()).await;
         let (body, _) = self
             .artefact(&at_digest(&parsed, &digest), &digest, u64::MAX)
             .await
@@ -882,12 +875,7 @@ impl Client {
         annotations: Option<BTreeMap<String, String>>,
     ) -> Result<(Vec<u8>, String), Fault> {
         let client = self.client(reference);
-        client
-            .store_auth_if_needed(
-                reference.resolve_registry(),
-                &self.auth(reference.resolve_registry()),
-            )
-            .await;
+        self.log_in(&client, reference.resolve_registry()).await;
         let mut manifest = OciImageManifest::build(&layers, &config, annotations);
         manifest.media_type = Some(MANIFEST_MEDIA_TYPE.to_string());
         for layer in &layers {
