@@ -527,8 +527,18 @@ fn dropping_a_follower_never_waits_on_a_registry_that_stopped_answering() {
 /// and counts what it managed to send. With [`Asks::Token`], it asks for
 /// tokens from a token service of its own: for the repository
 /// `plugins/greedy`, one whose answer never ends; otherwise a token,
-/// `t0k3n`. With [`Asks::Password`] it asks for a password. It notes each
-/// request's path and `Authorization` header.
+/// `t0k3n`. With [`Asks::Password`] it asks for a password. Pushes to it
+/// find no blob there, are told to upload each to the address it was
+/// started with ([`EndlessManifests::start_with_uploads_to`]), where the
+/// upload succeeds, and have every manifest refused with a `400` whose
+/// body never ends. It notes each request's path and `Authorization`
+/// header.
+struct EndlessManifests {
+    addr: std::net::SocketAddr,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
 /// What [`EndlessManifests`] asks of a client at `/v2/`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Asks {
@@ -537,18 +547,21 @@ enum Asks {
     Password,
 }
 
-struct EndlessManifests {
-    addr: std::net::SocketAddr,
-    sent: Arc<std::sync::atomic::AtomicU64>,
-    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
-}
-
 /// A digest whose manifest never ends, and one that declares a terabyte.
 const ENDLESS: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const DECLARED: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 impl EndlessManifests {
     fn start(asks: Asks) -> EndlessManifests {
+        EndlessManifests::start_with_uploads_to(asks, None)
+    }
+
+    /// Started so that blob uploads are sent to `uploads` (`None`: to
+    /// itself).
+    fn start_with_uploads_to(
+        asks: Asks,
+        uploads: Option<std::net::SocketAddr>,
+    ) -> EndlessManifests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = EndlessManifests {
@@ -561,7 +574,8 @@ impl EndlessManifests {
             for stream in listener.incoming().flatten() {
                 let (sent, seen) = (sent.clone(), seen.clone());
                 std::thread::spawn(move || {
-                    EndlessManifests::answer(stream, addr, asks, &sent, &seen)
+                    let uploads = uploads.unwrap_or(addr);
+                    EndlessManifests::answer(stream, addr, uploads, asks, &sent, &seen)
                 });
             }
         });
@@ -571,6 +585,7 @@ impl EndlessManifests {
     fn answer(
         mut stream: std::net::TcpStream,
         addr: std::net::SocketAddr,
+        uploads: std::net::SocketAddr,
         asks: Asks,
         sent: &std::sync::atomic::AtomicU64,
         seen: &std::sync::Mutex<Vec<(String, String)>>,
@@ -597,12 +612,35 @@ impl EndlessManifests {
         seen.lock()
             .unwrap()
             .push((path.to_string(), authorization.clone()));
+        // A request's body is read before the answer, so that closing the
+        // connection does not reset it under a client still sending.
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            })
+            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let _ = std::io::copy(
+            &mut (&stream).take(length.min(64 << 20)),
+            &mut std::io::sink(),
+        );
         let manifest = path.rsplit('/').next().unwrap_or("");
-        let endless = |stream: &mut std::net::TcpStream| {
+        let endless = |stream: &mut std::net::TcpStream, status: &str| {
             // No length: the body ends when the connection does, after
-            // 256 MiB of spaces, unless the client hangs up first.
+            // 256 MiB of spaces, unless the client hangs up first. A
+            // refusal says why first.
+            let why = if status.starts_with("200") {
+                ""
+            } else {
+                r#"{"errors":[{"code":"MANIFEST_INVALID"}]}"#
+            };
             let answered = stream.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{why}"
+                )
+                .as_bytes(),
             );
             let chunk = vec![b' '; 1 << 20];
             for _ in 0..256 {
@@ -627,11 +665,28 @@ impl EndlessManifests {
         } else if path == "/v2/" {
             stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
         } else if path.starts_with("/token") && path.contains("greedy") {
-            endless(&mut stream)
+            endless(&mut stream, "200 OK")
         } else if path.starts_with("/token") {
             stream.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"token\":\"t0k3n\"}",
             )
+        } else if method == "HEAD" && path.contains("/blobs/") {
+            stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+        } else if method == "POST" && path.contains("/blobs/uploads/") {
+            stream.write_all(
+                format!(
+                    "HTTP/1.1 202 Accepted\r\nLocation: http://{uploads}/upload/1?state=x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+        } else if method == "PUT" && path.starts_with("/upload/") {
+            stream.write_all(
+                b"HTTP/1.1 201 Created\r\nLocation: /v2/uploaded\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+        } else if method == "PUT" && path.contains("/manifests/") {
+            endless(&mut stream, "400 Bad Request")
         } else if method == "HEAD" {
             // A tag points to ENDLESS or DECLARED; `headless` sends no
             // digest, so the client must GET the manifest to hash it.
@@ -651,7 +706,7 @@ impl EndlessManifests {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\nConnection: close\r\n\r\n{",
             )
         } else {
-            endless(&mut stream)
+            endless(&mut stream, "200 OK")
         };
     }
 
@@ -816,8 +871,7 @@ fn a_login_is_sent_to_its_own_registry_and_never_to_another() {
         &Trust::Unsigned,
     ))
     .expect_err("the other registry serves no component");
-    // Nor when a tag is moved there (what `tag` sends goes through
-    // `oci-client`, as pushes do).
+    // Nor when a tag is moved there (a push, with a token of push scope).
     let _ =
         block_on(with_login("s3cret").tag(&other.reference("plugins/hello", "stable"), "promoted"));
     let seen = other.authorizations();
@@ -828,4 +882,70 @@ fn a_login_is_sent_to_its_own_registry_and_never_to_another() {
         private.addr(),
         other.addr
     );
+}
+
+#[test]
+fn a_push_sends_no_login_with_an_upload_elsewhere_and_reads_a_refusal_bounded() {
+    // Where the registry tells the client to upload blobs: another server.
+    let elsewhere = EndlessManifests::start(Asks::Nothing);
+    for asks in [Asks::Password, Asks::Token] {
+        let registry = EndlessManifests::start_with_uploads_to(asks, Some(elsewhere.addr));
+        let before = elsewhere.authorizations().len();
+        let err = block_on(
+            client_with_login(&registry.addr.to_string(), "s3cret").push(
+                &registry.reference("plugins/hello", "stable"),
+                guest_bytes("hello-v1"),
+                None,
+            ),
+        )
+        .expect_err("the registry refuses every manifest");
+
+        // The refusal is reported from the start of its endless body.
+        let said = format!("{err:#}");
+        assert!(
+            said.contains("400") && said.contains("MANIFEST_INVALID"),
+            "says why: {said}"
+        );
+        let sent = registry.sent.load(Ordering::Relaxed);
+        assert!(
+            sent < 64 << 20,
+            "the client read on: the server sent {} MiB",
+            sent >> 20
+        );
+
+        // The blobs went where the registry said, with no login and no
+        // token: only the registry itself (and its token service) sees them.
+        let uploads: Vec<_> = elsewhere.authorizations()[before..]
+            .iter()
+            .filter(|(p, _)| p.starts_with("/upload/"))
+            .cloned()
+            .collect();
+        assert!(uploads.len() >= 2, "the layer and the config: {uploads:?}");
+        assert!(
+            uploads.iter().all(|(_, a)| a.is_empty()),
+            "a login went with an upload to {}: {uploads:?}",
+            elsewhere.addr
+        );
+        let seen = registry.authorizations();
+        let asked: Vec<_> = seen
+            .iter()
+            .filter(|(p, _)| p.contains("/blobs/uploads/") || p.contains("/manifests/"))
+            .collect();
+        let expected = match asks {
+            Asks::Token => "Bearer t0k3n",
+            _ => "Basic b3BzOnMzY3JldA==",
+        };
+        assert!(
+            !asked.is_empty() && asked.iter().all(|(_, a)| a == expected),
+            "the registry's own requests carry {expected}: {seen:?}"
+        );
+        if asks == Asks::Token {
+            // A token for pushing: the service was asked for that scope.
+            assert!(
+                seen.iter().any(|(p, _)| p.starts_with("/token")
+                    && (p.contains("pull,push") || p.contains("pull%2Cpush"))),
+                "{seen:?}"
+            );
+        }
+    }
 }

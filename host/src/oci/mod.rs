@@ -11,8 +11,9 @@
 //! HTTP (as Docker does for `127.0.0.0/8`); every other over HTTPS unless
 //! [`ClientOptions::plain_http`] names it.
 //!
-//! The client is async (it is `oci-client`'s); a [`Follower`] runs it on a
-//! thread of its own, so a synchronous embedder never sees it.
+//! The client is async (reqwest's, and `oci-client`'s for blob pulls); a
+//! [`Follower`] runs it on a thread of its own, so a synchronous embedder
+//! never sees it.
 
 mod cache;
 mod credentials;
@@ -195,23 +196,46 @@ pub fn parse_reference(reference: &str) -> Result<Reference, Error> {
 
 /// A connection to OCI registries.
 ///
-/// Blobs and pushes go through `oci-client`. Manifests are read here, over
-/// the same HTTP client: `oci-client` reads a manifest whole into memory,
-/// so a registry (or anyone in its place) answering an endless one would
-/// grow the host without bound. Here it is refused past
-/// [`MAX_MANIFEST_SIZE`].
+/// Blob pulls go through `oci-client`, into a buffer bounded by the size
+/// the manifest declares. Manifests and every push are sent here, over one
+/// HTTP client: `oci-client` reads a manifest, and a registry's error
+/// answers, whole into memory, so a registry (or anyone in its place)
+/// answering an endless one would grow the host without bound; and on a
+/// push it sends the registry's login along to wherever the registry says
+/// to upload. Here a manifest is refused past [`MAX_MANIFEST_SIZE`], an
+/// error answer is read no further than its first 4 KiB, and a login or
+/// token goes only to its own registry (and the token service it names).
 pub struct Client {
     options: ClientOptions,
     /// One `oci-client` per registry: each remembers its own tokens.
     clients: Mutex<HashMap<String, oci_client::Client>>,
     /// The HTTP client manifests are read with; made on first use.
     http: OnceLock<reqwest::Client>,
-    /// Per `registry/repository`: what the registry last asked pulls for,
-    /// and when.
-    tokens: Mutex<HashMap<String, (Access, Instant)>>,
+    /// Per `registry/repository` and [`Op`]: what the registry last asked
+    /// for, and when.
+    tokens: Mutex<HashMap<(String, Op), (Access, Instant)>>,
 }
 
-/// What a registry asks of a pull, as its `/v2/` answer says.
+/// What a request to a registry is for: the scope a token is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Op {
+    /// Reading manifests and blobs.
+    Pull,
+    /// Uploading blobs and putting manifests (and reading, as a push does).
+    Push,
+}
+
+impl Op {
+    /// The actions of a token's `repository:NAME:ACTIONS` scope.
+    fn actions(self) -> &'static str {
+        match self {
+            Op::Pull => "pull",
+            Op::Push => "pull,push",
+        }
+    }
+}
+
+/// What a registry asks of a request, as its `/v2/` answer says.
 #[derive(Clone)]
 enum Access {
     /// Nothing: no credentials are sent.
@@ -270,6 +294,73 @@ impl Client {
         is_loopback(registry) || self.options.plain_http.iter().any(|r| r == registry)
     }
 
+    /// `registry`'s base URL, `https://host[:port]` (or `http://`).
+    fn base(&self, registry: &str) -> String {
+        let scheme = if self.plain(registry) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{registry}")
+    }
+
+    /// The URL of the manifest `reference` names (by digest, else by tag).
+    fn manifest_url(&self, reference: &Reference) -> String {
+        format!(
+            "{}/v2/{}/manifests/{}",
+            self.base(reference.resolve_registry()),
+            reference.repository(),
+            reference
+                .digest()
+                .or_else(|| reference.tag())
+                .unwrap_or("latest"),
+        )
+    }
+
+    /// `request` to `registry` itself, carrying what it asked for: its
+    /// token, its login, or nothing.
+    fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        registry: &str,
+        access: &Access,
+    ) -> reqwest::RequestBuilder {
+        match (access, self.options.credentials.get(registry)) {
+            (Access::Bearer(token), _) => request.bearer_auth(token),
+            (Access::Basic, Some((user, password))) => request.basic_auth(user, Some(password)),
+            _ => request,
+        }
+    }
+
+    /// Send the request `make` builds (`what`, for messages: `METHOD URL`)
+    /// to `reference`'s registry, carrying what the registry asks for
+    /// `op`. Refused with 401, it is sent once more with what the registry
+    /// asks anew (a token expired early or was revoked).
+    async fn send(
+        &self,
+        reference: &Reference,
+        op: Op,
+        what: &str,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Fault> {
+        let http = self.http()?;
+        let registry = reference.resolve_registry();
+        let mut fresh = false;
+        loop {
+            let access = self.access(reference, op, fresh).await?;
+            let response = self
+                .authorize(make(&http), registry, &access)
+                .send()
+                .await
+                .map_err(|e| Fault::transient(anyhow!("{what}: {e}")))?;
+            if response.status() == StatusCode::UNAUTHORIZED && !fresh {
+                fresh = true;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
     /// The `oci-client` for `reference`'s registry.
     fn client(&self, reference: &Reference) -> oci_client::Client {
         let registry = reference.resolve_registry().to_string();
@@ -308,16 +399,17 @@ impl Client {
         Ok(self.http.get_or_init(|| http).clone())
     }
 
-    /// What pulls from `reference`'s repository need: what was learnt
+    /// What `op` on `reference`'s repository needs: what was learnt
     /// unless `fresh` or older than [`TOKEN_KEPT`], else the registry's
     /// `/v2/` answer: no challenge, a `Basic` one (the password is sent
     /// only then), or a `Bearer` one, whose token service is asked for a
-    /// token here, its answer bounded, and never over plain HTTP for a
-    /// registry spoken to over HTTPS. What was learnt is handed to
-    /// `oci-client` for the blobs, so that it asks no token service itself.
-    async fn access(&self, reference: &Reference, fresh: bool) -> Result<Access, Fault> {
+    /// token of `op`'s scope here, its answer bounded, and never over
+    /// plain HTTP for a registry spoken to over HTTPS. What pulls need is
+    /// handed to `oci-client` for the blobs, so that it asks no token
+    /// service itself.
+    async fn access(&self, reference: &Reference, op: Op, fresh: bool) -> Result<Access, Fault> {
         let registry = reference.resolve_registry();
-        let key = format!("{registry}/{}", reference.repository());
+        let key = (format!("{registry}/{}", reference.repository()), op);
         let lock = || self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         if !fresh {
             if let Some((access, _)) = lock().get(&key).filter(|(_, at)| at.elapsed() < TOKEN_KEPT)
@@ -327,7 +419,7 @@ impl Client {
         }
         let http = self.http()?;
         let plain = self.plain(registry);
-        let url = format!("{}://{registry}/v2/", if plain { "http" } else { "https" });
+        let url = format!("{}/v2/", self.base(registry));
         let answer = http
             .get(&url)
             .send()
@@ -346,7 +438,7 @@ impl Client {
             Access::Anonymous
         } else if scheme.eq_ignore_ascii_case("bearer") {
             Access::Bearer(
-                self.bearer_token(reference, &url, &challenge[scheme.len()..], plain)
+                self.bearer_token(reference, op, &url, &challenge[scheme.len()..], plain)
                     .await?,
             )
         } else if scheme.eq_ignore_ascii_case("basic")
@@ -358,6 +450,8 @@ impl Client {
         };
         let client = self.client(reference);
         match &access {
+            // Pushes go out here, not through `oci-client`.
+            _ if op == Op::Push => {}
             Access::Bearer(token) => {
                 let bearer = RegistryAuth::Bearer(token.clone());
                 // No network: oci-client keeps a given token as it is.
@@ -372,12 +466,13 @@ impl Client {
         Ok(access)
     }
 
-    /// A pull token for `reference` from the token service a `Bearer`
+    /// A token for `op` on `reference` from the token service a `Bearer`
     /// challenge (its parameters: `params`) names, with the login of
     /// `reference`'s registry when it has one.
     async fn bearer_token(
         &self,
         reference: &Reference,
+        op: Op,
         url: &str,
         params: &str,
         plain: bool,
@@ -393,7 +488,7 @@ impl Client {
         }
         let mut query = vec![(
             "scope",
-            format!("repository:{}:pull", reference.repository()),
+            format!("repository:{}:{}", reference.repository(), op.actions()),
         )];
         if let Some(service) = params.get("service") {
             query.push(("service", service.clone()));
@@ -406,13 +501,8 @@ impl Client {
             .send()
             .await
             .map_err(|e| Fault::transient(anyhow!("GET {realm}: {e}")))?;
-        let status = answer.status();
-        if !status.is_success() {
-            let body = body_start(answer, MAX_ERROR_BODY).await;
-            return Err(Fault::transient(anyhow!(
-                "the token service at {realm} answered {status}: {}",
-                said(&body)
-            )));
+        if !answer.status().is_success() {
+            return Err(refusal(&format!("the token service at {realm}"), answer).await);
         }
         let body = body_within(answer, MAX_TOKEN_ANSWER, "token service's answer")
             .await
@@ -440,55 +530,21 @@ impl Client {
         accept: &[&str],
         method: Method,
     ) -> Result<Option<Manifest>, Fault> {
-        let registry = reference.resolve_registry();
-        let url = format!(
-            "{}://{registry}/v2/{}/manifests/{}",
-            if self.plain(registry) {
-                "http"
-            } else {
-                "https"
-            },
-            reference.repository(),
-            reference
-                .digest()
-                .or_else(|| reference.tag())
-                .unwrap_or("latest"),
-        );
-        let http = self.http()?;
-        let mut fresh = false;
-        let response = loop {
-            let request = http
-                .request(method.clone(), &url)
-                .header(header::ACCEPT, accept.join(", "));
-            let request = match (
-                self.access(reference, fresh).await?,
-                self.options.credentials.get(registry),
-            ) {
-                (Access::Bearer(token), _) => request.bearer_auth(token),
-                (Access::Basic, Some((user, password))) => request.basic_auth(user, Some(password)),
-                _ => request,
-            };
-            let response = request
-                .send()
-                .await
-                .map_err(|e| Fault::transient(anyhow!("{method} {url}: {e}")))?;
-            if response.status() == StatusCode::UNAUTHORIZED && !fresh {
-                // The token expired early or was revoked: one new one.
-                fresh = true;
-                continue;
-            }
-            break response;
-        };
+        let url = self.manifest_url(reference);
+        let what = format!("{method} {url}");
+        let accept = accept.join(", ");
+        let response = self
+            .send(reference, Op::Pull, &what, |http| {
+                http.request(method.clone(), &url)
+                    .header(header::ACCEPT, &accept)
+            })
+            .await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !status.is_success() {
-            let body = body_start(response, MAX_ERROR_BODY).await;
-            return Err(Fault::transient(anyhow!(
-                "{method} {url} answered {status}: {}",
-                said(&body)
-            )));
+            return Err(refusal(&what, response).await);
         }
         let digest = response
             .headers()
@@ -799,14 +855,9 @@ impl Client {
             None => None,
         };
         if parsed.digest().is_none() {
-            self.client(&parsed)
-                .push_manifest_raw(
-                    &parsed,
-                    manifest,
-                    MANIFEST_MEDIA_TYPE.parse().expect("valid"),
-                )
+            self.put_manifest(&parsed, manifest)
                 .await
-                .map_err(|e| fail(e.into(), Some(&digest)))?;
+                .map_err(|f| fail(f, Some(&digest)))?;
         }
         Ok(Pushed {
             reference: reference.to_string(),
@@ -847,8 +898,6 @@ impl Client {
     pub async fn tag(&self, reference: &str, tag: &str) -> Result<String, Error> {
         let (parsed, digest) = self.parse_and_resolve(reference).await?;
         let fail = |f: Fault| f.into_error(reference, Some(&digest));
-        let client = self.client(&parsed);
-        self.log_in(&client, parsed.resolve_registry()).await;
         let (body, _) = self
             .artefact(&at_digest(&parsed, &digest), &digest, u64::MAX)
             .await
@@ -858,10 +907,7 @@ impl Client {
             parsed.repository().to_string(),
             tag.to_string(),
         );
-        client
-            .push_manifest_raw(&target, body, MANIFEST_MEDIA_TYPE.parse().expect("valid"))
-            .await
-            .map_err(|e| fail(e.into()))?;
+        self.put_manifest(&target, body).await.map_err(fail)?;
         Ok(digest)
     }
 
@@ -874,34 +920,119 @@ impl Client {
         config: Config,
         annotations: Option<BTreeMap<String, String>>,
     ) -> Result<(Vec<u8>, String), Fault> {
-        let client = self.client(reference);
-        self.log_in(&client, reference.resolve_registry()).await;
         let mut manifest = OciImageManifest::build(&layers, &config, annotations);
         manifest.media_type = Some(MANIFEST_MEDIA_TYPE.to_string());
         for layer in &layers {
-            let digest = layer.sha256_digest();
-            if !client.blob_exists(reference, &digest).await? {
-                client
-                    .push_blob(reference, layer.data.clone(), &digest)
-                    .await?;
-            }
-        }
-        let config_digest = config.sha256_digest();
-        if !client.blob_exists(reference, &config_digest).await? {
-            client
-                .push_blob(reference, config.data.clone(), &config_digest)
+            self.push_blob(reference, &layer.data, &layer.sha256_digest())
                 .await?;
         }
+        self.push_blob(reference, &config.data, &config.sha256_digest())
+            .await?;
         let body = serde_json::to_vec(&manifest).map_err(|e| Fault::refused(anyhow!(e)))?;
         let digest = sha256_digest(&body);
-        client
-            .push_manifest_raw(
-                &at_digest(reference, &digest),
-                body.clone(),
-                MANIFEST_MEDIA_TYPE.parse().expect("valid"),
-            )
+        self.put_manifest(&at_digest(reference, &digest), body.clone())
             .await?;
         Ok((body, digest))
+    }
+
+    /// Upload `data` as the blob `digest` of `reference`'s repository,
+    /// unless the registry has it already. The upload goes where the
+    /// registry says (its `Location`); the registry's login or token goes
+    /// with it only when that is the registry itself, not, say, a storage
+    /// service's pre-signed URL.
+    async fn push_blob(
+        &self,
+        reference: &Reference,
+        data: &[u8],
+        digest: &str,
+    ) -> Result<(), Fault> {
+        let registry = reference.resolve_registry();
+        let base = self.base(registry);
+        let repository = reference.repository();
+
+        let url = format!("{base}/v2/{repository}/blobs/{digest}");
+        let what = format!("HEAD {url}");
+        let there = self
+            .send(reference, Op::Push, &what, |http| http.head(&url))
+            .await?;
+        match there.status() {
+            status if status.is_success() => return Ok(()),
+            StatusCode::NOT_FOUND => {}
+            _ => return Err(refusal(&what, there).await),
+        }
+
+        let url = format!("{base}/v2/{repository}/blobs/uploads/");
+        let what = format!("POST {url}");
+        let started = self
+            .send(reference, Op::Push, &what, |http| {
+                http.post(&url).header(header::CONTENT_LENGTH, 0)
+            })
+            .await?;
+        if started.status() != StatusCode::ACCEPTED {
+            return Err(refusal(&what, started).await);
+        }
+        let location = started
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| Fault::transient(anyhow!("{what} answered with no upload Location")))?;
+        drop(started);
+        let own = reqwest::Url::parse(&base)
+            .map_err(|e| Fault::refused(anyhow!("`{base}` is not a URL: {e}")))?;
+        let mut upload = own.join(&location).map_err(|e| {
+            Fault::transient(anyhow!(
+                "{what}: the upload Location `{location}` is not a URL: {e}"
+            ))
+        })?;
+        let home = upload.origin() == own.origin();
+        // Named without its query, which may hold a pre-signed URL's secret.
+        let mut shown = upload.clone();
+        shown.set_query(None);
+        if !matches!(upload.scheme(), "https" | "http")
+            || (upload.scheme() == "http" && !self.plain(registry) && !home)
+        {
+            return Err(Fault::refused(anyhow!(
+                "{what}: the registry sends the upload to `{shown}`, not over HTTPS: refused"
+            )));
+        }
+        upload.query_pairs_mut().append_pair("digest", digest);
+        let what = format!("PUT {shown}");
+        let http = self.http()?;
+        let mut request = http
+            .put(upload)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(data.to_vec());
+        if home {
+            let access = self.access(reference, Op::Push, false).await?;
+            request = self.authorize(request, registry, &access);
+        }
+        let done = request
+            .send()
+            .await
+            .map_err(|e| Fault::transient(anyhow!("{what}: {e}")))?;
+        if !done.status().is_success() {
+            return Err(refusal(&what, done).await);
+        }
+        Ok(())
+    }
+
+    /// Put `body`, a Wasm artefact's or a signature's image manifest, as
+    /// the manifest `reference` names (a tag, or its digest).
+    async fn put_manifest(&self, reference: &Reference, body: Vec<u8>) -> Result<(), Fault> {
+        let url = self.manifest_url(reference);
+        let what = format!("PUT {url}");
+        let response = self
+            .send(reference, Op::Push, &what, |http| {
+                http.put(&url)
+                    .header(header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
+                    .body(body.clone())
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(refusal(&what, response).await);
+        }
+        Ok(())
     }
 
     /// Push a signature of `digest` under its signature tag, keeping the
@@ -965,9 +1096,7 @@ impl Client {
             None,
         );
         let (body, _) = self.push_artefact(&tag, layers, config, None).await?;
-        client
-            .push_manifest_raw(&tag, body, MANIFEST_MEDIA_TYPE.parse().expect("valid"))
-            .await?;
+        self.put_manifest(&tag, body).await?;
         Ok(tag_name)
     }
 }
@@ -1083,6 +1212,15 @@ async fn body_start(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
     }
     body.truncate(limit);
     body
+}
+
+/// A registry's (or its token service's) answer other than the one
+/// wanted, as a fault naming the request (`what`), the status and what the
+/// start of its body said; the rest is never read.
+async fn refusal(what: &str, response: reqwest::Response) -> Fault {
+    let status = response.status();
+    let body = body_start(response, MAX_ERROR_BODY).await;
+    Fault::transient(anyhow!("{what} answered {status}: {}", said(&body)))
 }
 
 /// What an error answer's body said, on one line.
