@@ -14,6 +14,7 @@ use wasmplug::{Policy, Registry, Runtime};
 /// The repository root.
 pub mod gated;
 pub mod oci_registry;
+pub mod token_service;
 
 /// A current-thread tokio runtime with timers and I/O: one executor
 /// thread, as the async tests that try to starve it need.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::token_service::{self, Asked, TokenService};
 use crate::TempDir;
 
 /// Where Debian installs the registry server.
@@ -19,6 +20,8 @@ pub struct OciRegistry {
     dir: TempDir,
     /// The one login it accepts, when it asks for one.
     login: Option<(String, String)>,
+    /// The token service it sends clients to, when it asks for tokens.
+    tokens: Option<TokenService>,
 }
 
 impl OciRegistry {
@@ -37,8 +40,33 @@ impl OciRegistry {
         Self::start_as(Some((user.to_string(), password.to_string())))
     }
 
-    fn start_as(login: Option<(String, String)>) -> OciRegistry {
+    /// Start a registry that asks for bearer tokens (a `Bearer` challenge),
+    /// from a token service of the tests' own ([`TokenService`]) that
+    /// grants them to `user` and `password` only, as Docker Hub, GHCR or
+    /// Harbor do. The registry checks every token itself.
+    pub fn start_with_token_service(user: &str, password: &str) -> OciRegistry {
         let dir = TempDir::new("oci-registry");
+        let tokens = TokenService::start(user, password, &dir.path().join("token-ca.pem"));
+        Self::start_in(dir, None, Some(tokens))
+    }
+
+    /// What the token service was asked, when there is one.
+    pub fn token_requests(&self) -> Vec<Asked> {
+        self.tokens
+            .as_ref()
+            .map(TokenService::asked)
+            .unwrap_or_default()
+    }
+
+    fn start_as(login: Option<(String, String)>) -> OciRegistry {
+        Self::start_in(TempDir::new("oci-registry"), login, None)
+    }
+
+    fn start_in(
+        dir: TempDir,
+        login: Option<(String, String)>,
+        tokens: Option<TokenService>,
+    ) -> OciRegistry {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut registry = OciRegistry {
@@ -46,6 +74,7 @@ impl OciRegistry {
             addr,
             dir,
             login,
+            tokens,
         };
         registry.spawn();
         registry
@@ -53,9 +82,16 @@ impl OciRegistry {
 
     fn spawn(&mut self) {
         let config = self.dir.path().join("config.yml");
-        let auth = match &self.login {
-            None => String::new(),
-            Some((user, password)) => {
+        let auth = match (&self.login, &self.tokens) {
+            (None, Some(tokens)) => format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                tokens.realm(),
+                token_service::SERVICE,
+                token_service::ISSUER,
+                self.dir.path().join("token-ca.pem").display()
+            ),
+            (None, None) => String::new(),
+            (Some((user, password)), _) => {
                 let htpasswd = self.dir.path().join("htpasswd");
                 let hash = bcrypt::hash(password, 4).expect("a bcrypt hash");
                 std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("writing htpasswd");
@@ -124,7 +160,8 @@ impl OciRegistry {
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
         answer.starts_with("HTTP/1.1 200")
-            || (self.login.is_some() && answer.starts_with("HTTP/1.1 401"))
+            || ((self.login.is_some() || self.tokens.is_some())
+                && answer.starts_with("HTTP/1.1 401"))
     }
 
     /// `127.0.0.1:PORT`.

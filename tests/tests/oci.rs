@@ -949,3 +949,70 @@ fn a_push_sends_no_login_with_an_upload_elsewhere_and_reads_a_refusal_bounded() 
         }
     }
 }
+
+#[test]
+fn a_registry_handing_out_tokens_takes_push_sign_tag_and_pull_with_its_login() {
+    let registry = OciRegistry::start_with_token_service("ops", "s3cret");
+    let reference = registry.reference("plugins/hello", "stable");
+    let bytes = guest_bytes("hello-v1");
+    let (first, second) = (
+        SigningKey::generate().expect("a key"),
+        SigningKey::generate().expect("a key"),
+    );
+    let with_login = || client_with_login(registry.addr(), "s3cret");
+
+    // A push, signed: blobs, manifest, signature and tag, each under a
+    // token of push scope that the registry itself checks.
+    let pushed = block_on(with_login().push(&reference, bytes.clone(), Some(&first)))
+        .expect("a push with a login, under tokens");
+    // A second signature, added to the first; then the tag copied to
+    // another: both with a client that has already pulled (holding tokens
+    // of pull scope for the repository), so the push scope must be asked
+    // for anew.
+    let puller = with_login();
+    let pulled = block_on(puller.pull(&reference, &trust(&first))).expect("a pull under tokens");
+    assert_eq!((&pulled.digest, &pulled.bytes), (&pushed.digest, &bytes));
+    assert_eq!(
+        block_on(puller.sign(&reference, &second)).expect("signing under tokens"),
+        pushed.digest
+    );
+    assert_eq!(
+        block_on(puller.tag(&reference, "promoted")).expect("a tag under tokens"),
+        pushed.digest
+    );
+
+    // The promoted tag pulls the same bytes, and both signatures hold.
+    for key in [&first, &second] {
+        let pulled = block_on(with_login().pull(
+            &registry.reference("plugins/hello", "promoted"),
+            &trust(key),
+        ))
+        .expect("the promoted tag, signed by both keys");
+        assert_eq!((&pulled.digest, &pulled.bytes), (&pushed.digest, &bytes));
+    }
+
+    // Without the login, or with a wrong one, the token service grants
+    // nothing, and the refusal says so.
+    for stranger in [client(None), client_with_login(registry.addr(), "wrong")] {
+        let err = block_on(stranger.pull(&reference, &Trust::Unsigned))
+            .expect_err("pulled without the login");
+        let said = format!("{err:#}");
+        assert!(said.contains("401"), "{said}");
+        let err = block_on(stranger.push(&reference, bytes.clone(), None))
+            .expect_err("pushed without the login");
+        assert!(format!("{err:#}").contains("401"), "{err:#}");
+    }
+
+    // Pushes asked for tokens that may push, and only with the login;
+    // pulls for tokens that may only pull.
+    let asked = registry.token_requests();
+    let scoped = |actions: &str| {
+        asked.iter().any(|a| {
+            a.logged_in
+                && a.scopes
+                    .iter()
+                    .any(|s| s == &format!("repository:plugins/hello:{actions}"))
+        })
+    };
+    assert!(scoped("pull,push") && scoped("pull"), "{asked:?}");
+}
