@@ -547,6 +547,9 @@ enum Asks {
     Password,
 }
 
+/// The secret in the pre-signed upload URLs [`EndlessManifests`] hands out.
+const SIGNATURE: &str = "s3cr3tsig";
+
 /// A digest whose manifest never ends, and one that declares a terabyte.
 const ENDLESS: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const DECLARED: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -677,7 +680,7 @@ impl EndlessManifests {
         } else if method == "POST" && path.contains("/blobs/uploads/") {
             stream.write_all(
                 format!(
-                    "HTTP/1.1 202 Accepted\r\nLocation: http://{uploads}/upload/1?state=x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    "HTTP/1.1 202 Accepted\r\nLocation: http://{uploads}/upload/1?X-Amz-Signature={SIGNATURE}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 )
                 .as_bytes(),
             )
@@ -871,9 +874,7 @@ fn a_login_is_sent_to_its_own_registry_and_never_to_another() {
         &Trust::Unsigned,
     ))
     .expect_err("the other registry serves no component");
-    // Nor when a tag is moved there (a push, with a token of push scope).
-    let _ =
-        block_on(with_login("s3cret").tag(&other.reference("plugins/hello", "stable"), "promoted"));
+    // (Pushes there: `a_push_sends_no_login_with_an_upload_elsewhere_…`.)
     let seen = other.authorizations();
     assert!(!seen.is_empty(), "the other registry was asked: {err}");
     assert!(
@@ -1015,4 +1016,58 @@ fn a_registry_handing_out_tokens_takes_push_sign_tag_and_pull_with_its_login() {
         })
     };
     assert!(scoped("pull,push") && scoped("pull"), "{asked:?}");
+}
+
+/// A server on a loopback port that reads each request and answers
+/// `answer`, or, when it is empty, never answers (holding the connection).
+fn answering(answer: &'static str) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64 << 10];
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = stream.read(&mut buf);
+                if answer.is_empty() {
+                    std::thread::sleep(Duration::from_secs(30));
+                } else {
+                    let _ = stream.write_all(answer.as_bytes());
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upload_elsewhere_that_fails_is_reported_without_its_pre_signed_secret() {
+    // The storage service a registry sends uploads to, with the signature
+    // in the URL: one that never answers, and one that refuses, quoting
+    // the signature it was sent (as S3's `SignatureDoesNotMatch` does).
+    let stalls = answering("");
+    let refuses = answering(
+        "HTTP/1.1 403 Forbidden\r\nContent-Length: 58\r\nConnection: close\r\n\r\n\
+         <Error><Code>SignatureDoesNotMatch</Code>s3cr3tsig</Error>",
+    );
+    for (storage, says) in [(stalls, "PUT http://"), (refuses, "403")] {
+        let registry = EndlessManifests::start_with_uploads_to(Asks::Nothing, Some(storage));
+        let client = Client::new(ClientOptions {
+            cache: None,
+            timeout: Duration::from_secs(1),
+            ..ClientOptions::default()
+        });
+        let err = block_on(client.push(
+            &registry.reference("plugins/hello", "stable"),
+            guest_bytes("hello-v1"),
+            None,
+        ))
+        .expect_err("the upload failed");
+        let said = format!("{err:#}");
+        assert!(
+            said.contains(says) && said.contains(&format!("{storage}/upload/1")),
+            "names the upload and what went wrong: {said}"
+        );
+        assert!(!said.contains(SIGNATURE), "the signature leaked: {said}");
+    }
 }

@@ -69,6 +69,8 @@ pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 const MAX_ERROR_BODY: usize = 4 << 10;
 /// The largest answer read from a registry's token service.
 const MAX_TOKEN_ANSWER: usize = 64 << 10;
+/// The most redirects followed for one request (reqwest's default).
+const MAX_REDIRECTS: usize = 10;
 /// How long what a registry asked for (a token, a password or nothing) is
 /// kept before asking again: under the 60 s the distribution spec's token
 /// service grants when it says nothing. A request refused with 401 asks
@@ -352,7 +354,7 @@ impl Client {
                 .authorize(make(&http), registry, &access)
                 .send()
                 .await
-                .map_err(|e| Fault::transient(anyhow!("{what}: {e}")))?;
+                .map_err(|e| Fault::transient(anyhow!("{what}: {}", e.without_url())))?;
             if response.status() == StatusCode::UNAUTHORIZED && !fresh {
                 fresh = true;
                 continue;
@@ -390,6 +392,15 @@ impl Client {
         // sending a byte every few seconds would otherwise hold a pull for
         // hours.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+                } else if downgrades(attempt.previous(), attempt.url()) {
+                    attempt.error("a redirect from HTTPS to plain HTTP: refused")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .connect_timeout(self.options.timeout)
             .read_timeout(self.options.timeout)
             .timeout(self.options.timeout * 4)
@@ -424,7 +435,7 @@ impl Client {
             .get(&url)
             .send()
             .await
-            .map_err(|e| Fault::transient(anyhow!("GET {url}: {e}")))?;
+            .map_err(|e| Fault::transient(anyhow!("GET {url}: {}", e.without_url())))?;
         let challenge = answer
             .headers()
             .get(header::WWW_AUTHENTICATE)
@@ -500,7 +511,7 @@ impl Client {
         let answer = request
             .send()
             .await
-            .map_err(|e| Fault::transient(anyhow!("GET {realm}: {e}")))?;
+            .map_err(|e| Fault::transient(anyhow!("GET {realm}: {}", e.without_url())))?;
         if !answer.status().is_success() {
             return Err(refusal(&format!("the token service at {realm}"), answer).await);
         }
@@ -978,17 +989,19 @@ impl Client {
             .map(str::to_string)
             .ok_or_else(|| Fault::transient(anyhow!("{what} answered with no upload Location")))?;
         drop(started);
-        let own = reqwest::Url::parse(&base)
-            .map_err(|e| Fault::refused(anyhow!("`{base}` is not a URL: {e}")))?;
-        let mut upload = own.join(&location).map_err(|e| {
-            Fault::transient(anyhow!(
-                "{what}: the upload Location `{location}` is not a URL: {e}"
-            ))
+        let posted = reqwest::Url::parse(&url)
+            .map_err(|e| Fault::refused(anyhow!("`{url}` is not a URL: {e}")))?;
+        // Not quoted: a pre-signed URL carries its signature.
+        let mut upload = posted.join(&location).map_err(|e| {
+            Fault::transient(anyhow!("{what}: the upload Location is not a URL: {e}"))
         })?;
-        let home = upload.origin() == own.origin();
-        // Named without its query, which may hold a pre-signed URL's secret.
+        let home = upload.origin() == posted.origin();
+        // Named without its query or a login, either of which may be a
+        // pre-signed URL's secret.
         let mut shown = upload.clone();
         shown.set_query(None);
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
         if !matches!(upload.scheme(), "https" | "http")
             || (upload.scheme() == "http" && !self.plain(registry) && !home)
         {
@@ -1010,11 +1023,14 @@ impl Client {
         let done = request
             .send()
             .await
-            .map_err(|e| Fault::transient(anyhow!("{what}: {e}")))?;
-        if !done.status().is_success() {
-            return Err(refusal(&what, done).await);
+            .map_err(|e| Fault::transient(anyhow!("{what}: {}", e.without_url())))?;
+        match done.status() {
+            status if status.is_success() => Ok(()),
+            _ if home => Err(refusal(&what, done).await),
+            // A storage service's refusal may quote the signature it was
+            // sent (S3's `SignatureDoesNotMatch` does): its status only.
+            status => Err(Fault::transient(anyhow!("{what} answered {status}"))),
         }
-        Ok(())
     }
 
     /// Put `body`, a Wasm artefact's or a signature's image manifest, as
@@ -1160,6 +1176,12 @@ fn check_digest(digest: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a redirect to `next`, after `previous`, leaves HTTPS for plain
+/// HTTP: refused, as what was sent over HTTPS would then go in the clear.
+fn downgrades(previous: &[reqwest::Url], next: &reqwest::Url) -> bool {
+    next.scheme() != "https" && previous.iter().any(|url| url.scheme() == "https")
+}
+
 /// Whether a registry address (`host[:port]`) is on a loopback interface.
 fn is_loopback(registry: &str) -> bool {
     let host = match registry.rsplit_once(':') {
@@ -1190,7 +1212,7 @@ async fn body_within(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| Fault::transient(anyhow!("reading the {what}: {e}")))?
+        .map_err(|e| Fault::transient(anyhow!("reading the {what}: {}", e.without_url())))?
     {
         if body.len() + chunk.len() > limit {
             return Err(too_large("longer".to_string()));
@@ -1303,6 +1325,24 @@ impl tokio::io::AsyncWrite for Bounded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redirect_never_leaves_https_for_plain_http() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let https = [url("https://registry.example/v2/x/blobs/uploads/")];
+        assert!(downgrades(&https, &url("http://registry.example/upload")));
+        assert!(downgrades(
+            &[https[0].clone(), url("https://storage.example/a")],
+            &url("http://storage.example/b")
+        ));
+        assert!(!downgrades(&https, &url("https://storage.example/upload")));
+        // A registry spoken to over plain HTTP (loopback, or named so)
+        // may redirect over plain HTTP.
+        assert!(!downgrades(
+            &[url("http://127.0.0.1:5000/v2/")],
+            &url("http://127.0.0.1:5000/v2/x")
+        ));
+    }
 
     #[test]
     fn loopback_registries_are_plain_http() {
