@@ -537,6 +537,9 @@ struct EndlessManifests {
     addr: std::net::SocketAddr,
     sent: Arc<std::sync::atomic::AtomicU64>,
     seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// How many of the next uploads sent to it to refuse with 401, as a
+    /// registry does when the token expired since the upload began.
+    refusals: Arc<AtomicUsize>,
 }
 
 /// What [`EndlessManifests`] asks of a client at `/v2/`.
@@ -571,14 +574,18 @@ impl EndlessManifests {
             addr,
             sent: Arc::default(),
             seen: Arc::default(),
+            refusals: Arc::default(),
         };
         let (sent, seen) = (server.sent.clone(), server.seen.clone());
+        let refusals = server.refusals.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let (sent, seen) = (sent.clone(), seen.clone());
+                let refusals = refusals.clone();
                 std::thread::spawn(move || {
                     let uploads = uploads.unwrap_or(addr);
-                    EndlessManifests::answer(stream, addr, uploads, asks, &sent, &seen)
+                    let noted = (sent.as_ref(), seen.as_ref(), refusals.as_ref());
+                    EndlessManifests::answer(stream, addr, uploads, asks, noted)
                 });
             }
         });
@@ -590,8 +597,11 @@ impl EndlessManifests {
         addr: std::net::SocketAddr,
         uploads: std::net::SocketAddr,
         asks: Asks,
-        sent: &std::sync::atomic::AtomicU64,
-        seen: &std::sync::Mutex<Vec<(String, String)>>,
+        (sent, seen, refusals): (
+            &std::sync::atomic::AtomicU64,
+            &std::sync::Mutex<Vec<(String, String)>>,
+            &AtomicUsize,
+        ),
     ) {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
@@ -684,6 +694,18 @@ impl EndlessManifests {
                 )
                 .as_bytes(),
             )
+        } else if method == "PUT"
+            && path.starts_with("/upload/")
+            && refusals
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            stream.write_all(
+                format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"endless\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
         } else if method == "PUT" && path.starts_with("/upload/") {
             stream.write_all(
                 b"HTTP/1.1 201 Created\r\nLocation: /v2/uploaded\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -715,6 +737,20 @@ impl EndlessManifests {
 
     fn reference(&self, repository: &str, tag: &str) -> String {
         format!("{}/{repository}:{tag}", self.addr)
+    }
+
+    /// What a push of the Rust hello to it, with the login `ops`/`s3cret`,
+    /// fails with (it refuses every manifest).
+    fn refused_push(&self) -> String {
+        let pushed = block_on(client_with_login(&self.addr.to_string(), "s3cret").push(
+            &self.reference("plugins/hello", "stable"),
+            guest_bytes("hello-v1"),
+            None,
+        ));
+        format!(
+            "{:#}",
+            pushed.expect_err("the registry refuses every manifest")
+        )
     }
 
     /// The `Authorization` headers sent, by request path.
@@ -892,17 +928,9 @@ fn a_push_sends_no_login_with_an_upload_elsewhere_and_reads_a_refusal_bounded() 
     for asks in [Asks::Password, Asks::Token] {
         let registry = EndlessManifests::start_with_uploads_to(asks, Some(elsewhere.addr));
         let before = elsewhere.authorizations().len();
-        let err = block_on(
-            client_with_login(&registry.addr.to_string(), "s3cret").push(
-                &registry.reference("plugins/hello", "stable"),
-                guest_bytes("hello-v1"),
-                None,
-            ),
-        )
-        .expect_err("the registry refuses every manifest");
+        let said = registry.refused_push();
 
         // The refusal is reported from the start of its endless body.
-        let said = format!("{err:#}");
         assert!(
             said.contains("400") && said.contains("MANIFEST_INVALID"),
             "says why: {said}"
@@ -1069,5 +1097,31 @@ fn an_upload_elsewhere_that_fails_is_reported_without_its_pre_signed_secret() {
             "names the upload and what went wrong: {said}"
         );
         assert!(!said.contains(SIGNATURE), "the signature leaked: {said}");
+    }
+}
+
+#[test]
+fn an_upload_refused_for_an_expired_token_is_made_again_once_under_a_new_one() {
+    for refused in [1, 2] {
+        let registry = EndlessManifests::start(Asks::Token);
+        registry.refusals.store(refused, Ordering::Relaxed);
+        let said = registry.refused_push();
+        let seen = registry.authorizations();
+        let tokens = seen.iter().filter(|(p, _)| p.starts_with("/token")).count();
+        if refused == 1 {
+            // The upload was made again under a new token, and the push
+            // went on to the manifest.
+            assert!(said.contains("MANIFEST_INVALID"), "{said}");
+            assert_eq!(tokens, 2, "one token, then one new one: {seen:?}");
+        } else {
+            // Refused under the new token too: the push stops there,
+            // saying so, after one more try and no more.
+            assert!(
+                said.contains("PUT http://") && said.contains("401"),
+                "{said}"
+            );
+            assert_eq!(tokens, 2, "{seen:?}");
+        }
+        assert_eq!(registry.refusals.load(Ordering::Relaxed), 0);
     }
 }

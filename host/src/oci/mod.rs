@@ -971,8 +971,35 @@ impl Client {
             StatusCode::NOT_FOUND => {}
             _ => return Err(refusal(&what, there).await),
         }
+        // A token that expires between the upload's start and its end (a
+        // large blob, a short-lived token) costs one new upload, under a
+        // new token.
+        if !self.upload(reference, data, digest, false).await? {
+            self.upload(reference, data, digest, true).await?;
+        }
+        Ok(())
+    }
 
-        let url = format!("{base}/v2/{repository}/blobs/uploads/");
+    /// Upload `data` as the blob `digest` (see [`push_blob`](Self::push_blob)),
+    /// asking the registry for a new token first when `fresh`. `false` when
+    /// the registry refused the upload's end with 401 and `fresh` was not
+    /// asked.
+    async fn upload(
+        &self,
+        reference: &Reference,
+        data: &[u8],
+        digest: &str,
+        fresh: bool,
+    ) -> Result<bool, Fault> {
+        let registry = reference.resolve_registry();
+        if fresh {
+            self.access(reference, Op::Push, true).await?;
+        }
+        let url = format!(
+            "{}/v2/{}/blobs/uploads/",
+            self.base(registry),
+            reference.repository()
+        );
         let what = format!("POST {url}");
         let started = self
             .send(reference, Op::Push, &what, |http| {
@@ -1025,7 +1052,8 @@ impl Client {
             .await
             .map_err(|e| Fault::transient(anyhow!("{what}: {}", e.without_url())))?;
         match done.status() {
-            status if status.is_success() => Ok(()),
+            status if status.is_success() => Ok(true),
+            StatusCode::UNAUTHORIZED if home && !fresh => Ok(false),
             _ if home => Err(refusal(&what, done).await),
             // A storage service's refusal may quote the signature it was
             // sent (S3's `SignatureDoesNotMatch` does): its status only.
