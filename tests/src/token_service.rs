@@ -93,10 +93,9 @@ fn answer(
     }
     let target = request.split_whitespace().nth(1).unwrap_or("");
     let query = target.split_once('?').map_or("", |(_, q)| q);
-    let scopes: Vec<String> = query
-        .split('&')
-        .filter_map(|pair| pair.strip_prefix("scope="))
-        .map(|scope| percent_decode(&scope.replace('+', " ")))
+    let scopes: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(name, _)| name == "scope")
+        .map(|(_, scope)| scope.into_owned())
         .collect();
     asked.lock().unwrap().push(Asked {
         scopes: scopes.clone(),
@@ -183,28 +182,4 @@ fn self_signed(key: &SigningKey, path: &Path) -> Vec<u8> {
     let pem = certificate.to_pem(LineEnding::LF).expect("PEM");
     std::fs::write(path, pem).expect("writing the certificate");
     certificate.to_der().expect("DER")
-}
-
-/// `%XX` escapes decoded (a query's value).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1109,7 +1109,7 @@ fn an_upload_refused_for_an_expired_token_is_made_again_once_under_a_new_one() {
         let seen = registry.authorizations();
         let tokens = seen.iter().filter(|(p, _)| p.starts_with("/token")).count();
         if refused == 1 {
-            // The upload was made again under a new token, and the push
+            // The upload's end was sent again under a new token, and the push
             // went on to the manifest.
             assert!(said.contains("MANIFEST_INVALID"), "{said}");
             assert_eq!(tokens, 2, "one token, then one new one: {seen:?}");

@@ -459,19 +459,20 @@ impl Client {
         } else {
             Access::Anonymous
         };
-        let client = self.client(reference);
-        match &access {
-            // Pushes go out here, not through `oci-client`.
-            _ if op == Op::Push => {}
-            Access::Bearer(token) => {
-                let bearer = RegistryAuth::Bearer(token.clone());
-                // No network: oci-client keeps a given token as it is.
-                client
-                    .auth(reference, &bearer, RegistryOperation::Pull)
-                    .await?;
+        // Pushes go out through `send`, not through `oci-client`.
+        if op == Op::Pull {
+            let client = self.client(reference);
+            match &access {
+                Access::Bearer(token) => {
+                    let bearer = RegistryAuth::Bearer(token.clone());
+                    // No network: oci-client keeps a given token as it is.
+                    client
+                        .auth(reference, &bearer, RegistryOperation::Pull)
+                        .await?;
+                }
+                Access::Basic => self.log_in(&client, registry).await,
+                Access::Anonymous => {}
             }
-            Access::Basic => self.log_in(&client, registry).await,
-            Access::Anonymous => {}
         }
         lock().insert(key, (access.clone(), Instant::now()));
         Ok(access)
@@ -971,35 +972,8 @@ impl Client {
             StatusCode::NOT_FOUND => {}
             _ => return Err(refusal(&what, there).await),
         }
-        // A token that expires between the upload's start and its end (a
-        // large blob, a short-lived token) costs one new upload, under a
-        // new token.
-        if !self.upload(reference, data, digest, false).await? {
-            self.upload(reference, data, digest, true).await?;
-        }
-        Ok(())
-    }
 
-    /// Upload `data` as the blob `digest` (see [`push_blob`](Self::push_blob)),
-    /// asking the registry for a new token first when `fresh`. `false` when
-    /// the registry refused the upload's end with 401 and `fresh` was not
-    /// asked.
-    async fn upload(
-        &self,
-        reference: &Reference,
-        data: &[u8],
-        digest: &str,
-        fresh: bool,
-    ) -> Result<bool, Fault> {
-        let registry = reference.resolve_registry();
-        if fresh {
-            self.access(reference, Op::Push, true).await?;
-        }
-        let url = format!(
-            "{}/v2/{}/blobs/uploads/",
-            self.base(registry),
-            reference.repository()
-        );
+        let url = format!("{base}/v2/{repository}/blobs/uploads/");
         let what = format!("POST {url}");
         let started = self
             .send(reference, Op::Push, &what, |http| {
@@ -1038,22 +1012,24 @@ impl Client {
         }
         upload.query_pairs_mut().append_pair("digest", digest);
         let what = format!("PUT {shown}");
-        let http = self.http()?;
-        let mut request = http
-            .put(upload)
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .body(data.to_vec());
-        if home {
-            let access = self.access(reference, Op::Push, false).await?;
-            request = self.authorize(request, registry, &access);
-        }
-        let done = request
-            .send()
-            .await
-            .map_err(|e| Fault::transient(anyhow!("{what}: {}", e.without_url())))?;
+        let put = |http: &reqwest::Client| {
+            http.put(upload.clone())
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(data.to_vec())
+        };
+        // To the registry itself, under its login or token (a token that
+        // expired since the upload began is asked for anew, once); anywhere
+        // else, under nothing.
+        let done = if home {
+            self.send(reference, Op::Push, &what, put).await?
+        } else {
+            put(&self.http()?)
+                .send()
+                .await
+                .map_err(|e| Fault::transient(anyhow!("{what}: {}", e.without_url())))?
+        };
         match done.status() {
-            status if status.is_success() => Ok(true),
-            StatusCode::UNAUTHORIZED if home && !fresh => Ok(false),
+            status if status.is_success() => Ok(()),
             _ if home => Err(refusal(&what, done).await),
             // A storage service's refusal may quote the signature it was
             // sent (S3's `SignatureDoesNotMatch` does): its status only.
